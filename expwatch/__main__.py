@@ -1,0 +1,3 @@
+from expwatch.cli import main
+
+raise SystemExit(main())
