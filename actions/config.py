@@ -1,0 +1,68 @@
+"""Actions that change how the next restart runs: set_env, switch_profile, scale_workers.
+
+They edit only the manifest; the change takes effect at the next ``restart``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from expwatch.actions.context import ActionContext, ActionFailed, ActionResult
+from expwatch.settings import SettingsError
+
+
+def set_env(ctx: ActionContext, arg: Any) -> ActionResult:
+    manifest = ctx.manifest()
+    values = {str(k): str(v) for k, v in (arg or {}).items()}
+    ctx.save(manifest.with_changes(env_overrides={**manifest.env_overrides, **values}))
+    return ActionResult("env set", {"env": values})
+
+
+def switch_profile(ctx: ActionContext, arg: Any) -> ActionResult:
+    manifest = ctx.manifest()
+    try:
+        old = ctx.settings.profile(manifest.profile)
+        new = ctx.settings.profile(str(arg))
+    except SettingsError as exc:
+        raise ActionFailed(str(exc)) from None
+    env = {k: v for k, v in manifest.env_overrides.items() if k not in old.env}
+    env.update(new.env)
+    ctx.save(manifest.with_changes(profile=new.name, env_overrides=env))
+    return ActionResult("profile switched", {"from": old.name, "to": new.name, "env": new.env})
+
+
+def _flag_value(argv: list[str], flag: str) -> tuple[int, int | None, bool]:
+    """(index, value, joined) of ``--flag N`` or ``--flag=N``; index -1 when absent."""
+    for i, token in enumerate(argv):
+        if token == flag and i + 1 < len(argv):
+            try:
+                return i + 1, int(argv[i + 1]), False
+            except ValueError:
+                return -1, None, False
+        if token.startswith(flag + "="):
+            try:
+                return i, int(token.split("=", 1)[1]), True
+            except ValueError:
+                return -1, None, False
+    return -1, None, False
+
+
+def scale_workers(ctx: ActionContext, arg: Any) -> ActionResult:
+    manifest = ctx.manifest()
+    flag = ctx.settings.worker_flag
+    try:
+        backend = ctx.settings.profile(manifest.profile).backend
+    except SettingsError as exc:
+        raise ActionFailed(str(exc)) from None
+    bounds = ctx.settings.worker_bounds.get(backend)
+    argv = list(manifest.argv)
+    index, current, joined = _flag_value(argv, flag)
+    if index < 0 or current is None:
+        return ActionResult("skipped", {"reason": f"no integer {flag} in the run's argv"})
+    wanted = max(1, math.floor(current * float(arg)) if float(arg) < 1 else math.ceil(current * float(arg)))
+    if bounds:
+        wanted = min(max(wanted, bounds.floor), bounds.ceiling)
+    argv[index] = f"{flag}={wanted}" if joined else str(wanted)
+    ctx.save(manifest.with_changes(argv=tuple(argv)))
+    return ActionResult("workers scaled", {"from": current, "to": wanted, "backend": backend, "flag": flag})

@@ -1,0 +1,56 @@
+"""What every action receives, and how it reports back.
+
+Actions change the world and nothing else: they never decide whether to
+act (the rules did) and never talk to the rules engine. Each reads the
+run's manifest fresh from disk, because an earlier step of the same
+incident (a restart, a profile switch) may have rewritten it.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from expwatch.audit.log import AuditLog
+from expwatch.layout import ExperimentsLayout
+from expwatch.manifest import RunManifest, load_named, save_manifest
+from expwatch.runners.base import Runner
+from expwatch.settings import Settings
+
+
+class ActionFailed(Exception):
+    """The action could not do its job; the incident halts the run."""
+
+
+@dataclass(frozen=True)
+class ActionResult:
+    outcome: str  # short word: killed, waited, restarted, halted, skipped, ...
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class ActionContext:
+    layout: ExperimentsLayout
+    settings: Settings
+    runner: Runner
+    audit: AuditLog
+    run: str
+    incident: str
+    rule: str
+    evidence: dict[str, Any]
+    stop: threading.Event
+    console: Callable[[str], None]
+    step_info: dict[str, Any] = field(default_factory=dict)  # survives a watcher crash mid-step
+    persist_step_info: Callable[[dict[str, Any]], None] = lambda info: None
+
+    def manifest(self) -> RunManifest:
+        return load_named(self.layout, self.run)
+
+    def save(self, manifest: RunManifest) -> None:
+        save_manifest(self.layout, manifest)
+
+    def remember(self, **info: Any) -> None:
+        """Persist facts about the running step before acting on them (crash recovery)."""
+        self.step_info.update(info)
+        self.persist_step_info(dict(self.step_info))

@@ -1,0 +1,133 @@
+"""halt and complete: the two ways expwatch stops acting on a run.
+
+A halt leaves the process as it is (a hung process is worth a py-spy dump
+before anyone kills it) and writes everything a human needs to decide into
+one diagnosis bundle beside the run's manifest.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+from collections import deque
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from expwatch.actions.context import ActionContext, ActionResult
+from expwatch.files import NotReadyYet, atomic_write_text, atomic_write_json, read_json
+from expwatch.manifest import HaltMark, RunManifest
+from expwatch.redact import redact_env
+from expwatch.runners.local import run_tree, verified_process
+from expwatch.validation import validate_result
+from expwatch.watcher.kernel import kernel_oom_lines
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+def last_lines(path: str, n: int = 50) -> list[str]:
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(0, 2)
+            fh.seek(max(0, fh.tell() - 256 * 1024))
+            return [line.decode("utf-8", "replace").rstrip("\r") for line in deque(fh.read().split(b"\n"), maxlen=n + 1)][-n - 1 : -1] or []
+    except FileNotFoundError:
+        return []
+
+
+def process_tree(manifest: RunManifest) -> list[str]:
+    leader = verified_process(manifest.pid, manifest.create_time)
+    if not leader:
+        return ["(no live process)"]
+    rows = []
+    for proc in run_tree(leader, manifest.pgid):
+        try:
+            rows.append(f"{proc.pid:>7} {proc.status():<9} {' '.join(proc.cmdline())[:160]}")
+        except psutil.Error:
+            continue
+    return rows
+
+
+def restart_by_hand(manifest: RunManifest) -> str:
+    env = " ".join(f"{k}={shlex.quote(v)}" for k, v in redact_env(manifest.env_overrides).items())
+    unset = " ".join(f"-u {shlex.quote(k)}" for k in manifest.env_unset)
+    prefix = f"env {unset} {env} ".replace("  ", " ") if env or unset else ""
+    return f"cd {shlex.quote(manifest.cwd)} && {prefix}{shlex.join(manifest.argv)} >> {shlex.quote(manifest.log)} 2>&1"
+
+
+def exit_status(ctx: ActionContext) -> str:
+    try:
+        record = read_json(ctx.layout.exit_path(ctx.run))
+    except (FileNotFoundError, NotReadyYet):
+        return "unknown (no exit record)"
+    if record.get("signal"):
+        return f"killed by signal {record['signal']}"
+    return f"exit code {record.get('returncode')}"
+
+
+def diagnosis(ctx: ActionContext, manifest: RunManifest, reason: str) -> str:
+    evidence = ctx.evidence or {}
+    captured = evidence.get("captured") or []
+    oom = kernel_oom_lines()
+    parts = [
+        f"# expwatch diagnosis: run {manifest.name}, incident {ctx.incident}",
+        f"halted at {_now()} by rule {ctx.rule}: {reason}",
+        "",
+        "## Restart by hand",
+        f"    expwatch resume {manifest.name} --dir {shlex.quote(str(ctx.layout.root))}",
+        "or exactly as expwatch would:",
+        f"    {restart_by_hand(manifest)}",
+        "",
+        "## Exit",
+        exit_status(ctx),
+        "",
+        "## Matched evidence",
+        *[f"    {line}" for line in ([evidence.get("line")] if evidence.get("line") else [])],
+        *[f"    {k} = {v}" for k, v in (evidence.get("facts") or {}).items()],
+        "",
+        "## Captured lines (traceback)",
+        *([f"    {line}" for line in captured] or ["    (none)"]),
+        "",
+        "## Last 50 log lines",
+        *[f"    {line}" for line in last_lines(manifest.log)],
+        "",
+        "## Process tree",
+        *[f"    {row}" for row in process_tree(manifest)],
+        "",
+        "## Kernel OOM lines",
+        *([f"    {line}" for line in oom] if oom else ["    (none)" if oom == [] else "    (kernel log not readable here)"]),
+        "",
+        "## Manifest",
+        json.dumps({**manifest.to_json(), "env_overrides": redact_env(manifest.env_overrides)}, indent=2),
+    ]
+    return "\n".join(parts) + "\n"
+
+
+def halt(ctx: ActionContext, arg: Any) -> ActionResult:
+    reason = str(arg or (ctx.evidence or {}).get("reason") or f"rule {ctx.rule} asked to halt")
+    manifest = ctx.manifest()
+    bundle = ctx.layout.run_files_dir(manifest.name) / f"diagnosis-{ctx.incident}.md"
+    atomic_write_text(bundle, diagnosis(ctx, manifest, reason))
+    ctx.save(manifest.with_changes(halted=HaltMark(reason=reason, incident=ctx.incident, at=_now())))
+    ctx.console(f"HALTED {manifest.name}: {reason}\n  diagnosis: {bundle}\n  resume with: expwatch resume {manifest.name} --dir {ctx.layout.root}")
+    return ActionResult("halted", {"reason": reason, "bundle": str(bundle)})
+
+
+def complete(ctx: ActionContext, arg: Any) -> ActionResult:
+    manifest = ctx.manifest()
+    details: dict[str, Any] = {}
+    if manifest.result and Path(manifest.result).exists():
+        report = validate_result(Path(manifest.result), log_path=Path(manifest.log), expected=manifest.expected)
+        data = report.to_json()
+        path = ctx.layout.run_files_dir(manifest.name) / "validation.json"
+        atomic_write_json(path, data)
+        details = {"validation": str(path), "issues": data.get("issues", []), "raw_acc": data.get("raw_acc"), "null_rate": data.get("null_rate")}
+        raw = data.get("raw_acc")
+        shown = f"{raw:.3f}" if isinstance(raw, (int, float)) else "-"
+        ctx.console(f"COMPLETE {manifest.name}: raw accuracy {shown}, {len(data.get('issues', []))} validation issue(s), report {path}")
+    ctx.save(manifest.with_changes(completed_at=_now()))
+    return ActionResult("completed", details)

@@ -1,0 +1,57 @@
+"""alert and exec: tell a human, or run the user's own command.
+
+Incident fields reach the user's command as EXPWATCH_* environment
+variables, never through a shell: log text is untrusted.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from typing import Any
+
+from expwatch.actions.context import ActionContext, ActionFailed, ActionResult
+
+
+def incident_env(ctx: ActionContext, message: str) -> dict[str, str]:
+    evidence = ctx.evidence or {}
+    return {
+        **os.environ,
+        "EXPWATCH_RUN": ctx.run,
+        "EXPWATCH_RULE": ctx.rule,
+        "EXPWATCH_INCIDENT": ctx.incident,
+        "EXPWATCH_MESSAGE": message,
+        "EXPWATCH_DIR": str(ctx.layout.root),
+        "EXPWATCH_EVIDENCE": str(evidence.get("line") or evidence.get("reason") or "")[:4000],
+    }
+
+
+def run_command(ctx: ActionContext, argv: list[str], message: str, timeout_s: float) -> dict[str, Any]:
+    try:
+        done = subprocess.run(
+            argv, env=incident_env(ctx, message), stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout_s
+        )
+    except FileNotFoundError:
+        raise ActionFailed(f"command {argv[0]!r} not found") from None
+    except subprocess.TimeoutExpired:
+        raise ActionFailed(f"command {argv[0]!r} did not finish within {timeout_s:g}s") from None
+    if done.returncode != 0:
+        raise ActionFailed(f"command {argv[0]!r} exited {done.returncode}: {done.stderr.strip()[:200]}")
+    return {"argv": argv, "returncode": 0, "stdout": done.stdout.strip()[:500]}
+
+
+def alert(ctx: ActionContext, arg: Any) -> ActionResult:
+    spec = arg if isinstance(arg, dict) else {"message": arg or ""}
+    message = spec.get("message") or f"{ctx.rule} on run {ctx.run}"
+    sys.stdout.write("\a")
+    ctx.console(f"ALERT {ctx.run}: {ctx.rule}: {message}")
+    details: dict[str, Any] = {"message": message}
+    if spec.get("argv"):
+        details["command"] = run_command(ctx, list(spec["argv"]), message, float(spec.get("timeout_s", 30)))
+    return ActionResult("alerted", details)
+
+
+def exec_command(ctx: ActionContext, arg: Any) -> ActionResult:
+    message = arg.get("message") or f"{ctx.rule} on run {ctx.run}"
+    return ActionResult("executed", run_command(ctx, list(arg["argv"]), message, float(arg.get("timeout_s", 60))))

@@ -1,0 +1,102 @@
+"""Actions on the run's processes: kill, restart, free_gpu."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from expwatch.actions.context import ActionContext, ActionFailed, ActionResult
+from expwatch.manifest import RunManifest
+from expwatch.runners.base import LaunchSpec
+from expwatch.runners.local import run_tree, verified_process
+
+
+def kill(ctx: ActionContext, arg: Any) -> ActionResult:
+    grace = float((arg or {}).get("grace_s", ctx.settings.number("kill.grace_s")))
+    report = ctx.runner.kill(ctx.manifest(), grace)
+    if report.skipped:
+        return ActionResult("skipped", {"reason": report.skipped})
+    return ActionResult("killed", {"signalled": list(report.signalled), "sigkilled": list(report.killed), "grace_s": grace})
+
+
+def run_environment(manifest: RunManifest) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in manifest.env_unset}
+    env.update(manifest.env_overrides)
+    return env
+
+
+def _executable_present(manifest: RunManifest, env: dict[str, str]) -> bool:
+    exe = manifest.argv[0]
+    if os.sep in exe:
+        return os.access(Path(manifest.cwd, exe), os.X_OK)
+    return shutil.which(exe, path=env.get("PATH")) is not None
+
+
+def restart(ctx: ActionContext, arg: Any) -> ActionResult:
+    manifest = ctx.manifest()
+    if "restarts_before" in ctx.step_info and manifest.restarts > ctx.step_info["restarts_before"]:
+        # The watcher died after relaunching but before recording it: never start a second copy.
+        return ActionResult("restarted", {"pid": manifest.pid, "recovered": True})
+    if verified_process(manifest.pid, manifest.create_time):
+        ctx.runner.kill(manifest, ctx.settings.number("kill.grace_s"))
+    env = run_environment(manifest)
+    if not os.path.isdir(manifest.cwd):
+        raise ActionFailed(f"working directory {manifest.cwd} is gone")
+    if not _executable_present(manifest, env):
+        raise ActionFailed(f"executable {manifest.argv[0]!r} not found (cwd {manifest.cwd})")
+    ctx.remember(restarts_before=manifest.restarts)
+    launched = ctx.runner.launch(
+        LaunchSpec(
+            name=manifest.name,
+            argv=manifest.argv,
+            cwd=manifest.cwd,
+            log=manifest.log,
+            env=env,
+            exit_record=str(ctx.layout.exit_path(manifest.name)),
+        )
+    )
+    ctx.save(
+        manifest.with_changes(
+            pid=launched.pid,
+            create_time=launched.create_time,
+            pgid=launched.pgid,
+            sid=launched.sid,
+            restarts=manifest.restarts + 1,
+            launched_at=datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
+        )
+    )
+    return ActionResult("restarted", {"pid": launched.pid, "restarts": manifest.restarts + 1, "argv": list(manifest.argv)})
+
+
+def gpu_processes() -> list[int] | None:
+    """PIDs using a GPU per nvidia-smi, or None where nvidia-smi is absent."""
+    exe = shutil.which("nvidia-smi")
+    if not exe:
+        return None
+    out = subprocess.run(
+        [exe, "--query-compute-apps=pid", "--format=csv,noheader"], capture_output=True, text=True, timeout=20
+    )
+    if out.returncode != 0:
+        raise ActionFailed(f"nvidia-smi failed: {out.stderr.strip()[:200]}")
+    return [int(p) for p in out.stdout.split() if p.strip().isdigit()]
+
+
+def free_gpu(ctx: ActionContext, arg: Any) -> ActionResult:
+    gpu_pids = gpu_processes()
+    if gpu_pids is None:
+        return ActionResult("skipped", {"reason": "nvidia-smi not found"})
+    manifest = ctx.manifest()
+    leader = verified_process(manifest.pid, manifest.create_time)
+    mine = {p.pid: p for p in run_tree(leader, manifest.pgid)} if leader else {}
+    ended = []
+    for pid in gpu_pids:
+        if pid in mine:
+            mine[pid].kill()
+            ended.append(pid)
+    time.sleep(0.1 if ended else 0)
+    return ActionResult("freed" if ended else "nothing to free", {"gpu_pids": gpu_pids, "ended": ended})

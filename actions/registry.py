@@ -1,0 +1,40 @@
+"""Action names (as written in the rules file) → the functions that do them."""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Callable
+
+from expwatch.actions.config import scale_workers, set_env, switch_profile
+from expwatch.actions.context import ActionContext, ActionResult
+from expwatch.actions.halt import complete, halt
+from expwatch.actions.notify import alert, exec_command
+from expwatch.actions.process import free_gpu, kill, restart
+
+
+def wait(ctx: ActionContext, arg: Any) -> ActionResult:
+    """Sleep on the incident's own thread, so other runs keep being watched.
+
+    The deadline is persisted when the step starts, so a watcher restarted
+    mid-wait waits only for what is left.
+    """
+    if "until" not in ctx.step_info:
+        ctx.remember(until=time.time() + float(arg))
+    remaining = max(0.0, ctx.step_info["until"] - time.time())
+    interrupted = ctx.stop.wait(remaining)
+    return ActionResult("interrupted" if interrupted else "waited", {"seconds": float(arg), "remaining_at_start": round(remaining, 3)})
+
+
+ACTIONS: dict[str, Callable[[ActionContext, Any], ActionResult]] = {
+    "kill": kill,
+    "wait": wait,
+    "set_env": set_env,
+    "switch_profile": switch_profile,
+    "scale_workers": scale_workers,
+    "restart": restart,
+    "free_gpu": free_gpu,
+    "halt": halt,
+    "alert": alert,
+    "exec": exec_command,
+    "complete": complete,
+}

@@ -1,0 +1,67 @@
+"""Where expwatch keeps its files inside an experiments directory.
+
+Everything expwatch writes lives under ``DIR/.expwatch/`` so a run's record
+survives as long as the experiments themselves, and one ``rm -r .expwatch``
+forgets it all. The user's editable files (rules, settings) sit next to the
+experiments, in plain sight.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+HOME_NAME = ".expwatch"
+
+
+@dataclass(frozen=True)
+class ExperimentsLayout:
+    root: Path
+
+    @classmethod
+    def at(cls, root: Path | str) -> "ExperimentsLayout":
+        return cls(Path(root).resolve())
+
+    @property
+    def home(self) -> Path:
+        return self.root / HOME_NAME
+
+    @property
+    def runs_dir(self) -> Path:
+        return self.home / "runs"
+
+    def manifest_path(self, name: str) -> Path:
+        return self.runs_dir / f"{name}.json"
+
+    def exit_path(self, name: str) -> Path:
+        """Written by the launch shim when the run's command ends."""
+        return self.runs_dir / f"{name}.exit.json"
+
+    def run_files_dir(self, name: str) -> Path:
+        """Diagnosis bundles and validation reports of one run."""
+        return self.home / "runs" / name
+
+    @property
+    def audit_path(self) -> Path:
+        return self.home / "audit.jsonl"
+
+    @property
+    def state_db(self) -> Path:
+        return self.home / "state.sqlite3"
+
+    @property
+    def lock_path(self) -> Path:
+        return self.home / "watcher.lock"
+
+    @property
+    def rules_path(self) -> Path:
+        """The user's editable rules, created by ``expwatch rules init``."""
+        return self.root / "expwatch.rules.yaml"
+
+    @property
+    def settings_path(self) -> Path:
+        """Optional user overrides of configs/settings.yaml."""
+        return self.root / "expwatch.yaml"
+
+    def is_manifest(self, path: Path) -> bool:
+        return path.parent == self.runs_dir and path.suffix == ".json" and not path.name.endswith(".exit.json") and not path.name.startswith(".")

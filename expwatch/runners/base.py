@@ -1,0 +1,49 @@
+"""The runner interface: the one seam between expwatch and whatever runs jobs.
+
+Rules and the watcher never start or signal processes themselves; actions
+ask a runner. Local processes are one implementation; a cluster scheduler
+is another that fits the same three verbs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from expwatch.manifest import RunManifest
+
+
+@dataclass(frozen=True)
+class LaunchSpec:
+    name: str
+    argv: tuple[str, ...]
+    cwd: str
+    log: str
+    env: dict[str, str]
+    exit_record: str  # where the run's exit status is written when it ends
+
+
+@dataclass(frozen=True)
+class Launched:
+    pid: int
+    create_time: float
+    pgid: int
+    sid: int
+
+
+@dataclass(frozen=True)
+class KillReport:
+    signalled: tuple[int, ...] = ()
+    killed: tuple[int, ...] = ()  # needed SIGKILL after the grace period
+    skipped: str = ""  # why nothing was signalled (gone, PID reused)
+    details: dict[str, str] = field(default_factory=dict)
+
+
+class Runner(Protocol):
+    name: str
+
+    def launch(self, spec: LaunchSpec) -> Launched: ...
+
+    def kill(self, manifest: RunManifest, grace_s: float) -> KillReport: ...
+
+    def alive(self, manifest: RunManifest) -> bool: ...

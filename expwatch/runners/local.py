@@ -1,0 +1,132 @@
+"""Runs evaluations as local processes, each in its own session.
+
+A run must outlive the shell (and the tmux pane, and the watcher) that
+started it, so it is started with ``setsid`` semantics and stdin from
+/dev/null. A process is only ever recognised by pid *and* create time: a pid
+alone may belong to an unrelated process after reuse.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import psutil
+
+from expwatch.manifest import RunManifest
+from expwatch.runners.base import KillReport, LaunchSpec, Launched
+
+# psutil derives create_time from boot time + clock ticks; the same process
+# reads back equal to well within this.
+CREATE_TIME_TOLERANCE_S = 0.05
+
+
+def shim_argv(exit_record: str, argv: tuple[str, ...]) -> list[str]:
+    return [sys.executable, "-m", "expwatch.runners.shim", exit_record, "--", *argv]
+
+
+def verified_process(pid: int | None, create_time: float | None) -> psutil.Process | None:
+    """The live process with this pid *and* create time, else None (gone or reused)."""
+    if not pid or create_time is None:
+        return None
+    try:
+        proc = psutil.Process(pid)
+        if abs(proc.create_time() - create_time) > CREATE_TIME_TOLERANCE_S:
+            return None
+        if proc.status() == psutil.STATUS_ZOMBIE:
+            return None
+        return proc
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return None
+
+
+def run_tree(leader: psutil.Process, pgid: int | None) -> list[psutil.Process]:
+    """The leader, its descendants, and group members started after it.
+
+    Descendants that called setsid are still children; members of the group
+    whose parent died were reparented and are found by pgid instead. Anything
+    older than the leader cannot belong to the run.
+    """
+    procs = {leader.pid: leader}
+    try:
+        for child in leader.children(recursive=True):
+            procs[child.pid] = child
+    except psutil.NoSuchProcess:
+        pass
+    if pgid:
+        born = leader.create_time()
+        for proc in psutil.process_iter(["pid", "create_time"]):
+            try:
+                if proc.pid not in procs and os.getpgid(proc.pid) == pgid and proc.info["create_time"] >= born:
+                    procs[proc.pid] = proc
+            except (ProcessLookupError, psutil.NoSuchProcess, PermissionError):
+                continue
+    return list(procs.values())
+
+
+class LocalRunner:
+    name = "local"
+
+    def __init__(self) -> None:
+        # Popen objects of runs this process started, reaped once they end so
+        # no zombie lingers while the watcher lives.
+        self._children: dict[int, subprocess.Popen] = {}
+
+    def launch(self, spec: LaunchSpec) -> Launched:
+        log_dir = os.path.dirname(spec.log)
+        if log_dir:
+            os.makedirs(log_dir, exist_ok=True)
+        try:
+            os.unlink(spec.exit_record)
+        except FileNotFoundError:
+            pass
+        with open(spec.log, "ab", buffering=0) as log:
+            proc = subprocess.Popen(
+                shim_argv(spec.exit_record, spec.argv),
+                cwd=spec.cwd,
+                env=spec.env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                start_new_session=True,
+                close_fds=True,
+            )
+        self._children[proc.pid] = proc
+        ps = psutil.Process(proc.pid)
+        return Launched(pid=proc.pid, create_time=ps.create_time(), pgid=os.getpgid(proc.pid), sid=os.getsid(proc.pid))
+
+    def reap(self) -> None:
+        for pid, proc in list(self._children.items()):
+            if proc.poll() is not None:
+                del self._children[pid]
+
+    def alive(self, manifest: RunManifest) -> bool:
+        self.reap()
+        return verified_process(manifest.pid, manifest.create_time) is not None
+
+    def kill(self, manifest: RunManifest, grace_s: float) -> KillReport:
+        leader = verified_process(manifest.pid, manifest.create_time)
+        if leader is None:
+            reason = "process already gone" if not psutil.pid_exists(manifest.pid or -1) else "pid now belongs to another process (create time differs)"
+            return KillReport(skipped=reason)
+        tree = run_tree(leader, manifest.pgid)
+        signalled = _signal_all(tree, "terminate")
+        _, survivors = psutil.wait_procs(tree, timeout=grace_s)
+        # Children forked during the grace period belong to the run too.
+        late = [p for p in run_tree(leader, manifest.pgid) if p.pid not in signalled] if leader.is_running() else []
+        killed = _signal_all(survivors + late, "kill")
+        psutil.wait_procs(survivors + late, timeout=max(grace_s, 1.0))
+        self.reap()
+        return KillReport(signalled=tuple(signalled), killed=tuple(killed))
+
+
+def _signal_all(procs: list[psutil.Process], how: str) -> list[int]:
+    done = []
+    for proc in procs:
+        try:
+            getattr(proc, how)()  # psutil re-checks create time, so a reused pid is never hit
+            done.append(proc.pid)
+        except psutil.NoSuchProcess:
+            continue
+    return done

@@ -1,0 +1,119 @@
+"""What state a run is in, as a pure function of what can be observed.
+
+``status``, the live view and the watcher all call ``classify`` so a run is
+never RUNNING in one place and STALE in another.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+
+from expwatch.files import NotReadyYet
+from expwatch.manifest import RunManifest
+from expwatch.results import ResultSnapshot, read_progress
+from expwatch.runners.local import verified_process
+
+
+class RunState(str, Enum):
+    RUNNING = "RUNNING"
+    COMPLETE = "COMPLETE"
+    DEAD = "DEAD"
+    STALE = "STALE"
+    HALTED = "HALTED"
+    STOPPED = "STOPPED"
+    UNKNOWN = "UNKNOWN"
+
+
+@dataclass(frozen=True)
+class RunObservation:
+    """Everything ``classify`` needs, gathered in one place."""
+
+    alive: bool | None  # None: no process information at all
+    done: int | None
+    expected: int | None
+    log_age_s: float | None
+    halted: bool = False
+    stopped: bool = False
+
+
+def classify(obs: RunObservation, stale_after_s: float) -> RunState:
+    if obs.stopped:
+        return RunState.STOPPED
+    if obs.halted:
+        return RunState.HALTED
+    if obs.expected and obs.done is not None and obs.done >= obs.expected:
+        return RunState.COMPLETE
+    if obs.alive is None:
+        return RunState.UNKNOWN
+    if not obs.alive:
+        return RunState.DEAD
+    if obs.log_age_s is not None and obs.log_age_s > stale_after_s:
+        return RunState.STALE
+    return RunState.RUNNING
+
+
+@dataclass(frozen=True)
+class RunReport:
+    """One row of ``expwatch status``."""
+
+    manifest: RunManifest
+    state: RunState
+    alive: bool | None
+    progress: ResultSnapshot | None
+    log_age_s: float | None
+    progress_note: str = ""
+    extra: dict = field(default_factory=dict)
+
+    def to_json(self) -> dict:
+        p = self.progress
+        done = p.done if p else 0
+        return {
+            "name": self.manifest.name,
+            "state": self.state.value,
+            "done": done,
+            "expected": self.manifest.expected,
+            "accuracy": round(p.correct / done, 4) if p and done else None,
+            "null_count": p.null_count if p else 0,
+            "null_reasons": dict(p.null_reasons) if p else {},
+            "pid": self.manifest.pid,
+            "alive": self.alive,
+            "log_age_s": round(self.log_age_s, 1) if self.log_age_s is not None else None,
+            "restarts": self.manifest.restarts,
+            "profile": self.manifest.profile,
+            "log": self.manifest.log,
+            "halted": self.manifest.halted.reason if self.manifest.halted else None,
+            "progress_note": self.progress_note or None,
+        }
+
+
+def log_age(path: str, now: float | None = None) -> float | None:
+    try:
+        return max(0.0, (now or time.time()) - os.stat(path).st_mtime)
+    except FileNotFoundError:
+        return None
+
+
+def observe(manifest: RunManifest, stale_after_s: float) -> RunReport:
+    note = ""
+    try:
+        progress = read_progress(
+            Path(manifest.result) if manifest.result else None,
+            Path(manifest.checkpoint) if manifest.checkpoint else None,
+        )
+    except NotReadyYet as exc:
+        progress, note = None, str(exc)
+    alive = None if manifest.pid is None else verified_process(manifest.pid, manifest.create_time) is not None
+    age = log_age(manifest.log)
+    obs = RunObservation(
+        alive=alive,
+        done=progress.done if progress else None,
+        expected=manifest.expected,
+        log_age_s=age,
+        halted=manifest.halted is not None,
+        stopped=manifest.stopped_at is not None,
+    )
+    return RunReport(manifest, classify(obs, stale_after_s), alive, progress, age, note)

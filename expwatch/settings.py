@@ -1,0 +1,126 @@
+"""Shipped defaults (configs/*.yaml) merged with the user's overrides.
+
+Defaults are data: every threshold the watcher uses comes from here, which
+is also what lets the tests run the real code with second-scale timings.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from expwatch.layout import ExperimentsLayout
+
+
+class SettingsError(Exception):
+    """A settings or profiles file that cannot be used (message names file and field)."""
+
+
+def shipped_text(name: str) -> str:
+    return (resources.files("expwatch.configs") / name).read_text(encoding="utf-8")
+
+
+def shipped_yaml(name: str) -> dict[str, Any]:
+    return yaml.safe_load(shipped_text(name)) or {}
+
+
+def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    backend: str
+    env: dict[str, str]
+    probe_url: str | None = None
+    probe_every_s: float = 30.0
+    probe_timeout_s: float = 5.0
+
+
+@dataclass(frozen=True)
+class WorkerBounds:
+    floor: int
+    ceiling: int
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Flat, typed view of settings.yaml + profiles.yaml (+ the user's expwatch.yaml)."""
+
+    raw: dict[str, Any]
+    profiles: dict[str, Profile]
+    worker_flag: str
+    worker_bounds: dict[str, WorkerBounds]
+
+    def get(self, dotted: str) -> Any:
+        node: Any = self.raw
+        for part in dotted.split("."):
+            if not isinstance(node, dict) or part not in node:
+                raise SettingsError(f"settings: field '{dotted}' is missing")
+            node = node[part]
+        return node
+
+    def number(self, dotted: str) -> float:
+        value = self.get(dotted)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+            raise SettingsError(f"settings: field '{dotted}' must be a non-negative number, got {value!r}")
+        return float(value)
+
+    def profile(self, name: str | None) -> Profile:
+        key = name or self.get("profile")
+        if key not in self.profiles:
+            raise SettingsError(f"profiles: unknown profile {key!r} (known: {', '.join(sorted(self.profiles))})")
+        return self.profiles[key]
+
+
+def _load_user(path: Path) -> dict[str, Any]:
+    if not path.exists():
+        return {}
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f":{mark.line + 1}" if mark else ""
+        raise SettingsError(f"{path}{line}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
+    if not isinstance(data, dict):
+        raise SettingsError(f"{path}: top level must be a mapping")
+    return data
+
+
+def _profiles(data: dict[str, Any]) -> dict[str, Profile]:
+    profiles = {}
+    for name, spec in (data.get("profiles") or {}).items():
+        if not isinstance(spec, dict) or "backend" not in spec:
+            raise SettingsError(f"profiles: profile '{name}': field 'backend' is missing")
+        probe = spec.get("probe") or {}
+        profiles[name] = Profile(
+            name=name,
+            backend=str(spec["backend"]),
+            env={str(k): str(v) for k, v in (spec.get("env") or {}).items()},
+            probe_url=probe.get("url"),
+            probe_every_s=float(probe.get("every_s", 30)),
+            probe_timeout_s=float(probe.get("timeout_s", 5)),
+        )
+    return profiles
+
+
+def load_settings(layout: ExperimentsLayout | None = None) -> Settings:
+    user = _load_user(layout.settings_path) if layout else {}
+    raw = deep_merge(deep_merge(shipped_yaml("settings.yaml"), shipped_yaml("profiles.yaml")), user)
+    workers = raw.get("workers") or {}
+    bounds = {
+        backend: WorkerBounds(int(b.get("floor", 1)), int(b.get("ceiling", 1)))
+        for backend, b in (workers.get("backends") or {}).items()
+    }
+    return Settings(raw=raw, profiles=_profiles(raw), worker_flag=str(workers.get("flag", "--workers")), worker_bounds=bounds)

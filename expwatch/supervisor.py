@@ -1,0 +1,517 @@
+"""The engine thread: one queue in, rules decide, incidents out to actions.
+
+Every source (watchdog, pidfd exits, probes, incident threads, signals)
+only puts typed events on ``self.events``; this loop is the only code that
+reads files of runs, touches the rules engine or changes per-run state, so
+none of it needs locks and durable-rules is only ever called from here.
+Timers (silence, settle windows, the safety poll) are a heap consulted by
+the queue's ``get(timeout=...)``, so an idle watcher sleeps.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import heapq
+import itertools
+import os
+import queue
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from expwatch.actions.context import ActionContext
+from expwatch.actions.executor import IncidentExecutor
+from expwatch.audit.log import AuditLog
+from expwatch.files import NotReadyYet
+from expwatch.layout import ExperimentsLayout
+from expwatch.manifest import ManifestError, RunManifest, discover, load_manifest
+from expwatch.results import read_progress
+from expwatch.rules.classify import LineClassifier
+from expwatch.rules.engine import RuleEngine
+from expwatch.rules.facts import RunFacts
+from expwatch.rules.guard import GuardLimits, GuardState, judge, record_restart, reset
+from expwatch.rules.incidents import Incident, new_incident_id
+from expwatch.rules.loader import RulesError, load_rules
+from expwatch.rules.model import Rule, RuleSet
+from expwatch.runners.local import LocalRunner, verified_process
+from expwatch.settings import Settings, load_settings
+from expwatch.state import IncidentRow, StateStore
+from expwatch.watcher.events import ActionDone, Deadline, FileChanged, ProbeResult, ProcessExit, Shutdown
+from expwatch.watcher.exits import ExitWaiter
+from expwatch.watcher.kernel import oom_killed
+from expwatch.watcher.observer import DirectoryWatch
+from expwatch.watcher.probe import Prober, expand
+from expwatch.watcher.tail import LogTailer, TailLine, TailPosition
+
+
+class AlreadyWatched(Exception):
+    pass
+
+
+@dataclass
+class WatchedRun:
+    manifest: RunManifest
+    tailer: LogTailer
+    facts: RunFacts
+    guard: GuardState = field(default_factory=GuardState)
+    latches: set[str] = field(default_factory=set)
+    incident: Incident | None = None
+    silence_at: float | None = None
+
+    @property
+    def name(self) -> str:
+        return self.manifest.name
+
+    @property
+    def finished(self) -> bool:
+        m = self.manifest
+        return bool(m.halted or m.stopped_at or m.completed_at)
+
+
+class Supervisor:
+    def __init__(self, root: Path, dry_run: bool = False, console: Callable[[str], None] = print, settings: Settings | None = None):
+        self.layout = ExperimentsLayout.at(root)
+        self.settings = settings or load_settings(self.layout)
+        self.dry_run = dry_run
+        self.console = console
+        self.events: queue.Queue = queue.Queue()
+        self.runs: dict[str, WatchedRun] = {}
+        self._timers: list[tuple[float, int, Deadline]] = []
+        self._seq = itertools.count()
+        self._tokens: dict[tuple[str, str], int] = {}
+        self._probers: dict[str, Prober] = {}
+        self._probe_failing: dict[str, float] = {}
+        self._unprobed: set[str] = set()
+        self.runner = LocalRunner()
+        self.limits = GuardLimits(
+            int(self.settings.number("guard.same_rule_limit")),
+            int(self.settings.number("guard.restart_budget")),
+            self.settings.number("guard.restart_window_s"),
+        )
+
+    # ----- lifecycle -------------------------------------------------------------
+
+    def _lock(self) -> None:
+        self.layout.home.mkdir(parents=True, exist_ok=True)
+        self._lock_fd = os.open(self.layout.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(self._lock_fd, 64, 0).decode(errors="replace").strip() or "?"
+            os.close(self._lock_fd)
+            raise AlreadyWatched(f"another expwatch (pid {holder}) is already watching {self.layout.root}") from None
+        os.ftruncate(self._lock_fd, 0)
+        os.pwrite(self._lock_fd, f"{os.getpid()}\n".encode(), 0)
+
+    def run(self) -> int:
+        """Watch until Shutdown arrives; raises AlreadyWatched or RulesError before starting."""
+        self._lock()
+        self.ruleset = load_rules(self.layout.rules_path, set(self.settings.profiles))
+        self.engine = RuleEngine(self.ruleset)
+        self.classifier = LineClassifier(self.ruleset)
+        self.audit = AuditLog(self.layout.audit_path, int(self.settings.number("audit.max_bytes")), int(self.settings.number("audit.backups")))
+        self.store = StateStore(self.layout.state_db)
+        self.exits = ExitWaiter(self.events)
+        self.files = DirectoryWatch(self.events, self.settings.get("watch.observer"), self.settings.number("watch.polling_interval_s"))
+        self.executor = IncidentExecutor(self.store, self.audit, self._context, self.events.put, self.dry_run)
+        mode = self.files.watch(self.layout.root, recursive=True)
+        self.files.start()
+        self.exits.start()
+        self.audit.record("watcher started", dir=str(self.layout.root), pid=os.getpid(), rules=self.ruleset.source,
+                          rules_digest=self.ruleset.digest, observer=mode, dry_run=self.dry_run or None)
+        for manifest in discover(self.layout):
+            self._add_run(manifest)
+        self._reconcile()
+        self._arm("*", "poll", self.settings.number("watch.safety_poll_s"))
+        try:
+            self._loop()
+        finally:
+            self._shutdown()
+        return 0
+
+    def _shutdown(self) -> None:
+        self.executor.stop.set()
+        self.executor.join(timeout=self.settings.number("kill.grace_s") + 5)
+        for prober in self._probers.values():
+            prober.stop()
+        self.files.stop()
+        self.exits.stop()
+        for run in self.runs.values():
+            self._save(run)
+            run.tailer.close()
+        self.audit.record("watcher stopped", dir=str(self.layout.root))
+        self.audit.close()
+        self.store.close()
+        os.close(self._lock_fd)
+
+    def _loop(self) -> None:
+        while True:
+            timeout = max(0.0, self._timers[0][0] - time.time()) if self._timers else None
+            try:
+                event = self.events.get(timeout=timeout)
+            except queue.Empty:
+                event = None
+            if isinstance(event, Shutdown):
+                return
+            if event is not None:
+                self._dispatch(event)
+            now = time.time()
+            while self._timers and self._timers[0][0] <= now:
+                _, _, deadline = heapq.heappop(self._timers)
+                self._dispatch(deadline)
+
+    def _dispatch(self, event: Any) -> None:
+        if isinstance(event, FileChanged):
+            self._on_file(event.path)
+        elif isinstance(event, ProcessExit):
+            self._on_exit(event)
+        elif isinstance(event, Deadline):
+            self._on_deadline(event)
+        elif isinstance(event, ActionDone):
+            self._on_action_done(event)
+        elif isinstance(event, ProbeResult):
+            self._on_probe(event)
+
+    # ----- timers ------------------------------------------------------------------
+
+    def _arm(self, run: str, purpose: str, delay: float) -> None:
+        token = self._tokens.get((run, purpose), 0) + 1
+        self._tokens[(run, purpose)] = token
+        heapq.heappush(self._timers, (time.time() + delay, next(self._seq), Deadline(run, purpose, token)))
+
+    def _current(self, deadline: Deadline) -> bool:
+        return self._tokens.get((deadline.run, deadline.purpose)) == deadline.token
+
+    def _arm_silence(self, run: WatchedRun) -> None:
+        """One lazy timer per run at the next silence threshold it could cross."""
+        facts = run.facts
+        if not facts.alive or facts.last_log_at is None or run.finished:
+            return
+        now = time.time()
+        due = next((facts.last_log_at + t for t in self.ruleset.silence_thresholds() if facts.last_log_at + t > now), None)
+        if due is None or (run.silence_at is not None and run.silence_at <= due and run.silence_at > now):
+            return
+        run.silence_at = due
+        self._arm(run.name, "silence", due - now)
+
+    def _on_deadline(self, deadline: Deadline) -> None:
+        if not self._current(deadline):
+            return
+        if deadline.purpose == "poll":
+            self._safety_poll()
+            self._arm("*", "poll", self.settings.number("watch.safety_poll_s"))
+            return
+        run = self.runs.get(deadline.run)
+        if run is None:
+            return
+        if deadline.purpose == "silence":
+            run.silence_at = None
+            self._evaluate(run)
+            self._arm_silence(run)
+        elif deadline.purpose == "settle":
+            self._settle(run)
+        elif deadline.purpose == "recheck":
+            self._evaluate(run)
+
+    def _safety_poll(self) -> None:
+        known = set()
+        for manifest in discover(self.layout):
+            known.add(manifest.name)
+            if manifest.name not in self.runs:
+                self._add_run(manifest)
+        for name in list(self.runs):
+            if name not in known and not self.layout.manifest_path(name).exists():
+                self._lose_run(name)
+                continue
+            run = self.runs[name]
+            self._read_log(run)
+            self._read_progress(run)
+            self._evaluate(run)
+
+    # ----- runs --------------------------------------------------------------------
+
+    def _add_run(self, manifest: RunManifest) -> None:
+        saved = self.store.run_data(manifest.name)
+        position = TailPosition(**saved["position"]) if saved.get("position") else None
+        tailer = LogTailer(Path(manifest.log), position, int(self.settings.number("tail.max_line_bytes")))
+        now = time.time()
+        run = WatchedRun(manifest, tailer, RunFacts(self.ruleset, started_at=now))
+        if saved.get("guard"):
+            g = saved["guard"]
+            run.guard = GuardState(g["last_rule"], g["streak"], g["done_at_last"], tuple(g["restarts"]))
+        run.latches = set(saved.get("latches", []))
+        self.runs[manifest.name] = run
+        for path in (manifest.log, manifest.result, manifest.checkpoint):
+            if path and not Path(path).resolve().is_relative_to(self.layout.root):
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
+                self.files.watch(Path(path).parent, recursive=False)
+        run.facts.expected = manifest.expected
+        alive = verified_process(manifest.pid, manifest.create_time) is not None if manifest.pid else False
+        run.facts.alive = alive
+        self.audit.record("run discovered", run=manifest.name, pid=manifest.pid, alive=alive, log=manifest.log,
+                          resumed_at_offset=position.offset if position else None,
+                          halted=manifest.halted.reason if manifest.halted else None)
+        replayed = self._read_log(run, replay=position is None)
+        if replayed and position is None:
+            self.audit.record("history read", run=manifest.name, lines=replayed, note="old lines rebuild counters, trigger nothing")
+        if alive:
+            run.facts.last_log_at = os.stat(manifest.log).st_mtime if os.path.exists(manifest.log) else now
+            self.exits.watch(manifest.name, manifest.pid, manifest.create_time, self.layout.exit_path(manifest.name))
+        self._read_progress(run)
+        self._ensure_probe(run)
+        self._evaluate(run)
+        self._arm_silence(run)
+
+    def _lose_run(self, name: str) -> None:
+        run = self.runs.pop(name)
+        self.exits.forget(name)
+        self.engine.forget(name)
+        run.tailer.close()
+        self.audit.record("run lost", run=name)
+
+    def _save(self, run: WatchedRun) -> None:
+        if run.incident and not run.incident.acting:
+            return  # lines of an undecided incident are read again after a crash
+        self.store.save_run(run.name, {"position": asdict(run.tailer.position), "guard": asdict(run.guard), "latches": sorted(run.latches)})
+
+    def _runs_for(self, path: Path) -> list[WatchedRun]:
+        text = str(path)
+        return [r for r in self.runs.values() if text in (r.manifest.log, r.manifest.result, r.manifest.checkpoint)]
+
+    def _on_file(self, path: Path) -> None:
+        if path == self.layout.rules_path:
+            self._reload_rules()
+            return
+        if self.layout.is_manifest(path):
+            self._on_manifest(path)
+            return
+        for run in self._runs_for(path):
+            if str(path) == run.manifest.log:
+                self._read_log(run)
+            else:
+                self._read_progress(run)
+
+    def _on_manifest(self, path: Path) -> None:
+        name = path.stem
+        try:
+            manifest = load_manifest(path)
+        except FileNotFoundError:
+            if name in self.runs:
+                self._lose_run(name)
+            return
+        except (NotReadyYet, ManifestError):
+            return  # retried on the next event or safety poll
+        run = self.runs.get(manifest.name)
+        if run is None:
+            self._add_run(manifest)
+            return
+        old, run.manifest = run.manifest, manifest
+        run.facts.expected = manifest.expected
+        if (manifest.pid, manifest.create_time) != (old.pid, old.create_time) and manifest.pid:
+            run.facts.alive = verified_process(manifest.pid, manifest.create_time) is not None
+            run.facts.exit_signal = None
+            run.facts.oom_killed = False
+            run.facts.last_log_at = time.time()
+            self.exits.watch(manifest.name, manifest.pid, manifest.create_time, self.layout.exit_path(manifest.name))
+            self._arm_silence(run)
+        if old.halted and not manifest.halted:
+            run.guard = reset(run.guard)
+            run.latches.clear()
+            self.audit.record("run resumed", run=run.name)
+        self._ensure_probe(run)
+        self._save(run)
+
+    # ----- sources → facts ---------------------------------------------------------
+
+    def _read_log(self, run: WatchedRun, replay: bool = False) -> int:
+        count = 0
+        while True:
+            lines = run.tailer.read_new()
+            for note in run.tailer.drain_notes():
+                self.audit.record("log file changed", run=run.name, file=run.manifest.log, note=note)
+            for line in lines:
+                self._on_line(run, line, replay)
+            count += len(lines)
+            if not run.tailer.more_pending:
+                break
+        if count:
+            self._save(run)
+        return count
+
+    def _on_line(self, run: WatchedRun, line: TailLine, replay: bool) -> None:
+        now = time.time()
+        if run.incident and not run.incident.acting and not replay:
+            run.incident.capture(line.text)
+        hits = self.classifier.classify(line.text)
+        keys = run.facts.on_line(hits, now, replay)
+        if keys and not run.finished:
+            self._evaluate(run, keys, {"file": run.manifest.log, "offset": line.offset, "line": line.text})
+
+    def _read_progress(self, run: WatchedRun) -> None:
+        m = run.manifest
+        try:
+            snap = read_progress(Path(m.result) if m.result else None, Path(m.checkpoint) if m.checkpoint else None)
+        except NotReadyYet:
+            return
+        if snap is None:
+            return
+        reasons = dict(snap.null_reasons)
+        if (snap.done, reasons) != (run.facts.done, run.facts.null_reasons):
+            run.facts.done, run.facts.null_reasons = snap.done, reasons
+            self._evaluate(run)
+
+    def _on_exit(self, event: ProcessExit) -> None:
+        run = self.runs.get(event.run)
+        if run is None or event.pid != run.manifest.pid:
+            return
+        self.runner.alive(run.manifest)  # reaps it if this watcher started it
+        self._read_log(run)
+        self._read_progress(run)
+        run.facts.alive = False
+        run.facts.exit_signal = event.signal
+        if event.signal == 9 or (event.returncode is None and event.signal is None):
+            run.facts.oom_killed = bool(oom_killed([event.pid]))
+        self.audit.record("process exited", run=run.name, pid=event.pid, returncode=event.returncode, signal=event.signal,
+                          oom_killed=run.facts.oom_killed or None)
+        self._evaluate(run)
+
+    def _ensure_probe(self, run: WatchedRun) -> None:
+        try:
+            profile = self.settings.profile(run.manifest.profile)
+        except Exception:
+            return
+        if not profile.probe_url or profile.name in self._probers or profile.name in self._unprobed:
+            return
+        url = expand(profile.probe_url)
+        if url is None:
+            self.audit.record("probe skipped", profile=profile.name, reason=f"unset variable in {profile.probe_url}")
+            self._unprobed.add(profile.name)
+            return
+        prober = Prober(self.events, profile.name, url, profile.probe_every_s, profile.probe_timeout_s)
+        self._probers[profile.name] = prober
+        prober.start()
+
+    def _on_probe(self, event: ProbeResult) -> None:
+        was = self._probe_failing.get(event.profile)
+        now = time.time()
+        if event.ok and was is not None:
+            del self._probe_failing[event.profile]
+            self.audit.record("probe recovered", profile=event.profile, url=event.url, detail=event.detail)
+        elif not event.ok and was is None:
+            self._probe_failing[event.profile] = now
+            self.audit.record("probe failed", profile=event.profile, url=event.url, detail=event.detail)
+        since = self._probe_failing.get(event.profile)
+        for run in self.runs.values():
+            if (run.manifest.profile or self.settings.get("profile")) == event.profile:
+                run.facts.probe_failing_since = since
+                self._evaluate(run)
+                for threshold in self.ruleset.probe_thresholds() if since is not None and was is None else ():
+                    self._arm(run.name, "recheck", threshold)
+
+    # ----- deciding ----------------------------------------------------------------
+
+    def _evaluate(self, run: WatchedRun, log_keys: tuple[str, ...] = (), evidence: dict[str, Any] | None = None) -> None:
+        if run.finished:
+            return
+        facts = run.facts.snapshot(time.time(), log_keys)
+        matched = self.engine.evaluate(run.name, facts)
+        accepted = set()
+        for name in matched:
+            rule = self.ruleset.by_name(name)
+            via_log = any(a.key in log_keys for a in rule.log_atoms)
+            if not via_log and name in run.latches:
+                continue
+            state_evidence = {"facts": {k: v for k, v in facts.items() if not k.startswith("log_")}}
+            if self._accept(run, rule, evidence if via_log else state_evidence):
+                accepted.add(name)
+        run.latches = {n for n in matched if n in run.latches or n in accepted}
+
+    def _accept(self, run: WatchedRun, rule: Rule, evidence: dict[str, Any]) -> bool:
+        now = time.time()
+        inc = run.incident
+        fields = {k: v for k, v in evidence.items() if k != "captured"}
+        if inc and inc.acting:
+            self.audit.record("rule matched", run=run.name, rule=rule.name, incident=inc.id, severity=rule.severity,
+                              suppressed="incident in progress", **fields)
+            return False
+        if inc is None:
+            inc = Incident(new_incident_id(), run.name, now, now + self.settings.number("watch.settle_s"))
+            run.incident = inc
+            self._arm(run.name, "settle", self.settings.number("watch.settle_s"))
+        inc.add(rule, evidence, now)
+        self.audit.record("rule matched", run=run.name, rule=rule.name, incident=inc.id, severity=rule.severity, **fields)
+        self.console(f"{run.name}: {rule.name} matched ({inc.id})")
+        return True
+
+    def _settle(self, run: WatchedRun) -> None:
+        inc = run.incident
+        if inc is None or inc.acting:
+            return
+        winner = inc.winner()
+        rule = winner.rule
+        plan = [{"name": a.name, "arg": a.arg} for a in rule.actions]
+        verdict = judge(run.guard, rule.name, run.facts.done, self.limits, time.time(),
+                        restarts=any(s["name"] == "restart" for s in plan), rule_limit=rule.same_rule_limit)
+        run.guard = verdict.state
+        evidence = inc.evidence()
+        if not verdict.act:
+            plan = [{"name": "halt", "arg": verdict.reason}]
+            evidence["reason"] = verdict.reason
+        self.audit.record("incident classified", run=run.name, rule=rule.name, incident=inc.id, priority=rule.priority,
+                          candidates=evidence["candidates"], guard_streak=verdict.state.streak,
+                          decision="act" if verdict.act else "halt", reason=verdict.reason or None,
+                          captured_lines=len(evidence["captured"]) or None)
+        for index, step in enumerate(plan):
+            self.audit.record("action planned", run=run.name, rule=rule.name, incident=inc.id, action=step["name"],
+                              arg=step["arg"], step=index)
+        inc.acting = True
+        self.store.open_incident(inc.id, run.name, rule.name, plan, evidence)
+        self._save(run)
+        self.executor.start(IncidentRow(inc.id, run.name, rule.name, "acting", plan, 0, False, {}, evidence))
+
+    def _on_action_done(self, event: ActionDone) -> None:
+        run = self.runs.get(event.run)
+        if run is None:
+            return
+        run.incident = None
+        if event.outcome == "restarted":
+            run.guard = record_restart(run.guard, time.time())
+        self._on_manifest(self.layout.manifest_path(run.name))
+        self._save(run)
+        self._evaluate(run)
+
+    def _context(self, row: IncidentRow) -> ActionContext:
+        return ActionContext(
+            layout=self.layout, settings=self.settings, runner=self.runner, audit=self.audit, run=row.run,
+            incident=row.id, rule=row.rule, evidence=row.context, stop=self.executor.stop, console=self.console,
+        )
+
+    def _reconcile(self) -> None:
+        """Finish incidents a previous watcher left half done (SIGKILL included)."""
+        for row in self.store.unfinished_incidents():
+            run = self.runs.get(row.run)
+            if run is None:
+                self.store.close_incident(row.id, "failed")
+                self.audit.record("incident abandoned", run=row.run, rule=row.rule, incident=row.id, reason="run no longer exists")
+                continue
+            run.incident = Incident(row.id, row.run, time.time(), time.time(), acting=True)
+            self.audit.record("incident resumed", run=row.run, rule=row.rule, incident=row.id, next_step=row.next_step,
+                              step_was_started=row.step_started or None)
+            self.executor.start(row)
+
+    def _reload_rules(self) -> None:
+        try:
+            ruleset = load_rules(self.layout.rules_path, set(self.settings.profiles))
+        except RulesError as exc:
+            self.audit.record("rules reload refused", file=str(self.layout.rules_path), error=str(exc), kept=self.ruleset.digest)
+            self.console(f"rules reload refused, previous rules keep running: {exc}")
+            return
+        if ruleset.digest == self.ruleset.digest and ruleset.source == self.ruleset.source:
+            return
+        self.ruleset, self.engine, self.classifier = ruleset, RuleEngine(ruleset), LineClassifier(ruleset)
+        for run in self.runs.values():
+            run.facts.rebind(ruleset)
+            run.latches &= {r.name for r in ruleset.rules}
+        self.audit.record("rules reloaded", file=ruleset.source, digest=ruleset.digest, rules=[r.name for r in ruleset.enabled])
+        self.console(f"rules reloaded from {ruleset.source} ({len(ruleset.enabled)} enabled)")

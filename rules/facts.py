@@ -1,0 +1,127 @@
+"""Per-run fact state: exact windows, ratios and null rates, in Python.
+
+durable-rules has no time windows, so "at least N matches within W seconds"
+is a deque of timestamps per pattern, counted exactly (no fail2ban-style
+rate scaling). ``snapshot`` flattens everything into the fact the engine
+sees; log atoms appear in it only on the line that matched them, which
+makes log rules fire per line and state rules fire on state.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from expwatch.rules.classify import LineHits
+from expwatch.rules.model import LogAtom, NullRateAtom, RatioAtom, RuleSet
+
+
+@dataclass
+class RunFacts:
+    ruleset: RuleSet
+    started_at: float
+    alive: bool | None = None
+    done: int = 0
+    expected: int | None = None
+    null_reasons: dict[str, int] = field(default_factory=dict)
+    last_log_at: float | None = None
+    exit_signal: int | None = None
+    oom_killed: bool = False
+    probe_failing_since: float | None = None
+    _windows: dict[str, deque] = field(default_factory=dict)
+    _ratio: dict[str, list[int]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self._atoms = {a.key: a for a in self.ruleset.all_atoms()}
+
+    def rebind(self, ruleset: RuleSet) -> None:
+        """New rules after a reload: counters of atoms that no longer exist are dropped."""
+        self.ruleset = ruleset
+        self._atoms = {a.key: a for a in ruleset.all_atoms()}
+        self._windows = {k: v for k, v in self._windows.items() if k in self._atoms}
+        self._ratio = {k: v for k, v in self._ratio.items() if k in self._atoms}
+
+    def on_line(self, hits: LineHits, now: float, replay: bool) -> tuple[str, ...]:
+        """Count a classified line; return the log atom keys it satisfies now.
+
+        Replayed history feeds the ratio counters but not the windows: its
+        timestamps are unknown, and old lines must never trigger actions.
+        """
+        for key, role in hits.ratio_terms:
+            counts = self._ratio.setdefault(key, [0, 0])
+            counts[0 if role == "num" else 1] += 1
+        if replay:
+            return ()
+        self.last_log_at = now
+        satisfied = []
+        for key in hits.log_keys:
+            atom = self._atoms[key]
+            assert isinstance(atom, LogAtom)
+            if atom.window_s is None:
+                satisfied.append(key)
+                continue
+            window = self._windows.setdefault(key, deque())
+            window.append(now)
+            while window and window[0] < now - atom.window_s:
+                window.popleft()
+            if len(window) >= atom.min_count:
+                satisfied.append(key)
+        return tuple(satisfied)
+
+    def note_activity(self, now: float) -> None:
+        self.last_log_at = now
+
+    @property
+    def complete(self) -> bool:
+        return bool(self.expected) and self.done >= self.expected
+
+    def null_rate(self, atom: NullRateAtom) -> float | None:
+        if self.done < atom.min_items or not self.done:
+            return None
+        counted = 0
+        for reason, n in self.null_reasons.items():
+            if atom.only_reasons and reason not in atom.only_reasons:
+                continue
+            if reason in atom.exclude_reasons:
+                continue
+            counted += n
+        return counted / self.done
+
+    def ratio(self, atom: RatioAtom, now: float) -> float | None:
+        num, den = self._ratio.get(atom.key, (0, 0))
+        if now - self.started_at < atom.after_s or den < atom.min_count:
+            return None
+        return num / den
+
+    def snapshot(self, now: float, log_keys: tuple[str, ...] = ()) -> dict[str, Any]:
+        facts: dict[str, Any] = {
+            "alive": int(bool(self.alive)),
+            "complete": int(self.complete),
+            "items": self.done,
+            "oom_killed": int(self.oom_killed),
+        }
+        if self.alive and self.last_log_at is not None:
+            facts["silent_s"] = round(now - self.last_log_at, 3)
+        if self.exit_signal:
+            facts["exit_signal"] = self.exit_signal
+        if self.probe_failing_since is not None:
+            facts["probe_failing_s"] = round(now - self.probe_failing_since, 3)
+        for key in log_keys:
+            facts[key] = 1
+        for atom in self._atoms.values():
+            if isinstance(atom, NullRateAtom):
+                rate = self.null_rate(atom)
+                if rate is not None:
+                    facts[atom.key] = round(rate, 6)
+            elif isinstance(atom, RatioAtom):
+                value = self.ratio(atom, now)
+                if value is not None:
+                    facts[atom.key] = round(value, 6)
+        return facts
+
+    def next_silence_deadline(self) -> float | None:
+        thresholds = self.ruleset.silence_thresholds()
+        if not thresholds or not self.alive or self.last_log_at is None:
+            return None
+        return self.last_log_at + thresholds[0]

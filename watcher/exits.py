@@ -1,0 +1,91 @@
+"""Process exits, seen the moment they happen (pidfd), not on the next poll.
+
+The watcher is usually not the run's parent, so it cannot ``wait()`` for
+it. A pidfd becomes readable when its process terminates, whoever the
+parent is; one thread polls all of them plus a wake-up pipe.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import select
+import threading
+from pathlib import Path
+
+from expwatch.files import NotReadyYet, read_json
+from expwatch.runners.local import verified_process
+from expwatch.watcher.events import ProcessExit
+
+
+class ExitWaiter:
+    def __init__(self, events: queue.Queue):
+        self._events = events
+        self._lock = threading.Lock()
+        self._by_fd: dict[int, tuple[str, int, Path | None]] = {}
+        self._by_run: dict[str, int] = {}
+        self._wake_r, self._wake_w = os.pipe()
+        self._stop = False
+        self._thread = threading.Thread(target=self._loop, name="exit-waiter", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def watch(self, run: str, pid: int, create_time: float | None, exit_record: Path | None) -> None:
+        """Report the exit of (pid, create_time) as run; at once if it is already gone."""
+        self.forget(run)
+        if verified_process(pid, create_time) is None:
+            self._events.put(self._exit_event(run, pid, exit_record))
+            return
+        try:
+            fd = os.pidfd_open(pid)
+        except ProcessLookupError:
+            self._events.put(self._exit_event(run, pid, exit_record))
+            return
+        with self._lock:
+            self._by_fd[fd] = (run, pid, exit_record)
+            self._by_run[run] = fd
+        os.write(self._wake_w, b"x")
+
+    def forget(self, run: str) -> None:
+        with self._lock:
+            fd = self._by_run.pop(run, None)
+            if fd is not None:
+                self._by_fd.pop(fd, None)
+                os.close(fd)
+        if fd is not None:
+            os.write(self._wake_w, b"x")
+
+    def stop(self) -> None:
+        self._stop = True
+        os.write(self._wake_w, b"x")
+        self._thread.join(timeout=5)
+
+    @staticmethod
+    def _exit_event(run: str, pid: int, exit_record: Path | None) -> ProcessExit:
+        if exit_record is not None:
+            try:
+                record = read_json(exit_record)
+                return ProcessExit(run, pid, record.get("returncode"), record.get("signal"))
+            except (FileNotFoundError, NotReadyYet, AttributeError):
+                pass
+        return ProcessExit(run, pid)
+
+    def _loop(self) -> None:
+        while not self._stop:
+            poller = select.poll()
+            poller.register(self._wake_r, select.POLLIN)
+            with self._lock:
+                for fd in self._by_fd:
+                    poller.register(fd, select.POLLIN)
+            for fd, _ in poller.poll():
+                if fd == self._wake_r:
+                    os.read(self._wake_r, 4096)
+                    continue
+                with self._lock:
+                    entry = self._by_fd.pop(fd, None)
+                    if entry:
+                        self._by_run.pop(entry[0], None)
+                        os.close(fd)
+                if entry:
+                    self._events.put(self._exit_event(*entry))

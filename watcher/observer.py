@@ -1,0 +1,93 @@
+"""watchdog → FileChanged events on the one queue.
+
+The handler only enqueues paths; reading files happens on the engine
+thread, so a burst of writes never races a rotation check. inotify does not
+see writes made on other machines to a network filesystem, so such paths
+are watched by polling instead.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+from pathlib import Path
+
+from watchdog.events import FileSystemEvent, FileSystemEventHandler
+from watchdog.observers import Observer
+from watchdog.observers.polling import PollingObserver
+
+from expwatch.watcher.events import FileChanged
+
+NETWORK_FS = ("nfs", "nfs4", "lustre", "gpfs", "cifs", "smb3", "fuse.sshfs", "beegfs", "ceph", "fuse.glusterfs")
+
+
+def filesystem_type(path: Path) -> str:
+    """The mount type holding ``path`` (longest matching mount point in /proc/mounts)."""
+    best, fstype = "", ""
+    target = str(Path(path).resolve())
+    try:
+        with open("/proc/mounts", encoding="utf-8") as fh:
+            for line in fh:
+                parts = line.split()
+                if len(parts) >= 3 and (target == parts[1] or target.startswith(parts[1].rstrip("/") + "/")) and len(parts[1]) > len(best):
+                    best, fstype = parts[1], parts[2]
+    except OSError:
+        return ""
+    return fstype
+
+
+def wants_polling(path: Path, mode: str) -> bool:
+    if mode == "polling":
+        return True
+    if mode == "inotify":
+        return False
+    return filesystem_type(path) in NETWORK_FS
+
+
+class _Enqueue(FileSystemEventHandler):
+    def __init__(self, events: queue.Queue):
+        self._events = events
+
+    def on_any_event(self, event: FileSystemEvent) -> None:
+        if event.event_type in ("opened", "closed_no_write"):
+            return
+        self._events.put(FileChanged(Path(os.fsdecode(event.src_path))))
+        dest = getattr(event, "dest_path", "")
+        if dest:
+            self._events.put(FileChanged(Path(os.fsdecode(dest))))
+
+
+class DirectoryWatch:
+    """One observer for inotify paths and one for polled paths, started lazily."""
+
+    def __init__(self, events: queue.Queue, mode: str, polling_interval_s: float):
+        self._handler = _Enqueue(events)
+        self._mode = mode
+        self._inotify = Observer()
+        self._polling = PollingObserver(timeout=polling_interval_s)
+        self._watched: dict[Path, bool] = {}
+        self._started = False
+
+    def watch(self, directory: Path, recursive: bool) -> str:
+        """Watch a directory (idempotent); returns "inotify" or "polling"."""
+        directory = directory.resolve()
+        if directory in self._watched and (self._watched[directory] or not recursive):
+            return "polling" if wants_polling(directory, self._mode) else "inotify"
+        if any(recursive_parent and directory.is_relative_to(parent) for parent, recursive_parent in self._watched.items()):
+            return "polling" if wants_polling(directory, self._mode) else "inotify"
+        polling = wants_polling(directory, self._mode)
+        (self._polling if polling else self._inotify).schedule(self._handler, str(directory), recursive=recursive)
+        self._watched[directory] = recursive
+        return "polling" if polling else "inotify"
+
+    def start(self) -> None:
+        self._inotify.start()
+        self._polling.start()
+        self._started = True
+
+    def stop(self) -> None:
+        if self._started:
+            for observer in (self._inotify, self._polling):
+                observer.stop()
+            for observer in (self._inotify, self._polling):
+                observer.join(timeout=5)
