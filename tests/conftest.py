@@ -1,0 +1,124 @@
+"""Shared fixtures: experiments folders, launched stand-in runs, a real watcher process."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+import pytest
+
+from expwatch.audit.reader import iter_records
+from expwatch.cli import main as cli
+from expwatch.layout import ExperimentsLayout
+from expwatch.manifest import RunManifest, load_named
+from expwatch.rules.loader import shipped_rules_text
+
+FAST_SETTINGS = """\
+watch: {settle_s: 0.4, safety_poll_s: 1.0}
+kill: {grace_s: 2}
+launch: {check_after_s: 0.2}
+"""
+
+
+def fast_rules(silent_s: float = 2.0, wait_s: float = 0.3) -> str:
+    """The shipped rules with second-scale waits: the same rules, tested fast."""
+    text = shipped_rules_text()
+    text = re.sub(r"\{wait: \d+\}", f"{{wait: {wait_s}}}", text)
+    text = text.replace("log_silent_s: 1200", f"log_silent_s: {silent_s}")
+    return text
+
+
+def wait_for(predicate: Callable[[], object], timeout: float = 20.0, interval: float = 0.05, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+class Experiments:
+    def __init__(self, root: Path):
+        self.root = root
+        self.layout = ExperimentsLayout.at(root)
+        root.mkdir(parents=True, exist_ok=True)
+        (root / "expwatch.yaml").write_text(FAST_SETTINGS)
+        self.watchers: list[subprocess.Popen] = []
+
+    def launch(self, name: str, *eval_args: str, items: int = 12, delay: float = 0.03, extra: tuple[str, ...] = ()) -> RunManifest:
+        result = self.root / f"{name}.json"
+        argv = [
+            "launch", "--name", name, "--log", str(self.root / f"{name}.log"), "--result", str(result),
+            "--expected", str(items), "--dir", str(self.root), *extra, "--",
+            sys.executable, "-m", "expwatch.fake_eval", "--items", str(items), "--output", str(result),
+            "--delay", str(delay), *eval_args,
+        ]
+        assert cli(argv) == 0
+        return self.manifest(name)
+
+    def manifest(self, name: str) -> RunManifest:
+        return load_named(self.layout, name)
+
+    def items(self, name: str) -> list[str]:
+        data = json.loads((self.root / f"{name}.json").read_text())
+        return [item["id"] for item in data["per_item"]]
+
+    def audit(self, run: str | None = None, event: str | None = None) -> list[dict]:
+        if not self.layout.audit_path.exists():
+            return []
+        return [r for r in iter_records(self.layout.audit_path, run=run) if event is None or r.get("event") == event]
+
+    def start_watcher(self, *args: str) -> subprocess.Popen:
+        before = len(self.audit(event="watcher started"))
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "expwatch", "watch", str(self.root), *args],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+        )
+        self.watchers.append(proc)
+        wait_for(lambda: len(self.audit(event="watcher started")) > before or proc.poll() is not None, what="watcher start")
+        assert proc.poll() is None, proc.communicate()[0]
+        return proc
+
+    def stop_watcher(self, proc: subprocess.Popen, sig: int = signal.SIGTERM) -> str:
+        if proc.poll() is None:
+            os.kill(proc.pid, sig)
+        out, _ = proc.communicate(timeout=20)
+        return out
+
+    def state(self, name: str) -> str:
+        from expwatch.runstate import observe
+
+        return observe(self.manifest(name), 1e9).state.value
+
+    def cleanup(self) -> None:
+        for proc in self.watchers:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+        for path in self.layout.runs_dir.glob("*.json") if self.layout.runs_dir.exists() else ():
+            if path.name.endswith(".exit.json"):
+                continue
+            try:
+                manifest = load_named(self.layout, path.stem)
+            except Exception:
+                continue
+            if manifest.pgid:
+                try:
+                    os.killpg(manifest.pgid, signal.SIGKILL)
+                except (ProcessLookupError, PermissionError):
+                    pass
+
+
+@pytest.fixture
+def experiments(tmp_path: Path):
+    exp = Experiments(tmp_path / "experiments")
+    yield exp
+    exp.cleanup()

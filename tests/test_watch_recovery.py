@@ -1,0 +1,153 @@
+"""The watcher against real stand-in runs: each failure is recognised and healed, or halted."""
+
+from __future__ import annotations
+
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import fast_rules, wait_for
+
+ALL = [f"item-{i:04d}" for i in range(12)]
+
+
+def classified(experiments, run: str) -> list[str]:
+    return [r["rule"] for r in experiments.audit(run=run, event="incident classified")]
+
+
+def test_each_first_run_fault_is_classified_by_its_cause_and_the_run_recovers_exactly_once_per_item(experiments):
+    (experiments.root / "expwatch.rules.yaml").write_text(fast_rules(silent_s=1.5))
+    faults = {
+        "ratelimit": ("rate_limit@4", "RATE_LIMIT"),
+        "dies": ("die@4", "DEAD"),
+        "sigkilled": ("sigkill@4", "DEAD"),
+        "crash": ("traceback@4", "TRACEBACK"),
+        "oom": ("oom@4", "OOM"),
+        "proxy": ("proxy@4", "PROXY_DOWN"),
+        "hang": ("hang@4", "STALE"),
+    }
+    watcher = experiments.start_watcher()
+    for name, (fault, _) in faults.items():
+        experiments.launch(name, "--fault", fault, "--workers", "8")
+    experiments.launch("healthy")
+    for name in [*faults, "healthy"]:
+        wait_for(lambda: experiments.state(name) == "COMPLETE" and experiments.manifest(name).completed_at, timeout=60,
+                 what=f"{name} to complete")
+    experiments.stop_watcher(watcher)
+    for name, (_, rule) in faults.items():
+        assert sorted(experiments.items(name)) == ALL, name
+        assert classified(experiments, name) == [rule, "COMPLETE"], name
+        assert experiments.manifest(name).restarts == 1, name
+    assert classified(experiments, "healthy") == ["COMPLETE"]
+    assert not [r for r in experiments.audit(run="healthy", event="action started") if r["action"] != "complete"]
+    # The 429 crash also printed a traceback; it was one incident, handled as a rate limit.
+    rate = experiments.audit(run="ratelimit", event="incident classified")[0]
+    assert {"RATE_LIMIT", "TRACEBACK"} <= set(rate["candidates"])
+    assert "--workers" in experiments.manifest("ratelimit").argv and "4" in experiments.manifest("ratelimit").argv
+    assert experiments.manifest("proxy").env_overrides["GPT4O_USE_TRAPI"] == "1"
+    assert experiments.manifest("proxy").profile == "trapi"
+    gpu = [r for r in experiments.audit(run="oom", event="action finished") if r["action"] == "free_gpu"]
+    assert gpu and gpu[0]["outcome"] == "skipped"
+    validation = experiments.layout.run_files_dir("healthy") / "validation.json"
+    assert validation.exists()
+
+
+def test_an_every_run_code_bug_is_halted_after_its_second_occurrence_with_a_diagnosis_bundle(experiments):
+    (experiments.root / "expwatch.rules.yaml").write_text(fast_rules())
+    watcher = experiments.start_watcher()
+    experiments.launch("bug", "--fault", "traceback:always@5", extra=("--env", "OPENAI_API_KEY=sk-do-not-leak"))
+    experiments.launch("deadly", "--fault", "die:always@5")
+    for name in ("bug", "deadly"):
+        wait_for(lambda: experiments.manifest(name).halted, timeout=30, what=f"{name} halted")
+    time.sleep(1.0)
+    experiments.stop_watcher(watcher)
+    assert classified(experiments, "bug") == ["TRACEBACK", "TRACEBACK"]
+    assert classified(experiments, "deadly") == ["DEAD", "DEAD"]
+    for name in ("bug", "deadly"):
+        assert experiments.manifest(name).restarts == 1
+        assert experiments.state(name) == "HALTED"
+        decisions = [r["decision"] for r in experiments.audit(run=name, event="incident classified")]
+        assert decisions == ["act", "halt"]
+    bundle = next(experiments.layout.run_files_dir("bug").glob("diagnosis-*.md")).read_text()
+    assert "KeyError: 'choices'" in bundle and "Traceback (most recent call last):" in bundle
+    assert "expwatch resume bug" in bundle and "## Last 50 log lines" in bundle
+    assert "sk-do-not-leak" not in bundle and "OPENAI_API_KEY" in bundle
+
+    # Halted stays halted across a watcher restart ...
+    watcher = experiments.start_watcher()
+    time.sleep(1.5)
+    experiments.stop_watcher(watcher)
+    assert experiments.manifest("bug").restarts == 1 and experiments.state("bug") == "HALTED"
+    # ... until a human resumes it.
+    from expwatch.cli import main as cli
+
+    assert cli(["resume", "bug", "--dir", str(experiments.root)]) == 0
+    manifest = experiments.manifest("bug")
+    assert manifest.halted is None and manifest.restarts == 2
+
+
+def test_sigkill_of_the_watcher_during_a_wait_leads_to_exactly_one_restart(experiments):
+    (experiments.root / "expwatch.rules.yaml").write_text(
+        "rules:\n"
+        "  - {name: DEAD, when: {process_dead: true}, actions: [{wait: 2.5}, restart]}\n"
+        "  - {name: COMPLETE, when: {complete: true}, actions: [complete]}\n"
+    )
+    watcher = experiments.start_watcher()
+    experiments.launch("victim", "--fault", "die@4")
+    wait_for(lambda: [r for r in experiments.audit(run="victim", event="action started") if r["action"] == "wait"],
+             what="wait step")
+    experiments.stop_watcher(watcher, signal.SIGKILL)
+    time.sleep(0.5)
+    assert experiments.manifest("victim").restarts == 0
+    watcher = experiments.start_watcher()
+    wait_for(lambda: experiments.state("victim") == "COMPLETE", timeout=30, what="completion")
+    time.sleep(1.0)
+    experiments.stop_watcher(watcher)
+    assert experiments.manifest("victim").restarts == 1
+    assert sorted(experiments.items("victim")) == ALL
+    resumed = experiments.audit(run="victim", event="incident resumed")
+    assert len(resumed) == 1 and resumed[0]["step_was_started"] is True
+    restarts = [r for r in experiments.audit(run="victim", event="action finished") if r["action"] == "restart"]
+    assert len(restarts) == 1
+
+
+def test_dry_run_records_what_would_be_done_and_does_nothing(experiments):
+    (experiments.root / "expwatch.rules.yaml").write_text(fast_rules())
+    watcher = experiments.start_watcher("--dry-run")
+    experiments.launch("dry", "--fault", "die@3")
+    wait_for(lambda: [r for r in experiments.audit(run="dry", event="action finished") if r["action"] == "restart"],
+             what="dry-run restart record")
+    experiments.stop_watcher(watcher)
+    record = [r for r in experiments.audit(run="dry", event="action finished") if r["action"] == "restart"][0]
+    assert record["dry_run"] is True
+    assert experiments.manifest("dry").restarts == 0 and experiments.state("dry") == "DEAD"
+
+
+def test_a_restart_whose_executable_is_gone_fails_audited_then_halts(experiments, tmp_path):
+    script = tmp_path / "eval.sh"
+    script.write_text("#!/bin/sh\necho starting\nexit 3\n")
+    script.chmod(0o755)
+    from expwatch.cli import main as cli
+
+    (experiments.root / "expwatch.rules.yaml").write_text(fast_rules())
+    assert cli(["launch", "--name", "gone", "--log", str(experiments.root / "gone.log"), "--expected", "5",
+                "--dir", str(experiments.root), "--", str(script)]) == 0
+    script.unlink()
+    watcher = experiments.start_watcher()
+    wait_for(lambda: experiments.manifest("gone").halted, what="halt")
+    experiments.stop_watcher(watcher)
+    failed = experiments.audit(run="gone", event="action failed")
+    assert failed and failed[0]["action"] == "restart" and "not found" in failed[0]["error"]
+    assert experiments.manifest("gone").restarts == 0
+
+
+def test_a_second_watcher_on_the_same_directory_exits_with_a_clear_message(experiments):
+    watcher = experiments.start_watcher()
+    import subprocess
+    import sys
+
+    second = subprocess.run([sys.executable, "-m", "expwatch", str(experiments.root)], capture_output=True, text=True, timeout=20)
+    experiments.stop_watcher(watcher)
+    assert second.returncode == 3 and "already watching" in second.stderr
