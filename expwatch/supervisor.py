@@ -33,7 +33,7 @@ from expwatch.rules.facts import RunFacts
 from expwatch.rules.guard import GuardLimits, GuardState, judge, record_restart, reset
 from expwatch.rules.incidents import Incident, new_incident_id
 from expwatch.rules.loader import RulesError, load_rules
-from expwatch.rules.model import Rule, RuleSet
+from expwatch.rules.model import INFORMATIONAL_ACTIONS, Rule
 from expwatch.runners.local import LocalRunner, verified_process
 from expwatch.settings import Settings, load_settings
 from expwatch.state import IncidentRow, StateStore
@@ -56,7 +56,8 @@ class WatchedRun:
     facts: RunFacts
     guard: GuardState = field(default_factory=GuardState)
     latches: set[str] = field(default_factory=set)
-    incident: Incident | None = None
+    incident: Incident | None = None  # the failure being handled; one at a time
+    side_incidents: set[str] = field(default_factory=set)  # informational ones (alerts, completion)
     silence_at: float | None = None
 
     @property
@@ -132,6 +133,12 @@ class Supervisor:
 
     def _shutdown(self) -> None:
         self.executor.stop.set()
+        # Decide incidents still collecting evidence, so their lines are not
+        # matched a second time by the next watcher; their actions (stopped
+        # before the first step) are then resumed by it.
+        for run in self.runs.values():
+            if run.incident and not run.incident.acting:
+                self._settle(run)
         self.executor.join(timeout=self.settings.number("kill.grace_s") + 5)
         for prober in self._probers.values():
             prober.stop()
@@ -429,8 +436,16 @@ class Supervisor:
 
     def _accept(self, run: WatchedRun, rule: Rule, evidence: dict[str, Any]) -> bool:
         now = time.time()
-        inc = run.incident
         fields = {k: v for k, v in evidence.items() if k != "captured"}
+        if rule.informational:
+            side = Incident(new_incident_id(), run.name, now, now)
+            side.add(rule, evidence, now)
+            self.audit.record("rule matched", run=run.name, rule=rule.name, incident=side.id, severity=rule.severity, **fields)
+            self.console(f"{run.name}: {rule.name} matched ({side.id})")
+            run.side_incidents.add(side.id)
+            self._decide(run, side, guarded=False)
+            return True
+        inc = run.incident
         if inc and inc.acting:
             self.audit.record("rule matched", run=run.name, rule=rule.name, incident=inc.id, severity=rule.severity,
                               suppressed="incident in progress", **fields)
@@ -445,22 +460,25 @@ class Supervisor:
         return True
 
     def _settle(self, run: WatchedRun) -> None:
-        inc = run.incident
-        if inc is None or inc.acting:
-            return
-        winner = inc.winner()
-        rule = winner.rule
+        if run.incident is not None and not run.incident.acting:
+            self._decide(run, run.incident, guarded=True)
+
+    def _decide(self, run: WatchedRun, inc: Incident, guarded: bool) -> None:
+        """Choose the incident's cause, ask the guard, persist the plan, hand it to a thread."""
+        rule = inc.winner().rule
         plan = [{"name": a.name, "arg": a.arg} for a in rule.actions]
-        verdict = judge(run.guard, rule.name, run.facts.done, self.limits, time.time(),
-                        restarts=any(s["name"] == "restart" for s in plan), rule_limit=rule.same_rule_limit)
-        run.guard = verdict.state
         evidence = inc.evidence()
-        if not verdict.act:
-            plan = [{"name": "halt", "arg": verdict.reason}]
-            evidence["reason"] = verdict.reason
+        decision, reason, streak = "act", None, None
+        if guarded:
+            verdict = judge(run.guard, rule.name, run.facts.done, self.limits, time.time(),
+                            restarts=any(s["name"] == "restart" for s in plan), rule_limit=rule.same_rule_limit)
+            run.guard, streak = verdict.state, verdict.state.streak
+            if not verdict.act:
+                decision, reason = "halt", verdict.reason
+                plan = [{"name": "halt", "arg": verdict.reason}]
+                evidence["reason"] = verdict.reason
         self.audit.record("incident classified", run=run.name, rule=rule.name, incident=inc.id, priority=rule.priority,
-                          candidates=evidence["candidates"], guard_streak=verdict.state.streak,
-                          decision="act" if verdict.act else "halt", reason=verdict.reason or None,
+                          candidates=evidence["candidates"], guard_streak=streak, decision=decision, reason=reason,
                           captured_lines=len(evidence["captured"]) or None)
         for index, step in enumerate(plan):
             self.audit.record("action planned", run=run.name, rule=rule.name, incident=inc.id, action=step["name"],
@@ -473,6 +491,10 @@ class Supervisor:
     def _on_action_done(self, event: ActionDone) -> None:
         run = self.runs.get(event.run)
         if run is None:
+            return
+        if event.incident in run.side_incidents:
+            run.side_incidents.discard(event.incident)
+            self._on_manifest(self.layout.manifest_path(run.name))
             return
         run.incident = None
         if event.outcome == "restarted":
@@ -495,7 +517,10 @@ class Supervisor:
                 self.store.close_incident(row.id, "failed")
                 self.audit.record("incident abandoned", run=row.run, rule=row.rule, incident=row.id, reason="run no longer exists")
                 continue
-            run.incident = Incident(row.id, row.run, time.time(), time.time(), acting=True)
+            if all(step["name"] in INFORMATIONAL_ACTIONS for step in row.plan):
+                run.side_incidents.add(row.id)
+            else:
+                run.incident = Incident(row.id, row.run, time.time(), time.time(), acting=True)
             self.audit.record("incident resumed", run=row.run, rule=row.rule, incident=row.id, next_step=row.next_step,
                               step_was_started=row.step_started or None)
             self.executor.start(row)

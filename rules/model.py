@@ -61,6 +61,12 @@ class ActionSpec:
     line: int = 0
 
 
+# Actions that report or record but leave the run's processes alone. A rule
+# made only of these is not a failure: it never joins a crash's incident
+# (where a higher-priority cause would silence it) and the guard ignores it.
+INFORMATIONAL_ACTIONS = frozenset({"alert", "complete"})
+
+
 @dataclass(frozen=True)
 class Rule:
     name: str
@@ -76,6 +82,10 @@ class Rule:
     @property
     def log_atoms(self) -> tuple[LogAtom, ...]:
         return tuple(a for a in atoms(self.when) if isinstance(a, LogAtom))
+
+    @property
+    def informational(self) -> bool:
+        return all(a.name in INFORMATIONAL_ACTIONS for a in self.actions)
 
     @property
     def edge_triggered(self) -> bool:
