@@ -35,6 +35,7 @@ from expwatch.rules.incidents import Incident, new_incident_id
 from expwatch.rules.loader import RulesError, load_rules
 from expwatch.rules.model import INFORMATIONAL_ACTIONS, Rule
 from expwatch.runners.local import LocalRunner, verified_process
+from expwatch.runstate import RunObservation, classify, log_age
 from expwatch.settings import Settings, load_settings
 from expwatch.state import IncidentRow, StateStore
 from expwatch.watcher.events import ActionDone, Deadline, FileChanged, ProbeResult, ProcessExit, Shutdown
@@ -49,6 +50,23 @@ class AlreadyWatched(Exception):
     pass
 
 
+@dataclass(frozen=True)
+class RunView:
+    """What a display needs of one run, copied out of the engine thread's state."""
+
+    name: str
+    state: str
+    done: int
+    expected: int | None
+    correct: int
+    null_count: int
+    log_age_s: float | None
+    restarts: int
+    pid: int | None
+    alive: bool
+    last_incident: str | None
+
+
 @dataclass
 class WatchedRun:
     manifest: RunManifest
@@ -59,6 +77,7 @@ class WatchedRun:
     incident: Incident | None = None  # the failure being handled; one at a time
     side_incidents: set[str] = field(default_factory=set)  # informational ones (alerts, completion)
     silence_at: float | None = None
+    last_incident: str | None = None  # "RULE: outcome", for displays
 
     @property
     def name(self) -> str:
@@ -92,6 +111,20 @@ class Supervisor:
         )
 
     # ----- lifecycle -------------------------------------------------------------
+
+    def views(self) -> list[RunView]:
+        """A consistent-enough copy of every run for a display thread (reads only)."""
+        now = time.time()
+        stale = (self.ruleset.silence_thresholds() or [self.settings.number("watch.stale_fallback_s")])[0]
+        rows = []
+        for run in list(self.runs.values()):
+            f, m = run.facts, run.manifest
+            age = now - f.last_log_at if f.last_log_at is not None else log_age(m.log, now)
+            obs = RunObservation(alive=bool(f.alive), done=f.done, expected=m.expected, log_age_s=age,
+                                 halted=m.halted is not None, stopped=m.stopped_at is not None)
+            rows.append(RunView(m.name, classify(obs, stale).value, f.done, m.expected, f.correct,
+                                sum(f.null_reasons.values()), age, m.restarts, m.pid, bool(f.alive), run.last_incident))
+        return rows
 
     def _lock(self) -> None:
         self.layout.home.mkdir(parents=True, exist_ok=True)
@@ -365,7 +398,7 @@ class Supervisor:
             return
         reasons = dict(snap.null_reasons)
         if (snap.done, reasons) != (run.facts.done, run.facts.null_reasons):
-            run.facts.done, run.facts.null_reasons = snap.done, reasons
+            run.facts.done, run.facts.null_reasons, run.facts.correct = snap.done, reasons, snap.correct
             self._evaluate(run)
 
     def _on_exit(self, event: ProcessExit) -> None:
@@ -484,6 +517,7 @@ class Supervisor:
             self.audit.record("action planned", run=run.name, rule=rule.name, incident=inc.id, action=step["name"],
                               arg=step["arg"], step=index)
         inc.acting = True
+        run.last_incident = f"{rule.name}: {'halting' if decision == 'halt' else 'acting'}"
         self.store.open_incident(inc.id, run.name, rule.name, plan, evidence)
         self._save(run)
         self.executor.start(IncidentRow(inc.id, run.name, rule.name, "acting", plan, 0, False, {}, evidence))
@@ -492,6 +526,8 @@ class Supervisor:
         run = self.runs.get(event.run)
         if run is None:
             return
+        if run.last_incident and event.incident not in run.side_incidents:
+            run.last_incident = f"{run.last_incident.split(':')[0]}: {event.outcome}"
         if event.incident in run.side_incidents:
             run.side_incidents.discard(event.incident)
             self._on_manifest(self.layout.manifest_path(run.name))

@@ -23,6 +23,7 @@ class RunFacts:
     started_at: float
     alive: bool | None = None
     done: int = 0
+    correct: int = 0
     expected: int | None = None
     null_reasons: dict[str, int] = field(default_factory=dict)
     last_log_at: float | None = None

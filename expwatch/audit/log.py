@@ -23,7 +23,7 @@ import os
 import threading
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import structlog
 
@@ -165,13 +165,28 @@ class AuditLog:
             wrapper_class=structlog.BoundLogger,
             context_class=dict,
         ).bind()
+        self._listeners: list[Callable[[dict[str, Any]], None]] = []
+
+    def add_listener(self, listener: Callable[[dict[str, Any]], None]) -> None:
+        """Call ``listener(record)`` after each record is written (console, live view, notifications).
+
+        Listeners run on the writing thread and must not block; an exception
+        in one is ignored, so a display bug never costs an audit record.
+        """
+        self._listeners.append(listener)
 
     def record(self, event: str, **fields: Any) -> dict[str, Any]:
         """Write one record; return it as written (with ``ts``, after redaction)."""
         # The whole chain runs under the lock so ``ts`` order matches file order.
         with self._lock:
             line = self._log.write(event, **fields)
-        return json.loads(line)
+        written = json.loads(line)
+        for listener in self._listeners:
+            try:
+                listener(written)
+            except Exception:  # a broken display or notifier must never stop the audit trail
+                pass
+        return written
 
     def close(self) -> None:
         with self._lock:
