@@ -123,7 +123,8 @@ def complete(ctx: ActionContext, arg: Any) -> ActionResult:
     if manifest.result and Path(manifest.result).exists():
         report = validate_result(Path(manifest.result), log_path=Path(manifest.log), expected=manifest.expected)
         data = report.to_json()
-        path = ctx.layout.run_files_dir(manifest.name) / "validation.json"
+        result = Path(manifest.result)
+        path = result.with_name(f"{result.stem}.validation.json")
         atomic_write_json(path, data)
         details = {"validation": str(path), "issues": data.get("issues", []), "raw_acc": data.get("raw_acc"), "null_rate": data.get("null_rate")}
         raw = data.get("raw_acc")

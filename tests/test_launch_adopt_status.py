@@ -103,3 +103,20 @@ def test_status_reports_running_complete_dead_stale_and_unknown(experiments, cap
     table = capsys.readouterr().out
     assert "STALE" in table.splitlines()[0] or "STATE" in table.splitlines()[0]
     assert any(line.startswith("dead") and "DEAD" in line for line in table.splitlines())
+
+
+def test_launch_with_smoke_runs_two_items_first_and_blocks_a_run_that_returns_nulls(experiments, capsys):
+    root = experiments.root
+
+    def launch(name, *extra):
+        return cli(["launch", "--smoke", "--name", name, "--log", str(root / f"{name}.log"), "--result", str(root / f"{name}.json"),
+                    "--expected", "6", "--dir", str(root), "--", sys.executable, "-m", "expwatch.fake_eval", "--items", "6",
+                    "--output", str(root / f"{name}.json"), "--delay", "0.01", *extra])
+
+    assert launch("good") == 0
+    assert "smoke run on 2 items passed" in capsys.readouterr().out
+    assert launch("nulls", "--null-rate", "1.0") == 1
+    err = capsys.readouterr().err
+    assert "smoke run on 2 items failed; nothing launched" in err and "null" in err
+    assert not experiments.layout.manifest_path("nulls").exists()
+    wait_for(lambda: experiments.state("good") == "COMPLETE", what="good run")

@@ -83,7 +83,9 @@ def test_invalid_rules_give_one_line_naming_file_line_and_field(edit, message):
 def test_rules_check_and_init_commands(tmp_path, capsys):
     assert cli(["rules", "init", str(tmp_path)]) == 0
     rules = tmp_path / "expwatch.rules.yaml"
-    assert rules.read_text() == shipped_rules_text()
+    assert rules.read_text().endswith(shipped_rules_text())
+    assert rules.read_text().startswith("# yaml-language-server: $schema=./expwatch.rules.schema.json")
+    assert json.loads((tmp_path / "expwatch.rules.schema.json").read_text())["title"] == "expwatch rules file"
     assert cli(["rules", "init", str(tmp_path)]) == 2
     assert cli(["rules", "check", str(rules)]) == 0
     rules.write_text(shipped_rules_text().replace("severity: error", "severity: fatal", 1))
@@ -167,3 +169,35 @@ def test_a_line_written_in_two_pieces_is_one_event_and_garbage_bytes_are_survive
         assert [r["line"] for r in matched] == ["BOOM here"]
     finally:
         writer.kill()
+
+
+def test_cache_drift_ratio_fires_once_hits_fall_below_the_floor_after_its_delay(experiments):
+    rules = shipped_rules_text().replace("    enabled: false\n", "").replace("after_s: 300", "after_s: 1")
+    (experiments.root / "expwatch.rules.yaml").write_text(rules)
+    log = experiments.root / "cache.log"
+    log.write_text("")
+    sleeper = subprocess.Popen(["sleep", "120"], start_new_session=True)
+    try:
+        assert cli(["adopt", "--pid", str(sleeper.pid), "--name", "cache", "--log", str(log), "--dir", str(experiments.root)]) == 0
+        watcher = experiments.start_watcher()
+        with log.open("a") as fh:
+            fh.write("cache hit item-1\ncache hit item-2\ncache miss item-3\n")
+        time.sleep(1.5)
+        with log.open("a") as fh:
+            fh.write("cache hit item-4\n")  # 3/4 = 0.75 < 0.8 once past after_s
+        matched = wait_for(lambda: experiments.audit(run="cache", event="incident classified"), what="CACHE_DRIFT")
+        experiments.stop_watcher(watcher)
+        assert matched[0]["rule"] == "CACHE_DRIFT"
+    finally:
+        sleeper.kill()
+
+
+def test_the_polling_observer_sees_what_inotify_would(experiments):
+    (experiments.root / "expwatch.yaml").write_text(
+        (experiments.root / "expwatch.yaml").read_text() + "watch: {settle_s: 0.4, safety_poll_s: 30, observer: polling, polling_interval_s: 0.2}\n")
+    (experiments.root / "expwatch.rules.yaml").write_text(fast_rules())
+    watcher = experiments.start_watcher()
+    experiments.launch("polled", "--fault", "die@3")
+    wait_for(lambda: experiments.manifest("polled").completed_at, timeout=30, what="recovery via polling")
+    experiments.stop_watcher(watcher)
+    assert experiments.audit(event="watcher started")[0]["observer"] == "polling"

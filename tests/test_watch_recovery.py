@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import signal
 import time
 from pathlib import Path
@@ -50,8 +51,10 @@ def test_each_first_run_fault_is_classified_by_its_cause_and_the_run_recovers_ex
     assert experiments.manifest("proxy").profile == "trapi"
     gpu = [r for r in experiments.audit(run="oom", event="action finished") if r["action"] == "free_gpu"]
     assert gpu and gpu[0]["outcome"] == "skipped"
-    validation = experiments.layout.run_files_dir("healthy") / "validation.json"
-    assert validation.exists()
+    validation = experiments.root / "healthy.validation.json"
+    assert json.loads(validation.read_text())["items"] == 12
+    finished = [r for r in experiments.audit(run="healthy", event="action finished") if r["action"] == "complete"]
+    assert finished[0]["validation"] == str(validation) and finished[0]["issues"] == []
 
 
 def test_an_every_run_code_bug_is_halted_after_its_second_occurrence_with_a_diagnosis_bundle(experiments):

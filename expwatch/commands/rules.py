@@ -13,6 +13,9 @@ from expwatch.rules.replay import replay
 from expwatch.settings import load_settings, shipped_text
 
 
+SCHEMA_NAME = "expwatch.rules.schema.json"
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("rules", help="init, check or test a rules file", description="Work with the YAML rules file.")
     rs = p.add_subparsers(dest="rules_command", metavar="SUBCOMMAND", required=True)
@@ -45,8 +48,10 @@ def run_init(args: argparse.Namespace) -> int:
         print(f"expwatch rules init: {target} exists (use --force to overwrite)", file=sys.stderr)
         return 2
     layout.root.mkdir(parents=True, exist_ok=True)
-    target.write_text(shipped_rules_text(), encoding="utf-8")
-    print(f"wrote {target}; a running watcher reloads it on save")
+    schema = target.with_name(SCHEMA_NAME)
+    schema.write_text(shipped_text("rules.schema.json"), encoding="utf-8")
+    target.write_text(f"# yaml-language-server: $schema=./{SCHEMA_NAME}\n" + shipped_rules_text(), encoding="utf-8")
+    print(f"wrote {target} (and {schema.name} for editors); a running watcher reloads it on save")
     return 0
 
 
