@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
 
-from expwatch.files import NotReadyYet
+from expwatch.files import NotReadyYet, read_json
 from expwatch.manifest import RunManifest
 from expwatch.results import ResultSnapshot, read_progress
 from expwatch.runners.local import verified_process
@@ -38,6 +38,7 @@ class RunObservation:
     log_age_s: float | None
     halted: bool = False
     stopped: bool = False
+    exit_code: int | None = None  # from the launch shim's exit record, when there is one
 
 
 def classify(obs: RunObservation, stale_after_s: float) -> RunState:
@@ -46,6 +47,8 @@ def classify(obs: RunObservation, stale_after_s: float) -> RunState:
     if obs.halted:
         return RunState.HALTED
     if obs.expected and obs.done is not None and obs.done >= obs.expected:
+        return RunState.COMPLETE
+    if not obs.expected and obs.alive is False and obs.exit_code == 0:
         return RunState.COMPLETE
     if obs.alive is None:
         return RunState.UNKNOWN
@@ -97,7 +100,15 @@ def log_age(path: str, now: float | None = None) -> float | None:
         return None
 
 
-def observe(manifest: RunManifest, stale_after_s: float) -> RunReport:
+def exit_code(record_path: Path) -> int | None:
+    try:
+        record = read_json(record_path)
+    except (FileNotFoundError, NotReadyYet):
+        return None
+    return record.get("returncode") if isinstance(record, dict) else None
+
+
+def observe(manifest: RunManifest, stale_after_s: float, exit_record: Path | None = None) -> RunReport:
     note = ""
     try:
         progress = read_progress(
@@ -115,5 +126,6 @@ def observe(manifest: RunManifest, stale_after_s: float) -> RunReport:
         log_age_s=age,
         halted=manifest.halted is not None,
         stopped=manifest.stopped_at is not None,
+        exit_code=exit_code(exit_record) if exit_record and alive is False else None,
     )
     return RunReport(manifest, classify(obs, stale_after_s), alive, progress, age, note)

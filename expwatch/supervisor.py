@@ -351,6 +351,7 @@ class Supervisor:
         if (manifest.pid, manifest.create_time) != (old.pid, old.create_time) and manifest.pid:
             run.facts.alive = verified_process(manifest.pid, manifest.create_time) is not None
             run.facts.exit_signal = None
+            run.facts.exit_code = None
             run.facts.oom_killed = False
             run.facts.last_log_at = time.time()
             self.exits.watch(manifest.name, manifest.pid, manifest.create_time, self.layout.exit_path(manifest.name))
@@ -410,6 +411,7 @@ class Supervisor:
         self._read_progress(run)
         run.facts.alive = False
         run.facts.exit_signal = event.signal
+        run.facts.exit_code = event.returncode
         if event.signal == 9 or (event.returncode is None and event.signal is None):
             run.facts.oom_killed = bool(oom_killed([event.pid]))
         self.audit.record("process exited", run=run.name, pid=event.pid, returncode=event.returncode, signal=event.signal,

@@ -28,6 +28,7 @@ class RunFacts:
     null_reasons: dict[str, int] = field(default_factory=dict)
     last_log_at: float | None = None
     exit_signal: int | None = None
+    exit_code: int | None = None
     oom_killed: bool = False
     probe_failing_since: float | None = None
     _windows: dict[str, deque] = field(default_factory=dict)
@@ -75,7 +76,10 @@ class RunFacts:
 
     @property
     def complete(self) -> bool:
-        return bool(self.expected) and self.done >= self.expected
+        """Done reached expected; without an expected count, a clean exit is completion."""
+        if self.expected:
+            return self.done >= self.expected
+        return self.alive is False and self.exit_code == 0
 
     def null_rate(self, atom: NullRateAtom) -> float | None:
         if self.done < atom.min_items or not self.done:

@@ -23,7 +23,7 @@ from expwatch.rules.loader import shipped_rules_text
 FAST_SETTINGS = """\
 watch: {settle_s: 0.4, safety_poll_s: 1.0}
 kill: {grace_s: 2}
-launch: {check_after_s: 0.2}
+launch: {check_after_s: 0.05}
 """
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import signal
+import sys
 import time
 from pathlib import Path
 
@@ -135,8 +136,8 @@ def test_a_restart_whose_executable_is_gone_fails_audited_then_halts(experiments
     from expwatch.cli import main as cli
 
     (experiments.root / "expwatch.rules.yaml").write_text(fast_rules())
-    assert cli(["launch", "--name", "gone", "--log", str(experiments.root / "gone.log"), "--expected", "5",
-                "--dir", str(experiments.root), "--", str(script)]) == 0
+    cli(["launch", "--name", "gone", "--log", str(experiments.root / "gone.log"), "--expected", "5",
+         "--dir", str(experiments.root), "--", str(script)])
     script.unlink()
     watcher = experiments.start_watcher()
     wait_for(lambda: experiments.manifest("gone").halted, what="halt")
@@ -154,3 +155,30 @@ def test_a_second_watcher_on_the_same_directory_exits_with_a_clear_message(exper
     second = subprocess.run([sys.executable, "-m", "expwatch", str(experiments.root)], capture_output=True, text=True, timeout=20)
     experiments.stop_watcher(watcher)
     assert second.returncode == 3 and "already watching" in second.stderr
+
+
+def test_a_run_without_an_expected_count_that_exits_cleanly_is_complete_not_dead(experiments, capsys):
+    from expwatch.cli import main as cli
+
+    (experiments.root / "expwatch.rules.yaml").write_text(fast_rules())
+    watcher = experiments.start_watcher()
+    result = experiments.root / "open.json"
+    assert cli(["launch", "--name", "open", "--log", str(experiments.root / "open.log"), "--result", str(result),
+                "--dir", str(experiments.root), "--", sys.executable, "-m", "expwatch.fake_eval", "--items", "5",
+                "--output", str(result), "--delay", "0.05"]) == 0
+    wait_for(lambda: experiments.manifest("open").completed_at, what="completion")
+    experiments.stop_watcher(watcher)
+    assert classified(experiments, "open") == ["COMPLETE"]
+    capsys.readouterr()
+    assert cli(["status", str(experiments.root)]) == 0
+    assert "COMPLETE" in capsys.readouterr().out
+
+
+def test_a_launch_whose_command_fails_at_once_reports_it(experiments, capsys):
+    from expwatch.cli import main as cli
+
+    settings = experiments.root / "expwatch.yaml"
+    settings.write_text(settings.read_text().replace("check_after_s: 0.05", "check_after_s: 1.0"))
+    assert cli(["launch", "--name", "broken", "--log", str(experiments.root / "broken.log"), "--dir", str(experiments.root),
+                "--", sys.executable, "-c", "raise SystemExit(4)"]) == 1
+    assert "exited with code 4" in capsys.readouterr().err

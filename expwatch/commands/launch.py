@@ -14,6 +14,7 @@ from expwatch.manifest import ManifestError, RunManifest, load_manifest, save_ma
 from expwatch.results import checkpoint_path_for
 from expwatch.runners.base import LaunchSpec
 from expwatch.runners.local import LocalRunner, verified_process
+from expwatch.runstate import exit_code
 from expwatch.settings import SettingsError, load_settings
 from expwatch.smoke import run_smoke, smoke_options_for
 
@@ -162,8 +163,11 @@ def run(args: argparse.Namespace) -> int:
     if launched.sid == os.getsid(0):
         print("expwatch launch: run shares the caller's session; it would die with the shell", file=sys.stderr)
         return 1
-    if not runner.alive(manifest) and not layout.exit_path(name).exists():
-        print(f"expwatch launch: run {name!r} is not alive after {settings.number('launch.check_after_s')}s; see {log}", file=sys.stderr)
-        return 1
+    if not runner.alive(manifest):
+        code = exit_code(layout.exit_path(name))
+        if code != 0:
+            ended = "ended" if code is None else f"exited with code {code}"
+            print(f"expwatch launch: run {name!r} {ended} within {settings.number('launch.check_after_s')}s; see {log}", file=sys.stderr)
+            return 1
     print(f"PID {launched.pid}\nSID {launched.sid}\nLOG {log}\nRUN {name} ({layout.manifest_path(name)})")
     return 0

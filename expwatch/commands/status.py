@@ -66,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
     except SettingsError as exc:
         print(f"expwatch status: {exc}", file=sys.stderr)
         return 2
-    reports = [observe(m, stale) for m in discover(layout)]
+    reports = [observe(m, stale, layout.exit_path(m.name)) for m in discover(layout)]
     if args.json:
         print(json.dumps([r.to_json() for r in reports], indent=2))
         return 0
