@@ -84,18 +84,21 @@ class Settings:
         return self.profiles[key]
 
 
-def _load_user(path: Path) -> dict[str, Any]:
-    if not path.exists():
-        return {}
+def yaml_mapping(text: str, label: str, error: type[Exception] = SettingsError) -> dict[str, Any]:
+    """Parse a YAML settings text whose top level must be a mapping; errors name label:line."""
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        data = yaml.safe_load(text) or {}
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = f":{mark.line + 1}" if mark else ""
-        raise SettingsError(f"{path}{line}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
+        raise error(f"{label}{line}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
     if not isinstance(data, dict):
-        raise SettingsError(f"{path}: top level must be a mapping")
+        raise error(f"{label}: top level must be a mapping")
     return data
+
+
+def _load_user(path: Path) -> dict[str, Any]:
+    return yaml_mapping(path.read_text(encoding="utf-8"), str(path)) if path.exists() else {}
 
 
 def _profiles(data: dict[str, Any]) -> dict[str, Profile]:

@@ -15,7 +15,7 @@ from typing import Any, NoReturn
 
 import yaml
 
-from expwatch.settings import deep_merge
+from expwatch.settings import deep_merge, yaml_mapping
 
 SHIPPED_NAME = "validation.yaml"
 
@@ -114,16 +114,8 @@ class _Source:
 
     @classmethod
     def parse(cls, label: str, text: str) -> _Source:
-        try:
-            data = yaml.safe_load(text) or {}
-            root = yaml.compose(text)
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            line = f":{mark.line + 1}" if mark else ""
-            raise ValidationSettingsError(f"{label}{line}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
-        if not isinstance(data, dict):
-            raise ValidationSettingsError(f"{label}: top level must be a mapping")
-        return cls(label, data, root)
+        data = yaml_mapping(text, label, ValidationSettingsError)
+        return cls(label, data, yaml.compose(text))
 
     def line_of(self, parts: tuple[str, ...]) -> int | None:
         node = self.root

@@ -6,7 +6,7 @@ JSON Schema and the semantic checks, so everything downstream trusts it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 
@@ -138,7 +138,6 @@ class Counter:
     """A mutable count used while building atoms (keeps fact keys unique per file)."""
 
     n: int = 0
-    seen: dict = field(default_factory=dict)
 
     def next(self, prefix: str) -> str:
         self.n += 1

@@ -31,8 +31,12 @@ def test_kill_ends_the_whole_tree_including_children_that_left_the_group(experim
                 "--", sys.executable, "-c", TREE]) == 0
     manifest = experiments.manifest("tree")
     leader = psutil.Process(manifest.pid)
-    procs = wait_for(lambda: (c := leader.children(recursive=True)) and len(c) >= 3 and c, what="tree")
-    assert any(os.getpgid(p.pid) != manifest.pgid for p in procs)
+
+    def tree_with_an_escapee():
+        procs = leader.children(recursive=True)
+        return len(procs) >= 3 and any(os.getpgid(p.pid) != manifest.pgid for p in procs) and procs
+
+    procs = wait_for(tree_with_an_escapee, what="a tree with a child outside the group")
     report = LocalRunner().kill(manifest, grace_s=2)
     assert not report.skipped
     gone, alive = psutil.wait_procs([leader, *procs], timeout=5)

@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from expwatch.audit.log import AuditLog, audit_path_for
+from expwatch.audit.log import AuditLog
+from expwatch.layout import ExperimentsLayout
 from expwatch.audit.reader import audit_files, iter_records, parse_since
 from expwatch.audit.timeline import render_line, render_timeline
 from expwatch.commands import audit as audit_command
@@ -28,7 +29,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 @pytest.fixture
 def log_path(tmp_path: Path) -> Path:
-    return audit_path_for(tmp_path)
+    return ExperimentsLayout.at(tmp_path).audit_path
 
 
 def all_lines(audit_path: Path) -> list[str]:
@@ -298,7 +299,7 @@ def run_audit(argv: list[str]) -> int:
 
 
 def test_audit_command_prints_timeline_or_stored_json(tmp_path: Path, capsys):
-    log = AuditLog(audit_path_for(tmp_path), max_bytes=300, backups=5)
+    log = AuditLog(ExperimentsLayout.at(tmp_path).audit_path, max_bytes=300, backups=5)
     for run in ("a", "b", "a", "b"):
         log.record("action_started", run=run, action="restart", env={"HF_TOKEN": "t"})
     log.close()
@@ -310,7 +311,7 @@ def test_audit_command_prints_timeline_or_stored_json(tmp_path: Path, capsys):
     assert run_audit([str(tmp_path), "--json", "--since", "1h"]) == 0
     out = capsys.readouterr().out
     assert len(list(tmp_path.glob(".expwatch/audit.jsonl.*"))) >= 1
-    assert out.splitlines() == all_lines(audit_path_for(tmp_path))
+    assert out.splitlines() == all_lines(ExperimentsLayout.at(tmp_path).audit_path)
 
 
 def test_audit_command_without_log_exits_2_with_one_line(tmp_path: Path, capsys):
@@ -318,6 +319,6 @@ def test_audit_command_without_log_exits_2_with_one_line(tmp_path: Path, capsys)
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "no audit log" in err
 
-    AuditLog(audit_path_for(tmp_path)).close()
+    AuditLog(ExperimentsLayout.at(tmp_path).audit_path).close()
     assert audit_command.run(argparse.Namespace(dir=str(tmp_path), run=None, rule=None, since="soon", json=False)) == 2
     assert capsys.readouterr().err.count("\n") == 1

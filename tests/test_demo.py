@@ -52,6 +52,7 @@ def test_demo_heals_the_rate_limited_and_dead_runs_and_halts_the_bug(tmp_path):
     bundle = Path(halt["bundle"])
     assert bundle.parent == layout.run_files_dir("code-bug")
     assert "KeyError: 'choices'" in bundle.read_text()
+    assert str(bundle) in done.stdout
 
 
 def test_demo_rules_are_the_shipped_rules_with_only_the_waits_shortened():

@@ -33,11 +33,6 @@ from expwatch.redact import redact_secrets
 LINK_FIELDS = ("event", "run", "rule", "incident")
 
 
-def audit_path_for(experiments_dir: Path) -> Path:
-    """Where the audit log of an experiments directory lives."""
-    return Path(experiments_dir) / ".expwatch" / "audit.jsonl"
-
-
 def stamp_record(logger: Any, method_name: str, event_dict: dict[str, Any]) -> dict[str, Any]:
     """structlog processor: add ``ts`` and put the linking fields first.
 

@@ -8,7 +8,7 @@ import os
 import sys
 from pathlib import Path
 
-from expwatch.audit.log import audit_path_for
+from expwatch.layout import ExperimentsLayout
 from expwatch.audit.reader import audit_files, iter_records, parse_since
 from expwatch.audit.timeline import render_timeline
 
@@ -28,7 +28,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    audit_path = audit_path_for(Path(args.dir))
+    audit_path = ExperimentsLayout.at(Path(args.dir)).audit_path
     if not audit_files(audit_path):
         print(f"expwatch audit: no audit log at {audit_path}", file=sys.stderr)
         return 2

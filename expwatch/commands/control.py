@@ -11,7 +11,7 @@ from expwatch.actions.process import restart
 from expwatch.audit.log import AuditLog
 from expwatch.commands.launch import now_iso
 from expwatch.layout import ExperimentsLayout
-from expwatch.manifest import ManifestError, load_named, save_manifest
+from expwatch.manifest import ManifestError, RunManifest, load_named, save_manifest
 from expwatch.runners.local import LocalRunner
 from expwatch.settings import load_settings
 
@@ -33,13 +33,20 @@ def _context(layout: ExperimentsLayout, name: str, audit: AuditLog, why: str) ->
                          incident=f"manual-{why}", rule="manual", evidence={}, stop=threading.Event(), console=print)
 
 
-def run_resume(args: argparse.Namespace) -> int:
+def _named(args: argparse.Namespace, command: str) -> tuple[ExperimentsLayout, RunManifest] | None:
     layout = ExperimentsLayout.at(args.dir)
     try:
-        manifest = load_named(layout, args.name)
+        return layout, load_named(layout, args.name)
     except ManifestError as exc:
-        print(f"expwatch resume: {exc}", file=sys.stderr)
+        print(f"expwatch {command}: {exc}", file=sys.stderr)
+        return None
+
+
+def run_resume(args: argparse.Namespace) -> int:
+    found = _named(args, "resume")
+    if found is None:
         return 2
+    layout, manifest = found
     audit = AuditLog(layout.audit_path)
     save_manifest(layout, manifest.with_changes(halted=None, stopped_at=None, completed_at=None))
     audit.record("run resumed by hand", run=args.name, was_halted=manifest.halted.reason if manifest.halted else None)
@@ -55,12 +62,10 @@ def run_resume(args: argparse.Namespace) -> int:
 
 
 def run_stop(args: argparse.Namespace) -> int:
-    layout = ExperimentsLayout.at(args.dir)
-    try:
-        manifest = load_named(layout, args.name)
-    except ManifestError as exc:
-        print(f"expwatch stop: {exc}", file=sys.stderr)
+    found = _named(args, "stop")
+    if found is None:
         return 2
+    layout, manifest = found
     audit = AuditLog(layout.audit_path)
     save_manifest(layout, manifest.with_changes(stopped_at=now_iso()))
     report = LocalRunner().kill(manifest, load_settings(layout).number("kill.grace_s"))
