@@ -78,6 +78,8 @@ class WatchedRun:
     side_incidents: set[str] = field(default_factory=set)  # informational ones (alerts, completion)
     silence_at: float | None = None
     last_incident: str | None = None  # "RULE: outcome", for displays
+    progress_noted: tuple[int, int] | None = None  # (done, restarts) of the last `progress` record
+    progress_noted_at: float = 0.0
 
     @property
     def name(self) -> str:
@@ -104,6 +106,7 @@ class Supervisor:
         self._probe_failing: dict[str, float] = {}
         self._unprobed: set[str] = set()
         self.runner = LocalRunner()
+        self.audit_listeners: list[Callable[[dict[str, Any]], None]] = []  # attached before the first record
         self.limits = GuardLimits(
             int(self.settings.number("guard.same_rule_limit")),
             int(self.settings.number("guard.restart_budget")),
@@ -145,6 +148,8 @@ class Supervisor:
         self.engine = RuleEngine(self.ruleset)
         self.classifier = LineClassifier(self.ruleset)
         self.audit = AuditLog(self.layout.audit_path, int(self.settings.number("audit.max_bytes")), int(self.settings.number("audit.backups")))
+        for listener in self.audit_listeners:
+            self.audit.add_listener(listener)
         self.store = StateStore(self.layout.state_db)
         self.exits = ExitWaiter(self.events)
         self.files = DirectoryWatch(self.events, self.settings.get("watch.observer"), self.settings.number("watch.polling_interval_s"))
@@ -349,11 +354,8 @@ class Supervisor:
         old, run.manifest = run.manifest, manifest
         run.facts.expected = manifest.expected
         if (manifest.pid, manifest.create_time) != (old.pid, old.create_time) and manifest.pid:
+            run.facts.new_process(time.time())
             run.facts.alive = verified_process(manifest.pid, manifest.create_time) is not None
-            run.facts.exit_signal = None
-            run.facts.exit_code = None
-            run.facts.oom_killed = False
-            run.facts.last_log_at = time.time()
             self.exits.watch(manifest.name, manifest.pid, manifest.create_time, self.layout.exit_path(manifest.name))
             self._arm_silence(run)
         if old.halted and not manifest.halted:
@@ -401,6 +403,25 @@ class Supervisor:
         if (snap.done, reasons) != (run.facts.done, run.facts.null_reasons):
             run.facts.done, run.facts.null_reasons, run.facts.correct = snap.done, reasons, snap.correct
             self._evaluate(run)
+        self._note_progress(run)
+
+    def _note_progress(self, run: WatchedRun) -> None:
+        """A throttled ``progress`` record, so ``expwatch report`` can draw progress over time.
+
+        Called on every read (the safety poll included), so a change held back
+        by the throttle is still written within one poll of the period's end.
+        """
+        f, m = run.facts, run.manifest
+        sample = (f.done, m.restarts)
+        if sample == run.progress_noted:
+            return
+        now = time.time()
+        milestone = run.progress_noted is None or m.restarts != run.progress_noted[1] or bool(m.expected and f.done >= m.expected)
+        if not milestone and now - run.progress_noted_at < self.settings.number("audit.progress_every_s"):
+            return
+        run.progress_noted, run.progress_noted_at = sample, now
+        self.audit.record("progress", run=run.name, done=f.done, expected=m.expected, correct=f.correct,
+                          nulls=sum(f.null_reasons.values()), restarts=m.restarts)
 
     def _on_exit(self, event: ProcessExit) -> None:
         run = self.runs.get(event.run)
@@ -489,9 +510,10 @@ class Supervisor:
             inc = Incident(new_incident_id(), run.name, now, now + self.settings.number("watch.settle_s"))
             run.incident = inc
             self._arm(run.name, "settle", self.settings.number("watch.settle_s"))
+        if not inc.candidates:
+            self.console(f"{run.name}: {rule.name} matched ({inc.id})")
         inc.add(rule, evidence, now)
         self.audit.record("rule matched", run=run.name, rule=rule.name, incident=inc.id, severity=rule.severity, **fields)
-        self.console(f"{run.name}: {rule.name} matched ({inc.id})")
         return True
 
     def _settle(self, run: WatchedRun) -> None:
@@ -518,6 +540,8 @@ class Supervisor:
         for index, step in enumerate(plan):
             self.audit.record("action planned", run=run.name, rule=rule.name, incident=inc.id, action=step["name"],
                               arg=step["arg"], step=index)
+        steps = ", ".join(s["name"] if s["arg"] is None else f"{s['name']} {s['arg']}" for s in plan)
+        self.console(f"{run.name}: {rule.name} → {steps} ({inc.id})" if decision == "act" else f"{run.name}: {reason} → halt ({inc.id})")
         inc.acting = True
         run.last_incident = f"{rule.name}: {'halting' if decision == 'halt' else 'acting'}"
         self.store.open_incident(inc.id, run.name, rule.name, plan, evidence)

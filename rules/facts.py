@@ -71,6 +71,15 @@ class RunFacts:
                 satisfied.append(key)
         return tuple(satisfied)
 
+    def new_process(self, now: float) -> None:
+        """A restart replaced the process: its exit and its counting windows are history."""
+        self.alive = True
+        self.exit_signal = None
+        self.exit_code = None
+        self.oom_killed = False
+        self.last_log_at = now
+        self._windows.clear()
+
     def note_activity(self, now: float) -> None:
         self.last_log_at = now
 

@@ -37,7 +37,7 @@ def test_demo_heals_the_rate_limited_and_dead_runs_and_halts_the_bug(tmp_path):
         return [r for r in records if r.get("run") == run and r["event"] == event and all(r.get(k) == v for k, v in fields.items())]
 
     # The 429 storm ends in a traceback, yet it is handled as a rate limit: back off, fewer workers, restart.
-    rate, = of("rate-limited", "incident classified", rule="RATE_LIMIT", decision="act")
+    rate = of("rate-limited", "incident classified", rule="RATE_LIMIT", decision="act")[0]
     assert "TRACEBACK" in rate["candidates"]
     assert of("rate-limited", "action finished", incident=rate["incident"], action="restart", outcome="restarted")
     argv = json.loads(layout.manifest_path("rate-limited").read_text())["argv"]
@@ -53,6 +53,8 @@ def test_demo_heals_the_rate_limited_and_dead_runs_and_halts_the_bug(tmp_path):
     assert bundle.parent == layout.run_files_dir("code-bug")
     assert "KeyError: 'choices'" in bundle.read_text()
     assert str(bundle) in done.stdout
+    validation, = of("rate-limited", "action finished", action="complete", outcome="completed")
+    assert validation["validation"] in done.stdout
 
 
 def test_demo_rules_are_the_shipped_rules_with_only_the_waits_shortened():

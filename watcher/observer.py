@@ -8,6 +8,7 @@ are watched by polling instead.
 
 from __future__ import annotations
 
+import logging
 import os
 import queue
 from pathlib import Path
@@ -17,6 +18,12 @@ from watchdog.observers import Observer
 from watchdog.observers.polling import PollingObserver
 
 from expwatch.watcher.events import FileChanged
+
+# watchdog logs an error when an emitter thread is stopped mid-read
+# ("queue_events() called when the thread is inactive"); it is harmless at
+# shutdown and would otherwise land on the user's terminal.
+logging.getLogger("watchdog").addHandler(logging.NullHandler())
+logging.getLogger("watchdog").propagate = False
 
 NETWORK_FS = ("nfs", "nfs4", "lustre", "gpfs", "cifs", "smb3", "fuse.sshfs", "beegfs", "ceph", "fuse.glusterfs")
 

@@ -27,7 +27,8 @@ import yaml
 from expwatch.audit.reader import iter_records
 from expwatch.commands.status import HEADER, format_row, stale_after_s
 from expwatch.layout import ExperimentsLayout
-from expwatch.manifest import RunManifest, load_named
+from expwatch.files import NotReadyYet
+from expwatch.manifest import ManifestError, RunManifest, load_named
 from expwatch.rules.loader import RulesError, parse_rules, shipped_rules_text
 from expwatch.runners.local import LocalRunner
 from expwatch.runstate import RunReport, RunState, observe
@@ -222,13 +223,16 @@ def watch_until_settled(layout: ExperimentsLayout, scenario: Scenario, watcher: 
     deadline = time.monotonic() + timeout_s
     while True:
         for run in scenario.runs:
-            report = observe(load_named(layout, run.name), stale)
+            try:
+                report = observe(load_named(layout, run.name), stale)
+            except (NotReadyYet, ManifestError):
+                continue  # read again on the next tick
             reports[run.name] = report
             key = (report.state.value, report.manifest.restarts)
             if seen.get(run.name) != key:
                 seen[run.name] = key
                 console(describe(report))
-        if all(settled(r.manifest) for r in reports.values()):
+        if len(reports) == len(scenario.runs) and all(settled(r.manifest) for r in reports.values()):
             return reports
         if time.monotonic() >= deadline or not watcher.alive:
             return reports
@@ -309,7 +313,7 @@ def play(layout: ExperimentsLayout, scenario: Scenario, watcher: WatcherThread, 
         launch_all(layout, scenario)
         console("launched " + ", ".join(r.name for r in scenario.runs))
         reports = watch_until_settled(layout, scenario, watcher, console, timeout_s)
-        outcome = "settled" if all(settled(r.manifest) for r in reports.values()) else "stuck"
+        outcome = "settled" if len(reports) == len(scenario.runs) and all(settled(r.manifest) for r in reports.values()) else "stuck"
     except DemoError as exc:
         _error(str(exc))
         outcome = "failed"
@@ -337,12 +341,15 @@ def wind_down(layout: ExperimentsLayout, names: list[str], outcome: str, timeout
         print(f"stopped the unfinished runs: {', '.join(stopped)}")
 
 
-def run_report_path(layout: ExperimentsLayout, manifest: RunManifest) -> Path | None:
-    """The halt's diagnosis bundle, else the completed run's validation report, if written."""
-    files = layout.run_files_dir(manifest.name)
-    candidates = [files / f"diagnosis-{manifest.halted.incident}.md"] if manifest.halted else []
-    candidates.append(files / "validation.json")
-    return next((p for p in candidates if p.exists()), None)
+def report_paths(layout: ExperimentsLayout) -> dict[str, str]:
+    """Each run's latest diagnosis bundle or validation report, as its action recorded it in the audit log."""
+    found = {}
+    for record in iter_records(layout.audit_path):
+        if record.get("event") == "action finished" and record.get("run"):
+            path = record.get("bundle") or record.get("validation")
+            if path:
+                found[record["run"]] = path
+    return found
 
 
 def conclude(layout: ExperimentsLayout, scenario: Scenario, names: list[str]) -> bool:
@@ -363,12 +370,11 @@ def conclude(layout: ExperimentsLayout, scenario: Scenario, names: list[str]) ->
     else:
         got = ", ".join(final[n].state.value if n in final else "not launched" for n in expected)
         print(f"the runs did not end as expected: wanted {wanted}, got {got}")
-    reports = {n: run_report_path(layout, r.manifest) for n, r in final.items()}
-    if any(reports.values()):
+    reports = report_paths(layout)
+    if reports:
         print("reports:")
-        for name, path in reports.items():
-            if path:
-                print(f"  {name:<14} {path}")
+        for name in (n for n in names if n in reports):
+            print(f"  {name:<14} {reports[name]}")
     print(f"audit log: {layout.audit_path}")
     print("read it with:")
     print(f"  expwatch audit {layout.root}")

@@ -108,8 +108,7 @@ class LocalRunner:
     def kill(self, manifest: RunManifest, grace_s: float) -> KillReport:
         leader = verified_process(manifest.pid, manifest.create_time)
         if leader is None:
-            reason = "process already gone" if not psutil.pid_exists(manifest.pid or -1) else "pid now belongs to another process (create time differs)"
-            return KillReport(skipped=reason)
+            return KillReport(skipped=_why_not_ours(manifest))
         tree = run_tree(leader, manifest.pgid)
         signalled = _signal_all(tree, "terminate")
         _, survivors = psutil.wait_procs(tree, timeout=grace_s)
@@ -119,6 +118,16 @@ class LocalRunner:
         psutil.wait_procs(survivors + late, timeout=max(grace_s, 1.0))
         self.reap()
         return KillReport(signalled=tuple(signalled), killed=tuple(killed))
+
+
+def _why_not_ours(manifest: RunManifest) -> str:
+    try:
+        proc = psutil.Process(manifest.pid or -1)
+        if abs(proc.create_time() - (manifest.create_time or 0)) > CREATE_TIME_TOLERANCE_S:
+            return "pid now belongs to another process (create time differs)"
+        return "process already exited"  # a zombie not yet reaped by its parent
+    except psutil.NoSuchProcess:
+        return "process already exited"
 
 
 def _signal_all(procs: list[psutil.Process], how: str) -> list[int]:
