@@ -201,3 +201,51 @@ def test_the_polling_observer_sees_what_inotify_would(experiments):
     wait_for(lambda: experiments.manifest("polled").completed_at, timeout=30, what="recovery via polling")
     experiments.stop_watcher(watcher)
     assert experiments.audit(event="watcher started")[0]["observer"] == "polling"
+
+
+ROTATING_WRITER = r"""
+import os, shutil, sys, time
+log = sys.argv[1]
+while not os.path.exists(log + ".go"):   # start once the run is adopted
+    time.sleep(0.02)
+def say(text):
+    with open(log, "a") as fh:
+        fh.write(text + "\n")
+    time.sleep(0.15)
+say("BOOM 1")
+say("BOOM 2")
+os.rename(log, log + ".1")            # rename rotation
+say("BOOM 3")
+shutil.copy(log, log + ".2")          # copy-truncate
+with open(log, "r+") as fh:
+    fh.truncate(0)
+time.sleep(0.3)
+say("BOOM 4")
+os.unlink(log)                         # deletion, then re-creation
+time.sleep(0.3)
+say("BOOM 5")
+time.sleep(60)
+"""
+
+
+def test_rotation_truncation_and_recreation_of_a_watched_log_lose_and_repeat_nothing(experiments):
+    (experiments.root / "expwatch.rules.yaml").write_text(
+        "rules:\n  - {name: BOOM, when: {log: {pattern: 'BOOM'}}, actions: [{alert: boom}]}\n"
+    )
+    log = experiments.root / "rotating.log"
+    log.write_text("")
+    watcher = experiments.start_watcher()
+    writer = subprocess.Popen([sys.executable, "-c", ROTATING_WRITER, str(log)], start_new_session=True)
+    try:
+        assert cli(["adopt", "--pid", str(writer.pid), "--name", "rotating", "--log", str(log), "--dir", str(experiments.root)]) == 0
+        wait_for(lambda: experiments.audit(run="rotating", event="run discovered"), what="discovery")
+        Path(f"{log}.go").touch()
+        wait_for(lambda: len(experiments.audit(run="rotating", event="rule matched")) >= 5, what="five matches")
+        time.sleep(1.0)
+        experiments.stop_watcher(watcher)
+        lines = [r["line"] for r in experiments.audit(run="rotating", event="rule matched")]
+        assert lines == [f"BOOM {i}" for i in range(1, 6)]
+        notes = " ".join(r["note"] for r in experiments.audit(run="rotating", event="log file changed"))
+        assert "rotated" in notes and ("truncated" in notes or "replaced" in notes)
+    finally:
+        writer.kill()
