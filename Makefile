@@ -1,8 +1,12 @@
 # Two entry points for a fresh machine: `make demo` and `make test`.
 # Both build .venv from pyproject.toml first (durable-rules compiles with the machine's gcc).
+# `make test` also installs, when run as root with apt-get, the system programs some tests
+# drive for real (tmux, headless Chromium, zsh, a single-node SLURM with munge); without
+# them those tests skip and say what to install.
 PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed
+SYSTEM_PACKAGES := tmux chromium zsh slurm-wlm munge
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -10,13 +14,23 @@ $(STAMP): pyproject.toml
 	$(VENV)/bin/pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
-.PHONY: install demo test bench
+.PHONY: install system-packages demo test bench
 install: $(STAMP)
+
+system-packages:
+	@missing=$$(for p in $(SYSTEM_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		echo "installing system packages: $$missing"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	else \
+		echo "note: not installing $$missing (needs root and apt-get); the tests that drive them will skip"; \
+	fi
 
 demo: $(STAMP)
 	$(VENV)/bin/expwatch demo
 
-test: $(STAMP)
+test: $(STAMP) system-packages
 	$(VENV)/bin/python -m pytest -q tests
 
 bench: $(STAMP)

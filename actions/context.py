@@ -16,6 +16,7 @@ from expwatch.audit.log import AuditLog
 from expwatch.layout import ExperimentsLayout
 from expwatch.manifest import RunManifest, load_named, save_manifest
 from expwatch.runners.base import Runner
+from expwatch.runners.registry import Runners
 from expwatch.settings import Settings
 
 
@@ -33,7 +34,7 @@ class ActionResult:
 class ActionContext:
     layout: ExperimentsLayout
     settings: Settings
-    runner: Runner
+    runners: Runners
     audit: AuditLog
     run: str
     incident: str
@@ -46,6 +47,9 @@ class ActionContext:
 
     def manifest(self) -> RunManifest:
         return load_named(self.layout, self.run)
+
+    def runner_for(self, manifest: RunManifest) -> Runner:
+        return self.runners.for_manifest(manifest)
 
     def save(self, manifest: RunManifest) -> None:
         save_manifest(self.layout, manifest)

@@ -40,6 +40,8 @@ def last_lines(path: str, n: int = 50) -> list[str]:
 
 
 def process_tree(manifest: RunManifest) -> list[str]:
+    if manifest.job_id:
+        return [f"SLURM job {manifest.job_id} (its processes live on the job's node; see `scontrol show job {manifest.job_id}`)"]
     leader = verified_process(manifest.pid, manifest.create_time)
     if not leader:
         return ["(no live process)"]

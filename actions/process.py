@@ -18,7 +18,8 @@ from expwatch.runners.local import run_tree, verified_process
 
 def kill(ctx: ActionContext, arg: Any) -> ActionResult:
     grace = float((arg or {}).get("grace_s", ctx.settings.number("kill.grace_s")))
-    report = ctx.runner.kill(ctx.manifest(), grace)
+    manifest = ctx.manifest()
+    report = ctx.runner_for(manifest).kill(manifest, grace)
     if report.skipped:
         return ActionResult("skipped", {"reason": report.skipped})
     return ActionResult("killed", {"signalled": list(report.signalled), "sigkilled": list(report.killed), "grace_s": grace})
@@ -41,16 +42,17 @@ def restart(ctx: ActionContext, arg: Any) -> ActionResult:
     manifest = ctx.manifest()
     if "restarts_before" in ctx.step_info and manifest.restarts > ctx.step_info["restarts_before"]:
         # The watcher died after relaunching but before recording it: never start a second copy.
-        return ActionResult("restarted", {"pid": manifest.pid, "recovered": True})
-    if verified_process(manifest.pid, manifest.create_time):
-        ctx.runner.kill(manifest, ctx.settings.number("kill.grace_s"))
+        return ActionResult("restarted", {"pid": manifest.pid, "job_id": manifest.job_id, "recovered": True})
+    runner = ctx.runner_for(manifest)
+    if runner.alive(manifest):
+        runner.kill(manifest, ctx.settings.number("kill.grace_s"))
     env = run_environment(manifest)
     if not os.path.isdir(manifest.cwd):
         raise ActionFailed(f"working directory {manifest.cwd} is gone")
     if not _executable_present(manifest, env):
         raise ActionFailed(f"executable {manifest.argv[0]!r} not found (cwd {manifest.cwd})")
     ctx.remember(restarts_before=manifest.restarts)
-    launched = ctx.runner.launch(
+    launched = runner.launch(
         LaunchSpec(
             name=manifest.name,
             argv=manifest.argv,
@@ -58,6 +60,7 @@ def restart(ctx: ActionContext, arg: Any) -> ActionResult:
             log=manifest.log,
             env=env,
             exit_record=str(ctx.layout.exit_path(manifest.name)),
+            sbatch_args=manifest.sbatch_args,
         )
     )
     ctx.save(
@@ -66,11 +69,13 @@ def restart(ctx: ActionContext, arg: Any) -> ActionResult:
             create_time=launched.create_time,
             pgid=launched.pgid,
             sid=launched.sid,
+            job_id=launched.job_id,
             restarts=manifest.restarts + 1,
             launched_at=datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
         )
     )
-    return ActionResult("restarted", {"pid": launched.pid, "restarts": manifest.restarts + 1, "argv": list(manifest.argv)})
+    where = {"job_id": launched.job_id} if launched.job_id else {"pid": launched.pid}
+    return ActionResult("restarted", {**where, "restarts": manifest.restarts + 1, "argv": list(manifest.argv)})
 
 
 def gpu_processes() -> list[int] | None:
@@ -91,6 +96,8 @@ def free_gpu(ctx: ActionContext, arg: Any) -> ActionResult:
     if gpu_pids is None:
         return ActionResult("skipped", {"reason": "nvidia-smi not found"})
     manifest = ctx.manifest()
+    if manifest.runner != "local":
+        return ActionResult("skipped", {"reason": f"the run's processes live on a {manifest.runner} node, not here"})
     leader = verified_process(manifest.pid, manifest.create_time)
     mine = {p.pid: p for p in run_tree(leader, manifest.pgid)} if leader else {}
     ended = []

@@ -49,6 +49,8 @@ class RunManifest:
     restarts: int = 0
     profile: str | None = None
     runner: str = "local"
+    job_id: str | None = None  # SLURM job id when runner == "slurm"
+    sbatch_args: tuple[str, ...] = ()  # extra sbatch options, reused on restart
     adopted: bool = False
     halted: HaltMark | None = None
     stopped_at: str | None = None
@@ -58,6 +60,7 @@ class RunManifest:
         data = asdict(self)
         data["argv"] = list(self.argv)
         data["env_unset"] = list(self.env_unset)
+        data["sbatch_args"] = list(self.sbatch_args)
         return data
 
     @classmethod
@@ -73,6 +76,10 @@ class RunManifest:
             raise ManifestError(f"{source}: field 'argv' must be a list of strings")
         kwargs["argv"] = tuple(kwargs["argv"])
         kwargs["env_unset"] = tuple(kwargs.get("env_unset") or ())
+        sbatch_args = kwargs.get("sbatch_args") or []
+        if not isinstance(sbatch_args, list) or not all(isinstance(a, str) for a in sbatch_args):
+            raise ManifestError(f"{source}: field 'sbatch_args' must be a list of strings")
+        kwargs["sbatch_args"] = tuple(sbatch_args)
         kwargs["env_overrides"] = dict(kwargs.get("env_overrides") or {})
         halted = kwargs.get("halted")
         kwargs["halted"] = HaltMark(**halted) if isinstance(halted, dict) else None

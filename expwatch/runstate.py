@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 
@@ -16,9 +16,11 @@ from expwatch.files import NotReadyYet, read_json
 from expwatch.manifest import RunManifest
 from expwatch.results import ResultSnapshot, read_progress
 from expwatch.runners.local import verified_process
+from expwatch.runners.slurm import JobState
 
 
 class RunState(str, Enum):
+    PENDING = "PENDING"  # a SLURM job waiting for a node
     RUNNING = "RUNNING"
     COMPLETE = "COMPLETE"
     DEAD = "DEAD"
@@ -39,6 +41,7 @@ class RunObservation:
     halted: bool = False
     stopped: bool = False
     exit_code: int | None = None  # from the launch shim's exit record, when there is one
+    pending: bool = False  # a scheduler job not yet started
 
 
 def classify(obs: RunObservation, stale_after_s: float) -> RunState:
@@ -54,6 +57,8 @@ def classify(obs: RunObservation, stale_after_s: float) -> RunState:
         return RunState.UNKNOWN
     if not obs.alive:
         return RunState.DEAD
+    if obs.pending:
+        return RunState.PENDING
     if obs.log_age_s is not None and obs.log_age_s > stale_after_s:
         return RunState.STALE
     return RunState.RUNNING
@@ -69,7 +74,7 @@ class RunReport:
     progress: ResultSnapshot | None
     log_age_s: float | None
     progress_note: str = ""
-    extra: dict = field(default_factory=dict)
+    job: JobState | None = None  # SLURM runs: the job's state and node
 
     def to_json(self) -> dict:
         p = self.progress
@@ -90,6 +95,10 @@ class RunReport:
             "log": self.manifest.log,
             "halted": self.manifest.halted.reason if self.manifest.halted else None,
             "progress_note": self.progress_note or None,
+            "runner": self.manifest.runner,
+            "job_id": self.manifest.job_id,
+            "slurm_state": self.job.state if self.job else None,
+            "node": self.job.node if self.job else None,
         }
 
 
@@ -108,7 +117,8 @@ def exit_code(record_path: Path) -> int | None:
     return record.get("returncode") if isinstance(record, dict) else None
 
 
-def observe(manifest: RunManifest, stale_after_s: float, exit_record: Path | None = None) -> RunReport:
+def observe(manifest: RunManifest, stale_after_s: float, exit_record: Path | None = None, job: JobState | None = None) -> RunReport:
+    """Everything ``status`` shows of one run. ``job``: its SLURM state, asked by the caller for all runs at once."""
     note = ""
     try:
         progress = read_progress(
@@ -117,7 +127,10 @@ def observe(manifest: RunManifest, stale_after_s: float, exit_record: Path | Non
         )
     except NotReadyYet as exc:
         progress, note = None, str(exc)
-    alive = None if manifest.pid is None else verified_process(manifest.pid, manifest.create_time) is not None
+    if manifest.job_id:
+        alive = None if job is None or job.state == "UNKNOWN" else job.alive
+    else:
+        alive = None if manifest.pid is None else verified_process(manifest.pid, manifest.create_time) is not None
     age = log_age(manifest.log)
     obs = RunObservation(
         alive=alive,
@@ -126,6 +139,7 @@ def observe(manifest: RunManifest, stale_after_s: float, exit_record: Path | Non
         log_age_s=age,
         halted=manifest.halted is not None,
         stopped=manifest.stopped_at is not None,
-        exit_code=exit_code(exit_record) if exit_record and alive is False else None,
+        exit_code=(job.exit_code if job else exit_code(exit_record) if exit_record else None) if alive is False else None,
+        pending=job is not None and job.state == "PENDING",
     )
-    return RunReport(manifest, classify(obs, stale_after_s), alive, progress, age, note)
+    return RunReport(manifest, classify(obs, stale_after_s), alive, progress, age, note, job)

@@ -31,6 +31,7 @@ class RunFacts:
     exit_code: int | None = None
     oom_killed: bool = False
     probe_failing_since: float | None = None
+    job_state: str | None = None  # SLURM's word for the run's job, for SLURM runs
     _windows: dict[str, deque] = field(default_factory=dict)
     _ratio: dict[str, list[int]] = field(default_factory=dict)
 
@@ -77,6 +78,7 @@ class RunFacts:
         self.exit_signal = None
         self.exit_code = None
         self.oom_killed = False
+        self.job_state = None
         self.last_log_at = now
         self._windows.clear()
 
@@ -114,8 +116,12 @@ class RunFacts:
             "complete": int(self.complete),
             "items": self.done,
             "oom_killed": int(self.oom_killed),
+            "job_cancelled": int(self.job_state == "CANCELLED"),
         }
-        if self.alive and self.last_log_at is not None:
+        if self.job_state:
+            facts["job_state"] = self.job_state
+        # A job waiting for a node has not started logging: it is never silent.
+        if self.alive and self.last_log_at is not None and self.job_state != "PENDING":
             facts["silent_s"] = round(now - self.last_log_at, 3)
         if self.exit_signal:
             facts["exit_signal"] = self.exit_signal

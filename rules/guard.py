@@ -33,15 +33,23 @@ class Verdict:
     state: GuardState = field(default_factory=GuardState)
 
 
-def judge(state: GuardState, rule: str, done: int, limits: GuardLimits, now: float, restarts: bool, rule_limit: int | None = None) -> Verdict:
-    """Decide whether an incident of ``rule`` may act, and the guard's next state."""
-    same = rule == state.last_rule and done == state.done_at_last
-    streak = state.streak + 1 if same else 1
+def judge(
+    state: GuardState, rule: str, done: int, limits: GuardLimits, now: float, restarts: bool,
+    rule_limit: int | None = None, counts: bool = True,
+) -> Verdict:
+    """Decide whether an incident of ``rule`` may act, and the guard's next state.
+
+    ``counts=False`` (a failure that is not the run's fault, such as a lost
+    node) leaves the streak untouched; the restart budget still applies.
+    """
     recent = tuple(t for t in state.restarts if t > now - limits.restart_window_s)
-    nxt = replace(state, last_rule=rule, streak=streak, done_at_last=done, restarts=recent)
-    limit = rule_limit or limits.same_rule_limit
-    if streak >= limit:
-        return Verdict(False, f"{rule} fired {streak} times in a row with no progress (done stayed at {done})", nxt)
+    if counts:
+        streak = state.streak + 1 if rule == state.last_rule and done == state.done_at_last else 1
+        nxt = replace(state, last_rule=rule, streak=streak, done_at_last=done, restarts=recent)
+        if streak >= (rule_limit or limits.same_rule_limit):
+            return Verdict(False, f"{rule} fired {streak} times in a row with no progress (done stayed at {done})", nxt)
+    else:
+        nxt = replace(state, restarts=recent)
     if restarts and len(recent) >= limits.restart_budget:
         return Verdict(
             False, f"restart budget spent: {len(recent)} restarts within {limits.restart_window_s:g}s", nxt

@@ -158,7 +158,15 @@ class _Builder:
             )
             return Condition("ratio", atom=atom)
         if key == "process_dead":
-            return Condition("all", (Condition("compare", fact="alive", cmp="eq", value=0), Condition("compare", fact="complete", cmp="eq", value=0)))
+            # A job cancelled outside expwatch (scancel by hand) is a person's decision, not a death to fight.
+            return Condition("all", (
+                Condition("compare", fact="alive", cmp="eq", value=0),
+                Condition("compare", fact="complete", cmp="eq", value=0),
+                Condition("compare", fact="job_cancelled", cmp="eq", value=0),
+            ))
+        if key == "job_state":
+            states = tuple(Condition("compare", fact="job_state", cmp="eq", value=str(v)) for v in value)
+            return states[0] if len(states) == 1 else Condition("any", states)
         if key in ("alive", "complete", "oom_killed"):
             return Condition("compare", fact=key, cmp="eq", value=int(bool(value)))
         if key == "exit_signal":
@@ -217,6 +225,7 @@ def parse_rules(text: str, source: str, known_profiles: set[str] | None = None) 
                 enabled=bool(raw.get("enabled", True)),
                 description=str(raw.get("description", "")).strip(),
                 same_rule_limit=raw.get("same_rule_limit"),
+                guarded=bool(raw.get("guarded", True)),
                 line=seen[name] or 0,
             )
         )

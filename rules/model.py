@@ -77,6 +77,7 @@ class Rule:
     enabled: bool = True
     description: str = ""
     same_rule_limit: int | None = None
+    guarded: bool = True  # False: not the run's fault (node failure, preemption); no same-rule streak
     line: int = 0
 
     @property

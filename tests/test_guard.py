@@ -44,3 +44,12 @@ def test_reset_forgets_the_streak_but_not_the_restart_history():
     state = reset(record_restart(state, 1))
     assert judge(state, "DEAD", 5, LIMITS, now=2, restarts=True).act
     assert state.restarts == (1,)
+
+
+def test_a_failure_that_is_not_the_runs_fault_leaves_the_streak_alone_but_spends_the_budget():
+    state = judge(GuardState(), "DEAD", 5, LIMITS, now=0, restarts=True).state
+    lost = judge(state, "NODE_LOST", 5, LIMITS, now=1, restarts=True, counts=False)
+    assert lost.act and lost.state.last_rule == "DEAD" and lost.state.streak == 1
+    for t in (0, 1, 2):
+        state = record_restart(state, t)
+    assert not judge(state, "NODE_LOST", 5, LIMITS, now=3, restarts=True, counts=False).act

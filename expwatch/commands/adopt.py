@@ -16,6 +16,7 @@ import psutil
 from expwatch.commands.launch import add_run_options, now_iso, refuse_live_duplicate, run_paths
 from expwatch.layout import ExperimentsLayout
 from expwatch.manifest import ManifestError, RunManifest, save_manifest
+from expwatch.runners.registry import Runners
 from expwatch.settings import SettingsError, load_settings
 
 EXAMPLE = """example:
@@ -50,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
         layout = ExperimentsLayout.at(args.dir)
         settings = load_settings(layout)
         name, log, result, checkpoint = run_paths(args)
-        refuse_live_duplicate(layout, name)
+        refuse_live_duplicate(layout, name, Runners(settings))
         profile = settings.profile(args.profile)
         proc = psutil.Process(args.pid)
         with proc.oneshot():

@@ -12,7 +12,7 @@ from expwatch.audit.log import AuditLog
 from expwatch.commands.launch import now_iso
 from expwatch.layout import ExperimentsLayout
 from expwatch.manifest import ManifestError, RunManifest, load_named, save_manifest
-from expwatch.runners.local import LocalRunner
+from expwatch.runners.registry import Runners
 from expwatch.settings import load_settings
 
 
@@ -29,7 +29,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _context(layout: ExperimentsLayout, name: str, audit: AuditLog, why: str) -> ActionContext:
-    return ActionContext(layout=layout, settings=load_settings(layout), runner=LocalRunner(), audit=audit, run=name,
+    settings = load_settings(layout)
+    return ActionContext(layout=layout, settings=settings, runners=Runners(settings), audit=audit, run=name,
                          incident=f"manual-{why}", rule="manual", evidence={}, stop=threading.Event(), console=print)
 
 
@@ -57,7 +58,8 @@ def run_resume(args: argparse.Namespace) -> int:
         print(f"expwatch resume: {exc}", file=sys.stderr)
         return 1
     audit.record("action finished", run=args.name, action="restart", outcome=result.outcome, **result.details)
-    print(f"resumed {args.name}: pid {result.details.get('pid')}")
+    where = f"job {result.details['job_id']}" if result.details.get("job_id") else f"pid {result.details.get('pid')}"
+    print(f"resumed {args.name}: {where}")
     return 0
 
 
@@ -68,7 +70,8 @@ def run_stop(args: argparse.Namespace) -> int:
     layout, manifest = found
     audit = AuditLog(layout.audit_path)
     save_manifest(layout, manifest.with_changes(stopped_at=now_iso()))
-    report = LocalRunner().kill(manifest, load_settings(layout).number("kill.grace_s"))
+    settings = load_settings(layout)
+    report = Runners(settings).for_manifest(manifest).kill(manifest, settings.number("kill.grace_s"))
     audit.record("run stopped by hand", run=args.name, signalled=list(report.signalled), sigkilled=list(report.killed),
                  skipped=report.skipped or None)
     print(f"stopped {args.name}" + (f" ({report.skipped})" if report.skipped else f": signalled {len(report.signalled)} process(es)"))

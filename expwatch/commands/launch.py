@@ -10,18 +10,22 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from expwatch.layout import ExperimentsLayout
+from expwatch.files import NotReadyYet
 from expwatch.manifest import ManifestError, RunManifest, load_manifest, save_manifest, validate_name
 from expwatch.results import checkpoint_path_for
 from expwatch.runners.base import LaunchSpec
-from expwatch.runners.local import LocalRunner, verified_process
+from expwatch.runners.registry import RUNNER_NAMES, Runners
 from expwatch.runstate import exit_code
 from expwatch.settings import SettingsError, load_settings
 from expwatch.smoke import run_smoke, smoke_options_for
 
-EXAMPLE = """example:
+EXAMPLE = """examples:
   expwatch launch --name gpt4o-mcq --log experiments/gpt4o.log \\
       --result experiments/gpt4o.json --expected 500 --dir experiments \\
       -- python eval.py --model gpt-4o --output experiments/gpt4o.json
+  expwatch launch --runner slurm --sbatch=--time=120 --sbatch=--gres=gpu:1 --name qwen \\
+      --log experiments/qwen.log --result experiments/qwen.json --expected 500 --dir experiments \\
+      -- python eval.py --model qwen --output experiments/qwen.json
 """
 
 
@@ -38,6 +42,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--profile", help="backend profile from configs/profiles.yaml (default: settings 'profile')")
     p.add_argument("--env", action="append", default=[], metavar="K=V", help="extra environment for this run (repeatable)")
     p.add_argument("--smoke", type=int, nargs="?", const=-1, metavar="N", help="first run CMD on N items (default from configs) and launch only if they validate")
+    p.add_argument("--runner", choices=RUNNER_NAMES, help="where the run runs: local process or SLURM job (default: settings 'runner')")
+    p.add_argument("--sbatch", action="append", default=[], metavar="ARG",
+                   help="an sbatch option for --runner slurm, written with '=' (repeatable), e.g. --sbatch=--time=60")
     p.add_argument("command", nargs=argparse.REMAINDER, help="-- CMD ARGS...")
     p.set_defaults(func=run)
 
@@ -65,16 +72,17 @@ def run_paths(args: argparse.Namespace) -> tuple[str, str, str | None, str | Non
     return name, log, result, checkpoint
 
 
-def refuse_live_duplicate(layout: ExperimentsLayout, name: str) -> None:
+def refuse_live_duplicate(layout: ExperimentsLayout, name: str, runners: Runners) -> None:
     path = layout.manifest_path(name)
     if not path.exists():
         return
     try:
         old = load_manifest(path)
-    except Exception:
+    except (NotReadyYet, ManifestError):
         return
-    if verified_process(old.pid, old.create_time):
-        raise ManifestError(f"run {name!r} is already running as pid {old.pid}; pick another --name")
+    if runners.for_manifest(old).alive(old):
+        where = f"job {old.job_id}" if old.job_id else f"pid {old.pid}"
+        raise ManifestError(f"run {name!r} is already running as {where}; pick another --name")
 
 
 def volatile_warning(log: str, markers: list[str]) -> str | None:
@@ -110,11 +118,17 @@ def run(args: argparse.Namespace) -> int:
         layout = ExperimentsLayout.at(args.dir)
         settings = load_settings(layout)
         name, log, result, checkpoint = run_paths(args)
-        refuse_live_duplicate(layout, name)
+        runners = Runners(settings)
+        runner_name = args.runner or settings.get("runner")
+        runner = runners.named(runner_name)
+        refuse_live_duplicate(layout, name, runners)
         profile = settings.profile(args.profile)
         overrides = {**profile.env, **parse_env(args.env)}
-    except (ManifestError, SettingsError) as exc:
+    except (ManifestError, SettingsError, ValueError, OSError) as exc:
         print(f"expwatch launch: {exc}", file=sys.stderr)
+        return 2
+    if args.sbatch and runner_name != "slurm":
+        print("expwatch launch: --sbatch needs --runner slurm", file=sys.stderr)
         return 2
     warning = volatile_warning(log, settings.get("launch.volatile_path_markers"))
     if warning:
@@ -128,7 +142,6 @@ def run(args: argparse.Namespace) -> int:
                 print(f"  - {reason}", file=sys.stderr)
             return 1
         print(f"smoke run on {n} items passed")
-    runner = LocalRunner()
     spec = LaunchSpec(
         name=name,
         argv=tuple(command),
@@ -136,6 +149,7 @@ def run(args: argparse.Namespace) -> int:
         log=log,
         env={**os.environ, **overrides},
         exit_record=str(layout.exit_path(name)),
+        sbatch_args=tuple(args.sbatch),
     )
     try:
         launched = runner.launch(spec)
@@ -157,9 +171,16 @@ def run(args: argparse.Namespace) -> int:
         sid=launched.sid,
         launched_at=now_iso(),
         profile=profile.name,
+        runner=runner_name,
+        job_id=launched.job_id,
+        sbatch_args=spec.sbatch_args,
     )
     save_manifest(layout, manifest)
     time.sleep(settings.number("launch.check_after_s"))
+    if launched.job_id:
+        state = runners.slurm.state(manifest)
+        print(f"JOB {launched.job_id} ({state.state})\nLOG {log}\nRUN {name} ({layout.manifest_path(name)})")
+        return 0
     if launched.sid == os.getsid(0):
         print("expwatch launch: run shares the caller's session; it would die with the shell", file=sys.stderr)
         return 1

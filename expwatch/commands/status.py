@@ -9,6 +9,8 @@ import sys
 from expwatch.layout import ExperimentsLayout
 from expwatch.manifest import discover
 from expwatch.rules.loader import RulesError, load_rules
+from expwatch.runners.registry import Runners
+from expwatch.runners.slurm import JobState, SlurmError
 from expwatch.runstate import RunReport, observe
 from expwatch.settings import SettingsError, load_settings
 
@@ -36,6 +38,17 @@ def stale_after_s(layout: ExperimentsLayout) -> float:
     return thresholds[0] if thresholds else settings.number("watch.stale_fallback_s")
 
 
+def slurm_states(layout: ExperimentsLayout, manifests: list) -> dict[str, JobState]:
+    """One squeue call for every SLURM run; {} (state unknown) when SLURM cannot be asked."""
+    if not manifests:
+        return {}
+    try:
+        return Runners(load_settings(layout)).slurm.job_states([m.job_id for m in manifests])
+    except SlurmError as exc:
+        print(f"expwatch status: SLURM state unknown: {exc}", file=sys.stderr)
+        return {}
+
+
 def _age(seconds: float | None) -> str:
     if seconds is None:
         return "-"
@@ -52,8 +65,9 @@ def format_row(report: RunReport) -> str:
     acc = f"{d['accuracy']:.3f}" if d["accuracy"] is not None else "-"
     reasons = ",".join(f"{k}:{v}" for k, v in sorted(d["null_reasons"].items()))
     nulls = f"{d['null_count']}" + (f" ({reasons})" if reasons else "")
-    alive = {True: "alive", False: "gone", None: "?"}[d["alive"]]
-    return f"{d['name']:<20} {d['state']:<9} {done:>9} {acc:>6} {nulls:<22} {_age(d['log_age_s']):>6} {str(d['pid'] or '-'):>7} {alive:<5} {d['restarts']:>3}"
+    alive = d["slurm_state"] or {True: "alive", False: "gone", None: "?"}[d["alive"]]
+    where = f"j{d['job_id']}" if d["job_id"] else str(d["pid"] or "-")
+    return f"{d['name']:<20} {d['state']:<9} {done:>9} {acc:>6} {nulls:<22} {_age(d['log_age_s']):>6} {where:>7} {alive:<5} {d['restarts']:>3}" + (f" {d['node']}" if d["node"] else "")
 
 
 HEADER = f"{'NAME':<20} {'STATE':<9} {'DONE':>9} {'ACC':>6} {'NULLS':<22} {'LOG':>6} {'PID':>7} {'PROC':<5} {'RST':>3}"
@@ -66,7 +80,9 @@ def run(args: argparse.Namespace) -> int:
     except SettingsError as exc:
         print(f"expwatch status: {exc}", file=sys.stderr)
         return 2
-    reports = [observe(m, stale, layout.exit_path(m.name)) for m in discover(layout)]
+    manifests = discover(layout)
+    jobs = slurm_states(layout, [m for m in manifests if m.job_id])
+    reports = [observe(m, stale, layout.exit_path(m.name), jobs.get(m.job_id or "")) for m in manifests]
     if args.json:
         print(json.dumps([r.to_json() for r in reports], indent=2))
         return 0

@@ -21,14 +21,17 @@ class LaunchSpec:
     log: str
     env: dict[str, str]
     exit_record: str  # where the run's exit status is written when it ends
+    sbatch_args: tuple[str, ...] = ()  # extra sbatch options (SLURM runner only), e.g. ("--time=60",)
 
 
 @dataclass(frozen=True)
 class Launched:
-    pid: int
-    create_time: float
-    pgid: int
-    sid: int
+    # The local process; None for a scheduler job, whose processes live on another machine.
+    pid: int | None
+    create_time: float | None
+    pgid: int | None
+    sid: int | None
+    job_id: str | None = None  # the scheduler's id for the run (SLURM), else None
 
 
 @dataclass(frozen=True)
