@@ -34,7 +34,8 @@ from expwatch.rules.guard import GuardLimits, GuardState, judge, record_restart,
 from expwatch.rules.incidents import Incident, new_incident_id
 from expwatch.rules.loader import RulesError, load_rules
 from expwatch.rules.model import INFORMATIONAL_ACTIONS, Rule
-from expwatch.runners.local import LocalRunner, verified_process
+from expwatch.runners.local import verified_process
+from expwatch.runners.registry import Runners
 from expwatch.runstate import RunObservation, classify, log_age
 from expwatch.settings import Settings, load_settings
 from expwatch.state import IncidentRow, StateStore
@@ -74,10 +75,12 @@ class WatchedRun:
     facts: RunFacts
     guard: GuardState = field(default_factory=GuardState)
     latches: set[str] = field(default_factory=set)
+    latched_for: tuple[int | None, float | None] | None = None  # (pid, create_time) the latches were judged against
     incident: Incident | None = None  # the failure being handled; one at a time
     side_incidents: set[str] = field(default_factory=set)  # informational ones (alerts, completion)
     silence_at: float | None = None
     last_incident: str | None = None  # "RULE: outcome", for displays
+    last_incident_id: str | None = None
     progress_noted: tuple[int, int] | None = None  # (done, restarts) of the last `progress` record
     progress_noted_at: float = 0.0
 
@@ -105,7 +108,7 @@ class Supervisor:
         self._probers: dict[str, Prober] = {}
         self._probe_failing: dict[str, float] = {}
         self._unprobed: set[str] = set()
-        self.runner = LocalRunner()
+        self.runners = Runners(self.settings)
         self.audit_listeners: list[Callable[[dict[str, Any]], None]] = []  # attached before the first record
         self.limits = GuardLimits(
             int(self.settings.number("guard.same_rule_limit")),
@@ -159,9 +162,12 @@ class Supervisor:
         self.exits.start()
         self.audit.record("watcher started", dir=str(self.layout.root), pid=os.getpid(), rules=self.ruleset.source,
                           rules_digest=self.ruleset.digest, observer=mode, dry_run=self.dry_run or None)
+        # Taken before discovery: an incident a discovered run decides at once
+        # (informational ones do) is this watcher's own, not one to resume.
+        leftovers = self.store.unfinished_incidents()
         for manifest in discover(self.layout):
             self._add_run(manifest)
-        self._reconcile()
+        self._reconcile(leftovers)
         self._arm("*", "poll", self.settings.number("watch.safety_poll_s"))
         try:
             self._loop()
@@ -285,7 +291,12 @@ class Supervisor:
         if saved.get("guard"):
             g = saved["guard"]
             run.guard = GuardState(g["last_rule"], g["streak"], g["done_at_last"], tuple(g["restarts"]))
-        run.latches = set(saved.get("latches", []))
+        # Latches hold for the process they were judged against: a run restarted
+        # while no watcher saw its new process must not have that one's death hidden.
+        this_process = [manifest.pid, manifest.create_time]
+        if saved.get("latches_for", this_process) == this_process:
+            run.latches = set(saved.get("latches", []))
+            run.latched_for = (manifest.pid, manifest.create_time)
         self.runs[manifest.name] = run
         for path in (manifest.log, manifest.result, manifest.checkpoint):
             if path and not Path(path).resolve().is_relative_to(self.layout.root):
@@ -318,7 +329,8 @@ class Supervisor:
     def _save(self, run: WatchedRun) -> None:
         if run.incident and not run.incident.acting:
             return  # lines of an undecided incident are read again after a crash
-        self.store.save_run(run.name, {"position": asdict(run.tailer.position), "guard": asdict(run.guard), "latches": sorted(run.latches)})
+        self.store.save_run(run.name, {"position": asdict(run.tailer.position), "guard": asdict(run.guard), "latches": sorted(run.latches),
+                                       "latches_for": list(run.latched_for) if run.latched_for else None})
 
     def _runs_for(self, path: Path) -> list[WatchedRun]:
         text = str(path)
@@ -369,13 +381,15 @@ class Supervisor:
 
     def _read_log(self, run: WatchedRun, replay: bool = False) -> int:
         count = 0
+        # History only feeds counters: the lines no rule can match need not be built at all.
+        prefilter = self.classifier.prefilter if replay else None
         while True:
-            lines = run.tailer.read_new()
+            lines = run.tailer.read_new(prefilter)
             for note in run.tailer.drain_notes():
                 self.audit.record("log file changed", run=run.name, file=run.manifest.log, note=note)
             for line in lines:
                 self._on_line(run, line, replay)
-            count += len(lines)
+            count += run.tailer.lines_read
             if not run.tailer.more_pending:
                 break
         if count:
@@ -427,7 +441,7 @@ class Supervisor:
         run = self.runs.get(event.run)
         if run is None or event.pid != run.manifest.pid:
             return
-        self.runner.alive(run.manifest)  # reaps it if this watcher started it
+        self.runners.local.reap()  # if this watcher started it
         self._read_log(run)
         self._read_progress(run)
         run.facts.alive = False
@@ -479,16 +493,19 @@ class Supervisor:
             return
         facts = run.facts.snapshot(time.time(), log_keys)
         matched = self.engine.evaluate(run.name, facts)
-        accepted = set()
+        # Refreshed before acting, so the save a decision below makes persists current latches.
+        run.latches = {n for n in matched if n in run.latches}
+        run.latched_for = (run.manifest.pid, run.manifest.create_time)
         for name in matched:
             rule = self.ruleset.by_name(name)
             via_log = any(a.key in log_keys for a in rule.log_atoms)
             if not via_log and name in run.latches:
                 continue
             state_evidence = {"facts": {k: v for k, v in facts.items() if not k.startswith("log_")}}
+            if rule.informational:
+                run.latches.add(name)  # decided (and saved) inside _accept
             if self._accept(run, rule, evidence if via_log else state_evidence):
-                accepted.add(name)
-        run.latches = {n for n in matched if n in run.latches or n in accepted}
+                run.latches.add(name)
 
     def _accept(self, run: WatchedRun, rule: Rule, evidence: dict[str, Any]) -> bool:
         now = time.time()
@@ -544,6 +561,7 @@ class Supervisor:
         self.console(f"{run.name}: {rule.name} → {steps} ({inc.id})" if decision == "act" else f"{run.name}: {reason} → halt ({inc.id})")
         inc.acting = True
         run.last_incident = f"{rule.name}: {'halting' if decision == 'halt' else 'acting'}"
+        run.last_incident_id = inc.id
         self.store.open_incident(inc.id, run.name, rule.name, plan, evidence)
         self._save(run)
         self.executor.start(IncidentRow(inc.id, run.name, rule.name, "acting", plan, 0, False, {}, evidence))
@@ -552,7 +570,7 @@ class Supervisor:
         run = self.runs.get(event.run)
         if run is None:
             return
-        if run.last_incident and event.incident not in run.side_incidents:
+        if run.last_incident and event.incident == run.last_incident_id:
             run.last_incident = f"{run.last_incident.split(':')[0]}: {event.outcome}"
         if event.incident in run.side_incidents:
             run.side_incidents.discard(event.incident)
@@ -567,13 +585,13 @@ class Supervisor:
 
     def _context(self, row: IncidentRow) -> ActionContext:
         return ActionContext(
-            layout=self.layout, settings=self.settings, runner=self.runner, audit=self.audit, run=row.run,
+            layout=self.layout, settings=self.settings, runners=self.runners, audit=self.audit, run=row.run,
             incident=row.id, rule=row.rule, evidence=row.context, stop=self.executor.stop, console=self.console,
         )
 
-    def _reconcile(self) -> None:
+    def _reconcile(self, leftovers: list[IncidentRow]) -> None:
         """Finish incidents a previous watcher left half done (SIGKILL included)."""
-        for row in self.store.unfinished_incidents():
+        for row in leftovers:
             run = self.runs.get(row.run)
             if run is None:
                 self.store.close_incident(row.id, "failed")
