@@ -18,6 +18,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "audit",
         help="show the audit trail as a timeline (or raw JSON lines)",
         description="Show what expwatch saw, decided and did, oldest first, across rotated logs.",
+        epilog="examples:\n  expwatch audit experiments/ --run gpt4o-mcq --since 2h\n  expwatch audit experiments/ --json | jq -c 'select(.event == \"action failed\")'",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("dir", nargs="?", default=".", metavar="DIR", help="experiments directory (default: .)")
     parser.add_argument("--run", help="only records of this run")

@@ -17,7 +17,9 @@ SCHEMA_NAME = "expwatch.rules.schema.json"
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("rules", help="init, check or test a rules file", description="Work with the YAML rules file.")
+    p = sub.add_parser("rules", help="init, check or test a rules file", description="Work with the YAML rules file.",
+                       epilog="examples:\n  expwatch rules init experiments/\n  expwatch rules test experiments/expwatch.rules.yaml experiments/gpt4o.log",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     rs = p.add_subparsers(dest="rules_command", metavar="SUBCOMMAND", required=True)
     init = rs.add_parser("init", help="write an editable copy of the default rules next to the experiments",
                          epilog="example:\n  expwatch rules init experiments/", formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -33,7 +35,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     test.add_argument("file", help="rules file ('-' for the shipped defaults)")
     test.add_argument("log")
     test.set_defaults(func=run_test)
-    schema = rs.add_parser("schema", help="print the JSON Schema of the rules file (for editors)")
+    schema = rs.add_parser("schema", help="print the JSON Schema of the rules file (for editors)",
+                           epilog="example:\n  expwatch rules schema > experiments/expwatch.rules.schema.json", formatter_class=argparse.RawDescriptionHelpFormatter)
     schema.set_defaults(func=run_schema)
 
 

@@ -20,6 +20,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "validate",
         help="check a result: nulls, answer bias, backward-task leaks, duplicates, completeness",
         description=__doc__,
+        epilog="example:\n  expwatch validate experiments/gpt4o.json --log experiments/gpt4o.log --expected 1000",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("result", type=Path, metavar="RESULT.json")

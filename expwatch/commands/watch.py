@@ -1,4 +1,9 @@
-"""``expwatch [watch] DIR``: the babysitter itself, left running in tmux."""
+"""``expwatch [watch] DIR``: the babysitter itself, left running in tmux.
+
+On a terminal it shows a live table of the runs with a feed of incidents
+and actions; piped or under nohup it prints one greppable line per audit
+record instead. Either way the audit log has the whole story.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +13,9 @@ import sys
 from datetime import datetime
 from pathlib import Path
 
+from expwatch.actions.notifier import notifier_for
+from expwatch.display.live import LiveView, terminal_wanted
+from expwatch.display.plain import PlainLines
 from expwatch.rules.loader import RulesError
 from expwatch.settings import SettingsError
 from expwatch.supervisor import AlreadyWatched, Supervisor
@@ -16,6 +24,9 @@ from expwatch.watcher.events import Shutdown
 EXAMPLE = """examples:
   expwatch experiments/            # same as: expwatch watch experiments/
   expwatch watch experiments/ --dry-run
+  nohup expwatch experiments/ > watch.log 2>&1 &    # one line per event, grep-able
+
+exit codes: 0 stopped by Ctrl-C/SIGTERM, 2 bad directory, settings or rules, 3 DIR already watched
 """
 
 
@@ -23,12 +34,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "watch",
         help="watch DIR's runs, decide by the rules, act (default command)",
-        description="Watch every run recorded under DIR/.expwatch/runs until Ctrl-C or SIGTERM.",
+        description="Watch every run recorded under DIR/.expwatch/runs until Ctrl-C or SIGTERM. On a terminal, "
+        "show a live table; otherwise print one line per event.",
         epilog=EXAMPLE,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("dir", nargs="?", default=".", help="experiments directory (default: .)")
     p.add_argument("--dry-run", action="store_true", help="record what every action would do, do nothing")
+    p.add_argument("--plain", action="store_true", help="one line per event even on a terminal (no live table)")
     p.set_defaults(func=run)
 
 
@@ -41,11 +54,22 @@ def run(args: argparse.Namespace) -> int:
     if not root.is_dir():
         print(f"expwatch: {root} is not a directory", file=sys.stderr)
         return 2
+    live = terminal_wanted(sys.stdout, args.plain)
+    display: LiveView | PlainLines
+    supervisor: Supervisor
+    if live:
+        display = LiveView(str(root), lambda: supervisor.views())
+    else:
+        display = PlainLines(sys.stdout)
     try:
-        supervisor = Supervisor(root, dry_run=args.dry_run, console=console_line)
+        supervisor = Supervisor(root, dry_run=args.dry_run, console=display.console)
+        notifier = notifier_for(supervisor.settings, str(supervisor.layout.root), lambda *a, **k: supervisor.audit.record(*a, **k))
     except SettingsError as exc:
         print(f"expwatch: {exc}", file=sys.stderr)
         return 2
+    supervisor.audit_listeners.append(display.on_record)
+    if notifier is not None:
+        supervisor.audit_listeners.append(notifier.on_record)
 
     def stop(signum: int, _frame: object) -> None:
         supervisor.events.put(Shutdown(signal.Signals(signum).name))
@@ -53,13 +77,21 @@ def run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
     console_line(f"watching {supervisor.layout.root} (audit log: {supervisor.layout.audit_path}); Ctrl-C to stop")
+    display.start()
     try:
         supervisor.run()
     except AlreadyWatched as exc:
-        print(f"expwatch: {exc}", file=sys.stderr)
-        return 3
+        error, code = str(exc), 3
     except RulesError as exc:
-        print(f"expwatch: {exc}", file=sys.stderr)
-        return 2
+        error, code = str(exc), 2
+    else:
+        error, code = "", 0
+    finally:
+        display.stop()
+        if notifier is not None:
+            notifier.close()
+    if error:
+        print(f"expwatch: {error}", file=sys.stderr)
+        return code
     console_line(f"stopped; audit log: {supervisor.layout.audit_path}")
     return 0

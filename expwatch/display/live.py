@@ -19,6 +19,7 @@ import time
 from collections import deque
 from typing import Any, Callable, TextIO
 
+from expwatch.display.records import FEED_SKIPPED
 from expwatch.display.table import ProgressRates, render_frame
 
 MAX_RATE_HZ = 2.0
@@ -61,6 +62,8 @@ class LiveView:
     # ----- inputs (any thread) ------------------------------------------------------
 
     def on_record(self, record: dict[str, Any]) -> None:
+        if record.get("event") in FEED_SKIPPED:
+            return  # kept out of the buffer too, or a quiet night of progress records would push incidents out
         self._records.append(record)
         self._wake.set()
 
@@ -139,7 +142,7 @@ class LiveView:
         parts = ["\033[2J"] if resized else []
         for row, line in enumerate(lines):
             if resized or row >= len(self._shown) or self._shown[row] != line:
-                parts.append(f"\033[{row + 1};1H{line}\033[K")
+                parts.append(f"\033[{row + 1};1H\033[2K{line}")  # erase first: with autowrap off, a trailing erase would eat column N
         if len(lines) < len(self._shown) or resized:
             parts.append(f"\033[{len(lines) + 1};1H\033[J")
         self._write("".join(parts))

@@ -25,6 +25,28 @@ VALUE_LIMIT = 200
 FEED_SKIPPED = frozenset({"progress", "action planned", "history read"})
 
 
+def feed_records(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The records worth a line of a small screen, oldest first.
+
+    A crash matches its rule once per line of the traceback; the first match
+    of each rule in an incident says it all. An action's start is shown only
+    for a wait (the one step that takes long); its end always follows.
+    """
+    seen: set[tuple[Any, Any]] = set()
+    kept = []
+    for record in records:
+        event = record.get("event")
+        if event in FEED_SKIPPED or (event == "action started" and record.get("action") != "wait"):
+            continue
+        if event == "rule matched":
+            key = (record.get("incident"), record.get("rule"))
+            if key in seen:
+                continue
+            seen.add(key)
+        kept.append(record)
+    return kept
+
+
 def clock(record: dict[str, Any]) -> str:
     ts = parse_ts(record.get("ts"))
     return ts.astimezone().strftime("%H:%M:%S") if ts else "??:??:??"
@@ -63,6 +85,8 @@ def summary(record: dict[str, Any]) -> str:
     if event == "incident classified":
         text = f"{rule}: {'HALT' if record.get('decision') == 'halt' else 'acting'}"
         return text + (f" ({record['reason']})" if record.get("reason") else "")
+    if event == "action started" and action == "wait" and isinstance(record.get("arg"), (int, float)):
+        return f"{rule}: waiting {record['arg']:g}s"
     if event == "action started":
         return f"{rule or ''} {action}{'' if record.get('arg') is None else ' ' + _value(record['arg'])} ...".strip()
     if event == "action finished":

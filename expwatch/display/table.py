@@ -12,7 +12,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any, Sequence
 
-from expwatch.display.records import FEED_SKIPPED, clock, summary, tone
+from expwatch.display.records import clock, feed_records, summary, tone
 
 RESET = "\033[0m"
 BOLD, DIM = "1", "2"
@@ -165,7 +165,7 @@ def layout_columns(rows: list[dict[str, str]], width: int) -> tuple[list[Column]
     ]
 
     def room(cols: list[Column]) -> int:
-        return width - sum(c.width for c in cols) - len(cols)  # one space before the bar and after each column
+        return width - sum(c.width for c in cols) - len(cols)  # a space after each column; the last one may be cut
 
     drops = list(DROP_ORDER)
     while room(columns) < BAR_MIN and drops:
@@ -177,7 +177,8 @@ def layout_columns(rows: list[dict[str, str]], width: int) -> tuple[list[Column]
     if avail >= BAR_MIN + 1 + LAST_MIN:
         bar = max(BAR_MIN, min(BAR_MAX, avail - 1 - LAST_MIN))
         return columns, bar, avail - 1 - bar
-    return columns, max(0, min(avail, BAR_MAX + 4)) if avail >= BAR_MIN else 0, 0
+    bar = min(avail, BAR_MAX + 4) if avail >= BAR_MIN else 0  # no bar at all beats a stub of one
+    return columns, bar, 0
 
 
 def bar_segments(view: Any, width: int, ascii_only: bool) -> list[Segment]:
@@ -215,20 +216,17 @@ def table_lines(views: list[Any], rates: ProgressRates, width: int, now: float, 
             segs += [*bar_segments(view, bar_w, ascii_only), (" ", "")]
         for col in columns[2:]:
             segs += [(_cell(col, cells[col.key]), ""), (" ", "")]
-        lines = []
         if last_w:
             segs.append((cells["last"], DIM))
-            lines.append(fit(segs, width, colour))
-        else:
-            lines.append(fit(segs, width, colour))
-            if cells["last"]:
-                lines.append(fit([("  -> " if ascii_only else "  ↳ ", DIM), (cells["last"], DIM)], width, colour))
+        lines = [fit(segs, width, colour)]
+        if cells["last"] and not last_w:
+            lines.append(fit([("  -> " if ascii_only else "  ↳ ", DIM), (cells["last"], DIM)], width, colour))
         out.append(lines)
     return [fit(head, width, colour)], out
 
 
 def feed_lines(records: list[dict[str, Any]], count: int, width: int, colour: bool) -> list[str]:
-    shown = [r for r in records if r.get("event") not in FEED_SKIPPED][-count:] if count > 0 else []
+    shown = feed_records(records)[-count:] if count > 0 else []
     name_w = min(max([len(str(r.get("run") or "")) for r in shown] + [1]), 16)
     return [
         fit([(clock(r) + " ", DIM), (cut(str(r.get("run") or "-"), name_w).ljust(name_w) + " ", ""),
@@ -245,10 +243,14 @@ def render_frame(title: str, views: list[Any], rates: ProgressRates, records: li
         counts[v.state] = counts.get(v.state, 0) + 1
     tally = ", ".join(f"{n} {state.lower()}" for state, n in sorted(counts.items()))
     right = " Ctrl-C to stop"
-    left = f"expwatch  {title}  {len(views)} run{'s' if len(views) != 1 else ''}" + (f": {tally}" if tally else "")
+    left = f"expwatch  {len(views)} run{'s' if len(views) != 1 else ''}" + (f": {tally}" if tally else "")
+    room = width - visible(left) - len(right) - 2
+    place = clean(title)
+    if visible(place) > room:  # the end of a path tells which experiments these are
+        place = "…" + place[len(place) - room + 1:] if room > 12 else ""
+    left += f"  {place}" if place else ""
     segs: list[Segment] = [(left, BOLD)]
-    if width >= len(right) + 20:
-        left = cut(clean(left), width - len(right))
+    if visible(left) + len(right) <= width:
         segs = [(left, BOLD), (" " * (width - len(right) - visible(left)), ""), (right, DIM)]
     lines = [fit(segs, width, colour)]
     lines.append("")
