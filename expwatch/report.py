@@ -20,7 +20,7 @@ from expwatch.files import NotReadyYet
 from expwatch.layout import ExperimentsLayout
 from expwatch.manifest import RunManifest, discover
 from expwatch.results import read_progress
-from expwatch.runstate import RunReport, observe
+from expwatch.runstate import RunReport, observe_all
 
 # Actions whose incident is bookkeeping, not trouble: shown as a mark, not in the incident list.
 BOOKKEEPING_ACTIONS = frozenset({"complete"})
@@ -186,9 +186,9 @@ def _validation(layout: ExperimentsLayout, run: RunStory) -> None:
 def build_report(root: Path, stale_after_s: float, only: set[str] | None = None) -> Report:
     layout = ExperimentsLayout.at(root)
     runs: dict[str, RunStory] = {}
-    for manifest in discover(layout):
-        if only is None or manifest.name in only:
-            runs[manifest.name] = RunStory(manifest.name, manifest, observe(manifest, stale_after_s))
+    chosen = [m for m in discover(layout) if only is None or m.name in only]
+    for status in observe_all(layout, stale_after_s, chosen)[0]:
+        runs[status.manifest.name] = RunStory(status.manifest.name, status.manifest, status)
     sessions: list[tuple[float, float | None]] = []
     records = iter_records(layout.audit_path)
     for record in records:

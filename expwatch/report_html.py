@@ -80,7 +80,9 @@ def timeline_marks(run: RunStory) -> list[dict[str, Any]]:
         event = record.get("event")
         if event == "process exited":
             how = f"killed by signal {record['signal']}" if record.get("signal") else f"exited {record.get('returncode')}"
-            marks.append({"t": epoch(record), "lane": "process", "label": "exit", "text": f"process {record.get('pid')} {how}", "tone": "muted"})
+            who = (f"job {record['job_id']} {record.get('job_state') or ''} on {record.get('node') or '?'}"
+                   if record.get("job_id") else f"process {record.get('pid')}")
+            marks.append({"t": epoch(record), "lane": "process", "label": "exit", "text": f"{who} {how}", "tone": "muted"})
         elif event in ("run resumed by hand", "run stopped by hand", "run resumed"):
             marks.append({"t": epoch(record), "lane": "action", "label": event.split()[1], "text": event, "tone": "info"})
     return [m for m in marks if m["t"] is not None]
@@ -120,6 +122,9 @@ def facts_html(run: RunStory) -> str:
         items.append(f"<b>{e(data['null_count'])}</b> nulls")
     if m is not None:
         items.append(f"<b>{m.restarts}</b> restart{'s' if m.restarts != 1 else ''}")
+    if m is not None and m.job_id:
+        where = f" on {data['node']}" if data.get("node") else ""
+        items.append(f"SLURM job <b>{e(m.job_id)}</b> {e(data.get('slurm_state') or '')}{e(where)}")
     span = run.span()
     if span:
         items.append(f"{e(when(span[0], True))} → {e(when(span[1]))} ({e(span_text(span[1] - span[0]))})")
@@ -132,7 +137,8 @@ def details_html(run: RunStory) -> str:
     m = run.manifest
     if m is None:
         return "<p class='muted'>No manifest any more (the run was removed); what follows is from the audit log.</p>"
-    rows = [("command", " ".join(m.argv)), ("directory", m.cwd), ("log", m.log), ("result", m.result), ("profile", m.profile)]
+    rows = [("command", " ".join(m.argv)), ("directory", m.cwd), ("log", m.log), ("result", m.result), ("profile", m.profile),
+            ("runner", m.runner), ("SLURM job", m.job_id), ("sbatch options", " ".join(m.sbatch_args))]
     body = "".join(f"<tr><th>{e(k)}</th><td><code>{e(v)}</code></td></tr>" for k, v in rows if v)
     return f"<details class='run-details'><summary>Command and files</summary><table class='kv'>{body}</table></details>"
 

@@ -16,7 +16,11 @@ from expwatch.files import NotReadyYet, read_json
 from expwatch.manifest import RunManifest
 from expwatch.results import ResultSnapshot, read_progress
 from expwatch.runners.local import verified_process
-from expwatch.runners.slurm import JobState
+from expwatch.layout import ExperimentsLayout
+from expwatch.manifest import discover
+from expwatch.runners.registry import Runners
+from expwatch.runners.slurm import JobState, SlurmError
+from expwatch.settings import load_settings
 
 
 class RunState(str, Enum):
@@ -143,3 +147,22 @@ def observe(manifest: RunManifest, stale_after_s: float, exit_record: Path | Non
         pending=job is not None and job.state == "PENDING",
     )
     return RunReport(manifest, classify(obs, stale_after_s), alive, progress, age, note, job)
+
+
+def slurm_states(layout: ExperimentsLayout, manifests: list[RunManifest]) -> tuple[dict[str, JobState], str]:
+    """One squeue call for every SLURM run: (states, "") or ({}, why SLURM could not be asked)."""
+    jobs = [m.job_id for m in manifests if m.job_id]
+    if not jobs:
+        return {}, ""
+    try:
+        return Runners(load_settings(layout)).slurm.job_states(jobs), ""
+    except SlurmError as exc:
+        return {}, f"SLURM state unknown: {exc}"
+
+
+def observe_all(layout: ExperimentsLayout, stale_after_s: float, manifests: list[RunManifest] | None = None) -> tuple[list[RunReport], str]:
+    """``observe`` for every run of an experiments directory, plus a note when SLURM could not be asked."""
+    manifests = discover(layout) if manifests is None else manifests
+    jobs, note = slurm_states(layout, manifests)
+    reports = [observe(m, stale_after_s, layout.exit_path(m.name), jobs.get(m.job_id or "")) for m in manifests]
+    return reports, note

@@ -14,6 +14,7 @@ from typing import Callable
 
 import pytest
 
+from conftest_slurm import slurm_cluster  # noqa: F401  (session fixture; starts a cluster only when asked for)
 from expwatch.audit.reader import iter_records
 from expwatch.cli import main as cli
 from expwatch.layout import ExperimentsLayout

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from conftest import wait_for
-from conftest_slurm import SlurmCluster, slurm_cluster  # noqa: F401  (fixture)
+from conftest_slurm import SlurmCluster
 from expwatch.manifest import RunManifest
 from expwatch.runners.base import LaunchSpec
 from expwatch.runners.slurm import JobState, SlurmError, SlurmRunner, sbatch_output_path
@@ -27,7 +27,7 @@ pytestmark = pytest.mark.timeout(600)
 
 
 @pytest.fixture
-def cluster(slurm_cluster: SlurmCluster) -> SlurmCluster:  # noqa: F811
+def cluster(slurm_cluster: SlurmCluster) -> SlurmCluster:
     return slurm_cluster
 
 

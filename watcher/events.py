@@ -44,12 +44,15 @@ class Progress:
 
 @dataclass(frozen=True)
 class ProcessExit:
-    """The run's process is gone; returncode/signal when they can be known."""
+    """The run's process (or SLURM job) is gone; returncode/signal when they can be known."""
 
     run: str
-    pid: int
+    pid: int | None
     returncode: int | None = None
     signal: int | None = None
+    job_id: str | None = None  # SLURM runs: which job ended, how, and where
+    job_state: str | None = None
+    node: str | None = None
 
 
 @dataclass(frozen=True)

@@ -7,11 +7,8 @@ import json
 import sys
 
 from expwatch.layout import ExperimentsLayout
-from expwatch.manifest import discover
 from expwatch.rules.loader import RulesError, load_rules
-from expwatch.runners.registry import Runners
-from expwatch.runners.slurm import JobState, SlurmError
-from expwatch.runstate import RunReport, observe
+from expwatch.runstate import RunReport, observe_all
 from expwatch.settings import SettingsError, load_settings
 
 
@@ -36,17 +33,6 @@ def stale_after_s(layout: ExperimentsLayout) -> float:
     except RulesError:
         thresholds = []
     return thresholds[0] if thresholds else settings.number("watch.stale_fallback_s")
-
-
-def slurm_states(layout: ExperimentsLayout, manifests: list) -> dict[str, JobState]:
-    """One squeue call for every SLURM run; {} (state unknown) when SLURM cannot be asked."""
-    if not manifests:
-        return {}
-    try:
-        return Runners(load_settings(layout)).slurm.job_states([m.job_id for m in manifests])
-    except SlurmError as exc:
-        print(f"expwatch status: SLURM state unknown: {exc}", file=sys.stderr)
-        return {}
 
 
 def _age(seconds: float | None) -> str:
@@ -80,9 +66,9 @@ def run(args: argparse.Namespace) -> int:
     except SettingsError as exc:
         print(f"expwatch status: {exc}", file=sys.stderr)
         return 2
-    manifests = discover(layout)
-    jobs = slurm_states(layout, [m for m in manifests if m.job_id])
-    reports = [observe(m, stale, layout.exit_path(m.name), jobs.get(m.job_id or "")) for m in manifests]
+    reports, note = observe_all(layout, stale)
+    if note:
+        print(f"expwatch status: {note}", file=sys.stderr)
     if args.json:
         print(json.dumps([r.to_json() for r in reports], indent=2))
         return 0

@@ -69,6 +69,8 @@ def plain_line(record: dict[str, Any]) -> str:
 
 
 def _exit_text(record: dict[str, Any]) -> str:
+    if record.get("job_id"):
+        return f"job {record['job_id']} {record.get('job_state')} on {record.get('node') or '?'} (exit {record.get('returncode')})"
     if record.get("signal"):
         return f"killed by signal {record['signal']}" + (" (OOM killer)" if record.get("oom_killed") else "")
     return f"exited {record.get('returncode')}"
