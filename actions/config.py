@@ -13,9 +13,8 @@ from expwatch.settings import SettingsError
 
 
 def set_env(ctx: ActionContext, arg: Any) -> ActionResult:
-    manifest = ctx.manifest()
     values = {str(k): str(v) for k, v in (arg or {}).items()}
-    ctx.save(manifest.with_changes(env_overrides={**manifest.env_overrides, **values}))
+    ctx.update(lambda m: m.with_changes(env_overrides={**m.env_overrides, **values}))
     return ActionResult("env set", {"env": values})
 
 
@@ -26,9 +25,11 @@ def switch_profile(ctx: ActionContext, arg: Any) -> ActionResult:
         new = ctx.settings.profile(str(arg))
     except SettingsError as exc:
         raise ActionFailed(str(exc)) from None
-    env = {k: v for k, v in manifest.env_overrides.items() if k not in old.env}
-    env.update(new.env)
-    ctx.save(manifest.with_changes(profile=new.name, env_overrides=env))
+    def switch(m):
+        env = {k: v for k, v in m.env_overrides.items() if k not in old.env}
+        return m.with_changes(profile=new.name, env_overrides={**env, **new.env})
+
+    ctx.update(switch)
     return ActionResult("profile switched", {"from": old.name, "to": new.name, "env": new.env})
 
 
@@ -64,5 +65,5 @@ def scale_workers(ctx: ActionContext, arg: Any) -> ActionResult:
     if bounds:
         wanted = min(max(wanted, bounds.floor), bounds.ceiling)
     argv[index] = f"{flag}={wanted}" if joined else str(wanted)
-    ctx.save(manifest.with_changes(argv=tuple(argv)))
+    ctx.update(lambda m: m.with_changes(argv=tuple(argv)))
     return ActionResult("workers scaled", {"from": current, "to": wanted, "backend": backend, "flag": flag})

@@ -42,6 +42,7 @@ class ActionContext:
     evidence: dict[str, Any]
     stop: threading.Event
     console: Callable[[str], None]
+    manifest_lock: threading.Lock = field(default_factory=threading.Lock)  # one per run, shared by its incidents
     step_info: dict[str, Any] = field(default_factory=dict)  # survives a watcher crash mid-step
     persist_step_info: Callable[[dict[str, Any]], None] = lambda info: None
 
@@ -51,8 +52,17 @@ class ActionContext:
     def runner_for(self, manifest: RunManifest) -> Runner:
         return self.runners.for_manifest(manifest)
 
-    def save(self, manifest: RunManifest) -> None:
-        save_manifest(self.layout, manifest)
+    def update(self, change: Callable[[RunManifest], RunManifest]) -> RunManifest:
+        """Read the manifest fresh, apply ``change``, write it back, under the run's lock.
+
+        Incidents of one run may act at once (a completion beside a restart);
+        without the lock one would write back a manifest read before the
+        other's change and silently undo it.
+        """
+        with self.manifest_lock:
+            manifest = change(self.manifest())
+            save_manifest(self.layout, manifest)
+            return manifest
 
     def remember(self, **info: Any) -> None:
         """Persist facts about the running step before acting on them (crash recovery)."""

@@ -114,7 +114,7 @@ def halt(ctx: ActionContext, arg: Any) -> ActionResult:
     manifest = ctx.manifest()
     bundle = ctx.layout.run_files_dir(manifest.name) / f"diagnosis-{ctx.incident}.md"
     atomic_write_text(bundle, diagnosis(ctx, manifest, reason))
-    ctx.save(manifest.with_changes(halted=HaltMark(reason=reason, incident=ctx.incident, at=_now())))
+    ctx.update(lambda m: m.with_changes(halted=HaltMark(reason=reason, incident=ctx.incident, at=_now())))
     ctx.console(f"HALTED {manifest.name}: {reason}\n  diagnosis: {bundle}\n  resume with: expwatch resume {manifest.name} --dir {ctx.layout.root}")
     return ActionResult("halted", {"reason": reason, "bundle": str(bundle)})
 
@@ -132,5 +132,5 @@ def complete(ctx: ActionContext, arg: Any) -> ActionResult:
         raw = data.get("raw_acc")
         shown = f"{raw:.3f}" if isinstance(raw, (int, float)) else "-"
         ctx.console(f"COMPLETE {manifest.name}: raw accuracy {shown}, {len(data.get('issues', []))} validation issue(s), report {path}")
-    ctx.save(manifest.with_changes(completed_at=_now()))
+    ctx.update(lambda m: m.with_changes(completed_at=_now()))
     return ActionResult("completed", details)

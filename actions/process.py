@@ -6,13 +6,14 @@ import os
 import shutil
 import subprocess
 import time
+import uuid
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from expwatch.actions.context import ActionContext, ActionFailed, ActionResult
 from expwatch.manifest import RunManifest
-from expwatch.runners.base import LaunchSpec
+from expwatch.runners.base import LaunchSpec, Launched
 from expwatch.runners.local import run_tree, verified_process
 
 
@@ -38,12 +39,33 @@ def _executable_present(manifest: RunManifest, env: dict[str, str]) -> bool:
     return shutil.which(exe, path=env.get("PATH")) is not None
 
 
+def _record_launch(ctx: ActionContext, launched: Launched) -> RunManifest:
+    return ctx.update(
+        lambda m: m.with_changes(
+            pid=launched.pid,
+            create_time=launched.create_time,
+            pgid=launched.pgid,
+            sid=launched.sid,
+            job_id=launched.job_id,
+            restarts=m.restarts + 1,
+            launched_at=datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
+        )
+    )
+
+
 def restart(ctx: ActionContext, arg: Any) -> ActionResult:
     manifest = ctx.manifest()
-    if "restarts_before" in ctx.step_info and manifest.restarts > ctx.step_info["restarts_before"]:
-        # The watcher died after relaunching but before recording it: never start a second copy.
-        return ActionResult("restarted", {"pid": manifest.pid, "job_id": manifest.job_id, "recovered": True})
     runner = ctx.runner_for(manifest)
+    if "restarts_before" in ctx.step_info and manifest.restarts > ctx.step_info["restarts_before"]:
+        # The watcher died after recording the relaunch but before finishing the step.
+        return ActionResult("restarted", {"pid": manifest.pid, "job_id": manifest.job_id, "recovered": True})
+    token = ctx.step_info.get("launch_token")
+    if token:
+        # The watcher died between launching and recording: find that launch, never start a second copy.
+        found = runner.find_launched(manifest.name, token)
+        if found is not None:
+            recorded = _record_launch(ctx, found)
+            return ActionResult("restarted", {"pid": found.pid, "job_id": found.job_id, "restarts": recorded.restarts, "recovered": True})
     if runner.alive(manifest):
         runner.kill(manifest, ctx.settings.number("kill.grace_s"))
     env = run_environment(manifest)
@@ -51,7 +73,8 @@ def restart(ctx: ActionContext, arg: Any) -> ActionResult:
         raise ActionFailed(f"working directory {manifest.cwd} is gone")
     if not _executable_present(manifest, env):
         raise ActionFailed(f"executable {manifest.argv[0]!r} not found (cwd {manifest.cwd})")
-    ctx.remember(restarts_before=manifest.restarts)
+    token = f"{ctx.incident}-{uuid.uuid4().hex[:8]}"
+    ctx.remember(restarts_before=manifest.restarts, launch_token=token)
     launched = runner.launch(
         LaunchSpec(
             name=manifest.name,
@@ -61,21 +84,12 @@ def restart(ctx: ActionContext, arg: Any) -> ActionResult:
             env=env,
             exit_record=str(ctx.layout.exit_path(manifest.name)),
             sbatch_args=manifest.sbatch_args,
+            launch_token=token,
         )
     )
-    ctx.save(
-        manifest.with_changes(
-            pid=launched.pid,
-            create_time=launched.create_time,
-            pgid=launched.pgid,
-            sid=launched.sid,
-            job_id=launched.job_id,
-            restarts=manifest.restarts + 1,
-            launched_at=datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
-        )
-    )
+    recorded = _record_launch(ctx, launched)
     where = {"job_id": launched.job_id} if launched.job_id else {"pid": launched.pid}
-    return ActionResult("restarted", {**where, "restarts": manifest.restarts + 1, "argv": list(manifest.argv)})
+    return ActionResult("restarted", {**where, "restarts": recorded.restarts, "argv": list(manifest.argv)})
 
 
 def gpu_processes() -> list[int] | None:

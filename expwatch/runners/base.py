@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Protocol
 
+LAUNCH_TOKEN_ENV = "EXPWATCH_LAUNCH_TOKEN"
+
 from expwatch.manifest import RunManifest
 
 
@@ -22,6 +24,9 @@ class LaunchSpec:
     env: dict[str, str]
     exit_record: str  # where the run's exit status is written when it ends
     sbatch_args: tuple[str, ...] = ()  # extra sbatch options (SLURM runner only), e.g. ("--time=60",)
+    # Marks the launched process or job so a watcher that died between
+    # launching and recording it can find it again instead of launching twice.
+    launch_token: str = ""
 
 
 @dataclass(frozen=True)
@@ -50,3 +55,7 @@ class Runner(Protocol):
     def kill(self, manifest: RunManifest, grace_s: float) -> KillReport: ...
 
     def alive(self, manifest: RunManifest) -> bool: ...
+
+    def find_launched(self, name: str, token: str) -> Launched | None:
+        """The live process or job launched with this ``launch_token``, if any."""
+        ...

@@ -15,7 +15,7 @@ import sys
 import psutil
 
 from expwatch.manifest import RunManifest
-from expwatch.runners.base import KillReport, LaunchSpec, Launched
+from expwatch.runners.base import LAUNCH_TOKEN_ENV, KillReport, LaunchSpec, Launched
 
 # psutil derives create_time from boot time + clock ticks; the same process
 # reads back equal to well within this.
@@ -85,7 +85,7 @@ class LocalRunner:
             proc = subprocess.Popen(
                 shim_argv(spec.exit_record, spec.argv),
                 cwd=spec.cwd,
-                env=spec.env,
+                env={**spec.env, LAUNCH_TOKEN_ENV: spec.launch_token} if spec.launch_token else spec.env,
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=log,
@@ -100,6 +100,16 @@ class LocalRunner:
         for pid, proc in list(self._children.items()):
             if proc.poll() is not None:
                 del self._children[pid]
+
+    def find_launched(self, name: str, token: str) -> Launched | None:
+        # The shim leads the run's session; its children inherit the token too.
+        for proc in psutil.process_iter(["pid", "create_time"]):
+            try:
+                if os.getsid(proc.pid) == proc.pid and proc.environ().get(LAUNCH_TOKEN_ENV) == token:
+                    return Launched(pid=proc.pid, create_time=proc.info["create_time"], pgid=proc.pid, sid=proc.pid)
+            except (psutil.Error, ProcessLookupError, PermissionError):
+                continue
+        return None
 
     def alive(self, manifest: RunManifest) -> bool:
         self.reap()

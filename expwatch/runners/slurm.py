@@ -53,6 +53,9 @@ BATCH_SCRIPT = """#!/bin/sh
 exec "$@"
 """
 
+# The job comment that carries a launch token (see LaunchSpec.launch_token).
+COMMENT_PREFIX = "expwatch-launch:"
+
 # Job states in which the run's command may still be running or may run.
 ALIVE_STATES = frozenset(
     {
@@ -130,6 +133,7 @@ class SlurmRunner:
                 "sbatch", "--parsable", *spec.sbatch_args,
                 f"--job-name={spec.name}", f"--chdir={spec.cwd}",
                 f"--output={output}", f"--error={output}", "--open-mode=append", "--export=ALL",
+                *([f"--comment={COMMENT_PREFIX}{spec.launch_token}"] if spec.launch_token else []),
                 fh.name, *spec.argv,
             ]
             out = self._run(argv, env={**spec.env, **self._extra_env})
@@ -142,6 +146,14 @@ class SlurmRunner:
 
     def alive(self, manifest: RunManifest) -> bool:
         return self.state(manifest).alive
+
+    def find_launched(self, name: str, token: str) -> Launched | None:
+        out = self._run(["squeue", "-h", "-t", "all", f"--name={name}", "-o", "%i|%k"])
+        for line in out.splitlines():
+            job, _, comment = line.strip().partition("|")
+            if comment == f"{COMMENT_PREFIX}{token}" and job.isdigit():
+                return Launched(pid=None, create_time=None, pgid=None, sid=None, job_id=job)
+        return None
 
     def kill(self, manifest: RunManifest, grace_s: float) -> KillReport:
         job = manifest.job_id

@@ -1,0 +1,57 @@
+"""A restart interrupted between launching and recording finds its launch instead of starting a second copy."""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+
+import psutil
+
+from expwatch.actions.context import ActionContext
+from expwatch.actions.process import restart
+from expwatch.audit.log import AuditLog
+from expwatch.manifest import RunManifest, save_manifest
+from expwatch.runners.base import LaunchSpec
+from expwatch.runners.registry import Runners
+from expwatch.settings import load_settings
+
+
+def context(experiments, step_info: dict) -> ActionContext:
+    settings = load_settings(experiments.layout)
+    return ActionContext(layout=experiments.layout, settings=settings, runners=Runners(settings),
+                         audit=AuditLog(experiments.layout.audit_path), run="twice", incident="i-test", rule="DEAD",
+                         evidence={}, stop=threading.Event(), console=print, step_info=step_info)
+
+
+def test_a_resumed_restart_adopts_the_process_it_launched_before_the_watcher_died(experiments):
+    argv = (sys.executable, "-c", "import time; time.sleep(60)")
+    manifest = RunManifest(name="twice", argv=argv, cwd=str(experiments.root), log=str(experiments.root / "twice.log"))
+    save_manifest(experiments.layout, manifest)
+    # What the dead watcher did: persisted its token, launched, and died before writing the manifest.
+    ctx = context(experiments, {"restarts_before": 0, "launch_token": "i-test-abc"})
+    launched = ctx.runners.local.launch(LaunchSpec(name="twice", argv=argv, cwd=str(experiments.root), log=manifest.log,
+                                                   env={}, exit_record=str(experiments.layout.exit_path("twice")),
+                                                   launch_token="i-test-abc"))
+    try:
+        result = restart(ctx, None)
+        recorded = experiments.manifest("twice")
+        assert result.details["recovered"] is True
+        assert (recorded.pid, recorded.restarts) == (launched.pid, 1)
+        time.sleep(0.5)  # a second launch, had there been one, would be running by now
+        copies = [p for p in psutil.process_iter(["cmdline"]) if p.info["cmdline"] == list(argv)]
+        assert len(copies) == 1
+    finally:
+        ctx.runners.local.kill(experiments.manifest("twice"), grace_s=1)
+
+
+def test_a_resumed_restart_whose_launch_never_happened_launches_once(experiments):
+    argv = (sys.executable, "-c", "import time; time.sleep(60)")
+    save_manifest(experiments.layout, RunManifest(name="twice", argv=argv, cwd=str(experiments.root),
+                                                  log=str(experiments.root / "twice.log")))
+    ctx = context(experiments, {"restarts_before": 0, "launch_token": "i-test-never"})
+    try:
+        result = restart(ctx, None)
+        assert "recovered" not in result.details and experiments.manifest("twice").restarts == 1
+    finally:
+        ctx.runners.local.kill(experiments.manifest("twice"), grace_s=1)
