@@ -15,6 +15,7 @@ import heapq
 import itertools
 import os
 import queue
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -36,15 +37,21 @@ from expwatch.rules.loader import RulesError, load_rules
 from expwatch.rules.model import INFORMATIONAL_ACTIONS, Rule
 from expwatch.runners.local import verified_process
 from expwatch.runners.registry import Runners
+from expwatch.runners.slurm import JobState, SlurmError
 from expwatch.runstate import RunObservation, classify, log_age
 from expwatch.settings import Settings, load_settings
 from expwatch.state import IncidentRow, StateStore
 from expwatch.watcher.events import ActionDone, Deadline, FileChanged, ProbeResult, ProcessExit, Shutdown
 from expwatch.watcher.exits import ExitWaiter
+from expwatch.watcher.jobcomp import JobCompFollower
 from expwatch.watcher.kernel import oom_killed
 from expwatch.watcher.observer import DirectoryWatch
 from expwatch.watcher.probe import Prober, expand
 from expwatch.watcher.tail import LogTailer, TailLine, TailPosition
+
+
+# State-store key of SLURM's completion file position (run names cannot contain '<').
+JOBCOMP_KEY = "<jobcomp>"
 
 
 class AlreadyWatched(Exception):
@@ -66,6 +73,7 @@ class RunView:
     pid: int | None
     alive: bool
     last_incident: str | None
+    job: str | None = None  # SLURM runs: "job 12 RUNNING on node1"
 
 
 @dataclass
@@ -108,6 +116,10 @@ class Supervisor:
         self._probers: dict[str, Prober] = {}
         self._probe_failing: dict[str, float] = {}
         self._unprobed: set[str] = set()
+        self._manifest_locks: dict[str, threading.Lock] = {}  # one per run, shared by its incidents' threads
+        self._jobcomp: JobCompFollower | None = None  # SLURM's completion file, once a SLURM run is watched
+        self._jobcomp_path: Path | None = None
+        self._leftovers: list[IncidentRow] = []  # unfinished incidents found at start, until resumed
         self.runners = Runners(self.settings)
         self.audit_listeners: list[Callable[[dict[str, Any]], None]] = []  # attached before the first record
         self.limits = GuardLimits(
@@ -127,9 +139,11 @@ class Supervisor:
             f, m = run.facts, run.manifest
             age = now - f.last_log_at if f.last_log_at is not None else log_age(m.log, now)
             obs = RunObservation(alive=bool(f.alive), done=f.done, expected=m.expected, log_age_s=age,
-                                 halted=m.halted is not None, stopped=m.stopped_at is not None)
+                                 halted=m.halted is not None, stopped=m.stopped_at is not None,
+                                 exit_code=f.exit_code, pending=f.job_state == "PENDING")
+            job = f"job {m.job_id} {f.job_state or ''}".rstrip() if m.job_id else None
             rows.append(RunView(m.name, classify(obs, stale).value, f.done, m.expected, f.correct,
-                                sum(f.null_reasons.values()), age, m.restarts, m.pid, bool(f.alive), run.last_incident))
+                                sum(f.null_reasons.values()), age, m.restarts, m.pid, bool(f.alive), run.last_incident, job))
         return rows
 
     def _lock(self) -> None:
@@ -162,12 +176,13 @@ class Supervisor:
         self.exits.start()
         self.audit.record("watcher started", dir=str(self.layout.root), pid=os.getpid(), rules=self.ruleset.source,
                           rules_digest=self.ruleset.digest, observer=mode, dry_run=self.dry_run or None)
-        # Taken before discovery: an incident a discovered run decides at once
-        # (informational ones do) is this watcher's own, not one to resume.
-        leftovers = self.store.unfinished_incidents()
+        # Taken before discovery: each run claims its half-done incident before
+        # anything about it is evaluated, and an incident a discovered run
+        # decides at once (informational ones do) is this watcher's own.
+        self._leftovers = self.store.unfinished_incidents()
         for manifest in discover(self.layout):
             self._add_run(manifest)
-        self._reconcile(leftovers)
+        self._reconcile()
         self._arm("*", "poll", self.settings.number("watch.safety_poll_s"))
         try:
             self._loop()
@@ -279,6 +294,7 @@ class Supervisor:
             self._read_log(run)
             self._read_progress(run)
             self._evaluate(run)
+        self._poll_jobs()
 
     # ----- runs --------------------------------------------------------------------
 
@@ -298,14 +314,16 @@ class Supervisor:
             run.latches = set(saved.get("latches", []))
             run.latched_for = (manifest.pid, manifest.create_time)
         self.runs[manifest.name] = run
+        self._claim_leftovers(run)
         for path in (manifest.log, manifest.result, manifest.checkpoint):
             if path and not Path(path).resolve().is_relative_to(self.layout.root):
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
                 self.files.watch(Path(path).parent, recursive=False)
         run.facts.expected = manifest.expected
-        alive = verified_process(manifest.pid, manifest.create_time) is not None if manifest.pid else False
+        alive = self._is_alive(run)
         run.facts.alive = alive
-        self.audit.record("run discovered", run=manifest.name, pid=manifest.pid, alive=alive, log=manifest.log,
+        self.audit.record("run discovered", run=manifest.name, pid=manifest.pid, job_id=manifest.job_id,
+                          job_state=run.facts.job_state, alive=alive, log=manifest.log,
                           resumed_at_offset=position.offset if position else None,
                           halted=manifest.halted.reason if manifest.halted else None)
         replayed = self._read_log(run, replay=position is None)
@@ -313,7 +331,7 @@ class Supervisor:
             self.audit.record("history read", run=manifest.name, lines=replayed, note="old lines rebuild counters, trigger nothing")
         if alive:
             run.facts.last_log_at = os.stat(manifest.log).st_mtime if os.path.exists(manifest.log) else now
-            self.exits.watch(manifest.name, manifest.pid, manifest.create_time, self.layout.exit_path(manifest.name))
+            self._watch_exit(run)
         self._read_progress(run)
         self._ensure_probe(run)
         self._evaluate(run)
@@ -337,6 +355,9 @@ class Supervisor:
         return [r for r in self.runs.values() if text in (r.manifest.log, r.manifest.result, r.manifest.checkpoint)]
 
     def _on_file(self, path: Path) -> None:
+        if self._jobcomp is not None and path == self._jobcomp_path:
+            self._read_jobcomp()
+            return
         if path == self.layout.rules_path:
             self._reload_rules()
             return
@@ -365,10 +386,11 @@ class Supervisor:
             return
         old, run.manifest = run.manifest, manifest
         run.facts.expected = manifest.expected
-        if (manifest.pid, manifest.create_time) != (old.pid, old.create_time) and manifest.pid:
+        identity = (manifest.pid, manifest.create_time, manifest.job_id)
+        if identity != (old.pid, old.create_time, old.job_id) and (manifest.pid or manifest.job_id):
             run.facts.new_process(time.time())
-            run.facts.alive = verified_process(manifest.pid, manifest.create_time) is not None
-            self.exits.watch(manifest.name, manifest.pid, manifest.create_time, self.layout.exit_path(manifest.name))
+            run.facts.alive = self._is_alive(run)
+            self._watch_exit(run)
             self._arm_silence(run)
         if old.halted and not manifest.halted:
             run.guard = reset(run.guard)
@@ -439,19 +461,97 @@ class Supervisor:
 
     def _on_exit(self, event: ProcessExit) -> None:
         run = self.runs.get(event.run)
-        if run is None or event.pid != run.manifest.pid:
+        if run is None:
             return
+        if (event.job_id or None, event.pid) != (run.manifest.job_id, None if event.job_id else run.manifest.pid):
+            return  # an earlier process or job of this run
+        if run.facts.alive is False and run.facts.job_state == event.job_state and event.job_id:
+            return  # the completion record and the poll both saw this job end
         self.runners.local.reap()  # if this watcher started it
         self._read_log(run)
         self._read_progress(run)
         run.facts.alive = False
         run.facts.exit_signal = event.signal
         run.facts.exit_code = event.returncode
-        if event.signal == 9 or (event.returncode is None and event.signal is None):
+        if event.job_id:
+            run.facts.job_state = event.job_state
+            run.facts.oom_killed = event.job_state == "OUT_OF_MEMORY"
+        elif event.signal == 9 or (event.returncode is None and event.signal is None):
             run.facts.oom_killed = bool(oom_killed([event.pid]))
-        self.audit.record("process exited", run=run.name, pid=event.pid, returncode=event.returncode, signal=event.signal,
+        self.audit.record("process exited", run=run.name, pid=event.pid, job_id=event.job_id, job_state=event.job_state,
+                          node=event.node, returncode=event.returncode, signal=event.signal,
                           oom_killed=run.facts.oom_killed or None)
         self._evaluate(run)
+
+    # ----- SLURM jobs ----------------------------------------------------------------
+
+    def _is_alive(self, run: WatchedRun) -> bool:
+        """Whether the run's process (or SLURM job: pending counts) is alive now."""
+        m = run.manifest
+        if not m.job_id:
+            return verified_process(m.pid, m.create_time) is not None if m.pid else False
+        states = self._job_states([run])
+        if m.job_id not in states:
+            return True  # SLURM did not answer: assume alive rather than restart a live job
+        run.facts.job_state = states[m.job_id].state
+        return states[m.job_id].alive
+
+    def _job_states(self, runs: list[WatchedRun]) -> dict[str, JobState]:
+        """One squeue call for these runs' jobs; {} (and an audit record) when SLURM cannot be asked."""
+        try:
+            return self.runners.slurm.job_states([r.manifest.job_id for r in runs if r.manifest.job_id])
+        except SlurmError as exc:
+            self.audit.record("slurm unavailable", error=str(exc))
+            return {}
+
+    def _watch_exit(self, run: WatchedRun) -> None:
+        """Local runs: a pidfd. SLURM runs: the cluster's completion file, through the file watcher."""
+        m = run.manifest
+        if not m.job_id:
+            self.exits.watch(m.name, m.pid, m.create_time, self.layout.exit_path(m.name))
+            return
+        self.exits.forget(m.name)
+        if self._jobcomp is not None:
+            return
+        try:
+            path = self.runners.slurm.jobcomp_path
+        except SlurmError as exc:
+            self.audit.record("slurm unavailable", error=str(exc))
+            return
+        if path is None:
+            self.audit.record("slurm completion file unknown", note="JobCompType is not jobcomp/filetxt; job ends are polled")
+            return
+        saved = self.store.run_data(JOBCOMP_KEY).get("position")
+        self._jobcomp = JobCompFollower(path, TailPosition(**saved) if saved else None)
+        self._jobcomp_path = path
+        self.files.watch(path.parent, recursive=False)
+        self._read_jobcomp()
+
+    def _read_jobcomp(self) -> None:
+        by_job = {r.manifest.job_id: r for r in self.runs.values() if r.manifest.job_id}
+        for record in self._jobcomp.read_new():
+            run = by_job.get(record.job_id)
+            if run is not None and record.final:
+                self._on_exit(ProcessExit(run.name, None, record.returncode, record.signal, record.job_id, record.state, record.node))
+        self._jobcomp.drain_notes()
+        self.store.save_run(JOBCOMP_KEY, {"position": asdict(self._jobcomp.position)})
+
+    def _poll_jobs(self) -> None:
+        """Start of running (PENDING → RUNNING) and ends the completion file missed."""
+        live = [r for r in self.runs.values() if r.manifest.job_id and r.facts.alive and not r.finished]
+        now = time.time()
+        states = self._job_states(live) if live else {}
+        for run in live:
+            state = states.get(run.manifest.job_id)
+            if state is None or state.state == "UNKNOWN":
+                continue
+            if run.facts.job_state == "PENDING" and state.state != "PENDING":
+                run.facts.last_log_at = now  # silence counts from the job's start, not its submission
+                self._arm_silence(run)
+            run.facts.job_state = state.state if state.alive else run.facts.job_state
+            if not state.alive and state.settled:
+                self._on_exit(ProcessExit(run.name, None, state.exit_code if not state.signal else None, state.signal,
+                                          run.manifest.job_id, state.state, state.node))
 
     def _ensure_probe(self, run: WatchedRun) -> None:
         try:
@@ -586,21 +686,28 @@ class Supervisor:
     def _context(self, row: IncidentRow) -> ActionContext:
         return ActionContext(
             layout=self.layout, settings=self.settings, runners=self.runners, audit=self.audit, run=row.run,
+            manifest_lock=self._manifest_locks.setdefault(row.run, threading.Lock()),
             incident=row.id, rule=row.rule, evidence=row.context, stop=self.executor.stop, console=self.console,
         )
 
-    def _reconcile(self, leftovers: list[IncidentRow]) -> None:
-        """Finish incidents a previous watcher left half done (SIGKILL included)."""
-        for row in leftovers:
-            run = self.runs.get(row.run)
-            if run is None:
-                self.store.close_incident(row.id, "failed")
-                self.audit.record("incident abandoned", run=row.run, rule=row.rule, incident=row.id, reason="run no longer exists")
+    def _claim_leftovers(self, run: WatchedRun) -> None:
+        """Make a previous watcher's half-done incident the run's own, so new matches join it, not race it."""
+        for row in self._leftovers:
+            if row.run != run.name:
                 continue
             if all(step["name"] in INFORMATIONAL_ACTIONS for step in row.plan):
                 run.side_incidents.add(row.id)
             else:
                 run.incident = Incident(row.id, row.run, time.time(), time.time(), acting=True)
+
+    def _reconcile(self) -> None:
+        """Finish incidents a previous watcher left half done (SIGKILL included)."""
+        leftovers, self._leftovers = self._leftovers, []
+        for row in leftovers:
+            if row.run not in self.runs:
+                self.store.close_incident(row.id, "failed")
+                self.audit.record("incident abandoned", run=row.run, rule=row.rule, incident=row.id, reason="run no longer exists")
+                continue
             self.audit.record("incident resumed", run=row.run, rule=row.rule, incident=row.id, next_step=row.next_step,
                               step_was_started=row.step_started or None)
             self.executor.start(row)

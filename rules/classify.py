@@ -2,8 +2,10 @@
 
 ``expwatch rules test`` and the live watcher both call ``LineClassifier``, so
 a pattern that works in the tester works in production (fail2ban's lesson).
-One combined alternation rejects the common case (a line that matches no
-pattern) in a single scan; only lines it accepts are tried per pattern.
+Most lines match nothing, so a line is first checked for the rules' required
+literals (``rules/prefilter.py``), a test far cheaper than the patterns;
+only lines that hold one are tried per pattern. The same literals let the
+catch-up path skip whole stretches of raw log (``prefilter``).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import re
 from dataclasses import dataclass
 
 from expwatch.rules.model import LogAtom, RatioAtom, RuleSet
+from expwatch.rules.prefilter import LinePrefilter
 
 
 @dataclass(frozen=True)
@@ -23,28 +26,33 @@ class LineHits:
         return bool(self.log_keys or self.ratio_terms)
 
 
+_NO_HITS = LineHits()
+
+
 class LineClassifier:
-    def __init__(self, ruleset: RuleSet):
-        self._log: list[tuple[str, re.Pattern]] = []
+    def __init__(self, ruleset: RuleSet, use_hyperscan: bool | None = None):
+        # Each pattern is compiled on its own: joined into one alternation, a
+        # pattern that starts with global flags such as (?i) would not compile.
+        self._log: list[tuple[str, tuple[re.Pattern, ...]]] = []
         self._ratio: list[tuple[str, str, re.Pattern]] = []
-        sources: list[str] = []
+        patterns: list[str] = []
         for atom in ruleset.all_atoms():
             if isinstance(atom, LogAtom):
-                joined = "|".join(f"(?:{p})" for p in atom.patterns)
-                self._log.append((atom.key, re.compile(joined)))
-                sources.append(joined)
+                self._log.append((atom.key, tuple(re.compile(p) for p in atom.patterns)))
+                patterns.extend(atom.patterns)
             elif isinstance(atom, RatioAtom):
-                self._ratio.append((atom.key, "num", re.compile(atom.numerator)))
-                sources.append(atom.numerator)
-                for p in atom.denominator:
-                    self._ratio.append((atom.key, "den", re.compile(p)))
-                    sources.append(p)
-        self._any = re.compile("|".join(f"(?:{s})" for s in sources)) if sources else None
+                for role, p in [("num", atom.numerator), *(("den", d) for d in atom.denominator)]:
+                    self._ratio.append((atom.key, role, re.compile(p)))
+                    patterns.append(p)
+        # Raw-byte line finder for bulk reads; None when some pattern has no
+        # required literal, and then every line must be classified.
+        self.prefilter: LinePrefilter | None = LinePrefilter.build(patterns, use_hyperscan) if patterns else None
+        self._quick = self.prefilter.text_pattern() if self.prefilter is not None else None
+        self._some = bool(patterns)
 
     def classify(self, text: str) -> LineHits:
-        if self._any is None or not self._any.search(text):
-            return LineHits()
-        return LineHits(
-            tuple(key for key, rx in self._log if rx.search(text)),
-            tuple((key, role) for key, role, rx in self._ratio if rx.search(text)),
-        )
+        if not self._some or (self._quick is not None and not self._quick.search(text)):
+            return _NO_HITS
+        log_keys = tuple(key for key, rxs in self._log if any(rx.search(text) for rx in rxs))
+        ratio_terms = tuple((key, role) for key, role, rx in self._ratio if rx.search(text))
+        return LineHits(log_keys, ratio_terms) if log_keys or ratio_terms else _NO_HITS

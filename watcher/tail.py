@@ -9,6 +9,11 @@ the engine thread calls it on watchdog events and on a slow safety poll.
 
 What happened to the file (rotation, truncation, deletion, ...) is not a line,
 so it is reported separately through ``drain_notes()`` for the audit trail.
+
+Catching up on a long history is the one place where speed matters (a first
+read of a run that has logged for days): given a ``LinePrefilter`` the tailer
+scans whole chunks of raw bytes and builds ``TailLine`` objects only for the
+few lines the prefilter points at, counting the rest in ``lines_read``.
 """
 
 from __future__ import annotations
@@ -18,8 +23,21 @@ import os
 import stat
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol, Sequence
 
 HEAD_BYTES = 4096
+# Larger reads for a filtered catch-up: fewer copies of the carried partial line.
+FILTERED_READ_CHUNK = 1 << 20
+
+
+class LinePrefilter(Protocol):
+    """Points at the lines of a buffer worth a look (rules/prefilter.py builds one).
+
+    ``positions(buf)``: ascending offsets into ``buf``; any line not holding
+    one of them is known to match nothing, and is counted but not returned.
+    """
+
+    def positions(self, buf: bytes) -> Sequence[int]: ...
 
 
 @dataclass(frozen=True)
@@ -76,30 +94,41 @@ class _OpenFile:
         self.missing = ""  # "deleted" / "moved away" while the path no longer names this file
         self._max_line = max_line_bytes
         self._read_chunk = read_chunk
+        self.lines_read = 0  # lines consumed by the current read_new(), returned or skipped by a prefilter
 
     def seek(self, offset: int, skipping: bool) -> None:
         self.offset = offset
         self.carry.clear()
         self.skipping = skipping
 
-    def read(self, budget: int, lines: list[TailLine]) -> int:
+    def read(self, budget: int, lines: list[TailLine], prefilter: LinePrefilter | None = None) -> int:
         """Append complete lines to ``lines``; return the budget left (<= 0: stopped early)."""
+        size = self._read_chunk if prefilter is None else max(self._read_chunk, FILTERED_READ_CHUNK)
         while budget > 0:
-            chunk = os.pread(self.fd, self._read_chunk, self.offset + len(self.carry))
+            chunk = os.pread(self.fd, size, self.offset + len(self.carry))
             if not chunk:
                 break
+            last = chunk.rfind(b"\n") if prefilter is not None and not self.carry and not self.skipping else -1
+            if last >= 0:
+                # Straight from the chunk, no copy: the unfinished tail is read again next time.
+                self._pick(chunk, last, lines, prefilter)
+                self.offset += last + 1
+                budget -= last + 1
+                continue
             budget -= len(chunk)
-            self._consume(chunk, lines)
+            self._consume(chunk, lines, prefilter)
         if not self.head:
             self.head = head_digest(self.fd)
         return budget
 
-    def finish(self, lines: list[TailLine]) -> None:
+    def finish(self, lines: list[TailLine], prefilter: LinePrefilter | None = None) -> None:
         """Return the unterminated last line of a file nobody will append to through our path."""
         if self.carry and not self.skipping:
-            lines.append(TailLine(self.offset, _decode(self.carry)))
+            self.lines_read += 1
+            if prefilter is None or prefilter.positions(bytes(self.carry)):
+                lines.append(TailLine(self.offset, _decode(self.carry)))
 
-    def _consume(self, chunk: bytes, lines: list[TailLine]) -> None:
+    def _consume(self, chunk: bytes, lines: list[TailLine], prefilter: LinePrefilter | None) -> None:
         if self.skipping:
             newline = chunk.find(b"\n")
             if newline < 0:
@@ -112,15 +141,36 @@ class _OpenFile:
             self.carry += chunk
         else:
             complete = bytes(self.carry) + chunk[:last] if self.carry else chunk[:last]
-            pos = self.offset
-            for raw in complete.split(b"\n"):
-                lines.append(self._line(pos, raw))
-                pos += len(raw) + 1
-            self.offset = pos
-            self.carry = bytearray(chunk[last + 1 :])
+            if prefilter is None:
+                pos = self.offset
+                for raw in complete.split(b"\n"):
+                    lines.append(self._line(pos, raw))
+                    pos += len(raw) + 1
+                self.lines_read += complete.count(b"\n") + 1
+                self.carry = bytearray(chunk[last + 1 :])
+            else:
+                self._pick(complete + b"\n", len(complete), lines, prefilter)
+                self.carry = bytearray()  # the tail is read again, by the copy-free path in read()
+            self.offset += len(complete) + 1
         if len(self.carry) > self._max_line:
-            lines.append(TailLine(self.offset, _decode(self.carry[: self._max_line]), cut=True))
+            self.lines_read += 1
+            head = bytes(self.carry[: self._max_line])
+            if prefilter is None or prefilter.positions(head):
+                lines.append(TailLine(self.offset, _decode(head), cut=True))
             self.seek(self.offset + len(self.carry), True)
+
+    def _pick(self, buf: bytes, end: int, lines: list[TailLine], prefilter: LinePrefilter) -> None:
+        """The lines of ``buf[:end]`` the prefilter points at; ``buf[end]`` is a newline, ``buf[0]`` is at ``offset``."""
+        self.lines_read += buf.count(b"\n", 0, end + 1)
+        line_end = -1
+        for hit in prefilter.positions(buf):
+            if hit >= end:
+                break  # in the unfinished tail
+            if hit <= line_end:
+                continue  # another hit in a line already taken
+            start = buf.rfind(b"\n", 0, hit) + 1
+            line_end = buf.find(b"\n", hit, end + 1)
+            lines.append(self._line(self.offset + start, buf[start:line_end]))
 
     def _line(self, offset: int, raw: bytes) -> TailLine:
         if len(raw) > self._max_line:
@@ -161,6 +211,7 @@ class LogTailer:
         self._notes: list[str] = []
         self._open_error = ""
         self._more_pending = False
+        self._lines_read = 0
 
     @property
     def position(self) -> TailPosition:
@@ -169,6 +220,11 @@ class LogTailer:
         if f is None:
             return self._resume or TailPosition(0, 0, "")
         return TailPosition(f.inode, f.offset, f.head, f.skipping)
+
+    @property
+    def lines_read(self) -> int:
+        """Lines the last ``read_new()`` consumed, including those a prefilter did not return."""
+        return self._lines_read
 
     @property
     def more_pending(self) -> bool:
@@ -180,27 +236,37 @@ class LogTailer:
         notes, self._notes = self._notes, []
         return notes
 
-    def read_new(self) -> list[TailLine]:
-        """Every complete line written since the last call; [] if none or no file."""
+    def read_new(self, prefilter: LinePrefilter | None = None) -> list[TailLine]:
+        """Every complete line written since the last call; [] if none or no file.
+
+        With a ``prefilter``, only the lines it points at are returned; the
+        read position advances past all of them just the same.
+        """
         lines: list[TailLine] = []
         self._more_pending = False
+        seen = [f for f in (self._retired, self._current) if f is not None]
+        for f in seen:
+            f.lines_read = 0
         try:
             budget = self._max_batch
             if self._retired is None:
                 self._follow_path()
             if self._retired is not None:
-                budget = self._retired.read(budget, lines)
+                budget = self._retired.read(budget, lines, prefilter)
                 if budget <= 0:
                     self._more_pending = True
                     return lines
-                self._retired.finish(lines)
+                self._retired.finish(lines, prefilter)
                 self._retired.close()
                 self._retired = None
             if self._current is not None:
-                self._more_pending = self._current.read(budget, lines) <= 0
+                self._more_pending = self._current.read(budget, lines, prefilter) <= 0
         except OSError as exc:
             # Lines already collected stay valid: read state advances chunk by chunk.
             self._notes.append(f"read error ({exc})")
+        finally:
+            seen += [f for f in (self._retired, self._current) if f is not None and f not in seen]
+            self._lines_read = sum(f.lines_read for f in seen)
         return lines
 
     def close(self) -> None:

@@ -1,0 +1,26 @@
+"""`python bench/run.py --quick` runs every benchmark end to end and prints the table (speed is not judged)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent.parent / "bench" / "run.py"
+
+
+def test_quick_benchmark_run_prints_every_row_of_the_table(tmp_path):
+    out = subprocess.run([sys.executable, str(BENCH), "--quick", "--json", str(tmp_path / "bench.json")],
+                         capture_output=True, text=True, timeout=110)
+    assert out.returncode == 0, out.stderr[-3000:]
+    table = out.stdout
+    assert "| benchmark | setting | result | goal | verdict |" in table
+    for row in ("| detection latency | 1 run", "| detection latency | 10 runs", "| cron check, every 5 min",
+                "| catch-up throughput |", "| catch-up, plain Python loop |", "| idle cost |"):
+        assert row in table, row
+    assert "MISSED" not in table and "machine: " in table
+    import json
+
+    results = json.loads((tmp_path / "bench.json").read_text())
+    assert all(r["seen"] == r["probes"] > 0 for r in results["latency"])
+    assert results["catchup"]["lines"] == 50_000 and results["catchup"]["matching_lines"] > 0
