@@ -59,34 +59,31 @@ def restart(ctx: ActionContext, arg: Any) -> ActionResult:
     if "restarts_before" in ctx.step_info and manifest.restarts > ctx.step_info["restarts_before"]:
         # The watcher died after recording the relaunch but before finishing the step.
         return ActionResult("restarted", {"pid": manifest.pid, "job_id": manifest.job_id, "recovered": True})
-    token = ctx.step_info.get("launch_token")
-    if token:
+    env = run_environment(manifest)
+    spec = LaunchSpec(
+        name=manifest.name,
+        argv=manifest.argv,
+        cwd=manifest.cwd,
+        log=manifest.log,
+        env=env,
+        exit_record=str(ctx.layout.exit_path(manifest.name)),
+        sbatch_args=manifest.sbatch_args,
+        launch_token=ctx.step_info.get("launch_token") or f"{ctx.incident}-{uuid.uuid4().hex[:8]}",
+    )
+    if "launch_token" in ctx.step_info:
         # The watcher died between launching and recording: find that launch, never start a second copy.
-        found = runner.find_launched(manifest.name, token)
+        found = runner.find_launched(spec)
         if found is not None:
             recorded = _record_launch(ctx, found)
             return ActionResult("restarted", {"pid": found.pid, "job_id": found.job_id, "restarts": recorded.restarts, "recovered": True})
     if runner.alive(manifest):
         runner.kill(manifest, ctx.settings.number("kill.grace_s"))
-    env = run_environment(manifest)
     if not os.path.isdir(manifest.cwd):
         raise ActionFailed(f"working directory {manifest.cwd} is gone")
     if not _executable_present(manifest, env):
         raise ActionFailed(f"executable {manifest.argv[0]!r} not found (cwd {manifest.cwd})")
-    token = f"{ctx.incident}-{uuid.uuid4().hex[:8]}"
-    ctx.remember(restarts_before=manifest.restarts, launch_token=token)
-    launched = runner.launch(
-        LaunchSpec(
-            name=manifest.name,
-            argv=manifest.argv,
-            cwd=manifest.cwd,
-            log=manifest.log,
-            env=env,
-            exit_record=str(ctx.layout.exit_path(manifest.name)),
-            sbatch_args=manifest.sbatch_args,
-            launch_token=token,
-        )
-    )
+    ctx.remember(restarts_before=manifest.restarts, launch_token=spec.launch_token)
+    launched = runner.launch(spec)
     recorded = _record_launch(ctx, launched)
     where = {"job_id": launched.job_id} if launched.job_id else {"pid": launched.pid}
     return ActionResult("restarted", {**where, "restarts": recorded.restarts, "argv": list(manifest.argv)})

@@ -89,6 +89,7 @@ class WatchedRun:
     silence_at: float | None = None
     last_incident: str | None = None  # "RULE: outcome", for displays
     last_incident_id: str | None = None
+    saved_at: float = 0.0  # when its state was last written to the store
     progress_noted: tuple[int, int] | None = None  # (done, restarts) of the last `progress` record
     progress_noted_at: float = 0.0
 
@@ -116,6 +117,7 @@ class Supervisor:
         self._probers: dict[str, Prober] = {}
         self._probe_failing: dict[str, float] = {}
         self._unprobed: set[str] = set()
+        self._by_path: dict[str, list[WatchedRun]] | None = None  # file → runs, rebuilt when runs change
         self._manifest_locks: dict[str, threading.Lock] = {}  # one per run, shared by its incidents' threads
         self._jobcomp: JobCompFollower | None = None  # SLURM's completion file, once a SLURM run is watched
         self._jobcomp_path: Path | None = None
@@ -169,7 +171,8 @@ class Supervisor:
             self.audit.add_listener(listener)
         self.store = StateStore(self.layout.state_db)
         self.exits = ExitWaiter(self.events)
-        self.files = DirectoryWatch(self.events, self.settings.get("watch.observer"), self.settings.number("watch.polling_interval_s"))
+        self.files = DirectoryWatch(self.events, self.settings.get("watch.observer"), self.settings.number("watch.polling_interval_s"),
+                                    ignore=self._own_write)
         self.executor = IncidentExecutor(self.store, self.audit, self._context, self.events.put, self.dry_run)
         mode = self.files.watch(self.layout.root, recursive=True)
         self.files.start()
@@ -314,6 +317,7 @@ class Supervisor:
             run.latches = set(saved.get("latches", []))
             run.latched_for = (manifest.pid, manifest.create_time)
         self.runs[manifest.name] = run
+        self._by_path = None
         self._claim_leftovers(run)
         for path in (manifest.log, manifest.result, manifest.checkpoint):
             if path and not Path(path).resolve().is_relative_to(self.layout.root):
@@ -339,6 +343,7 @@ class Supervisor:
 
     def _lose_run(self, name: str) -> None:
         run = self.runs.pop(name)
+        self._by_path = None
         self.exits.forget(name)
         self.engine.forget(name)
         run.tailer.close()
@@ -347,12 +352,25 @@ class Supervisor:
     def _save(self, run: WatchedRun) -> None:
         if run.incident and not run.incident.acting:
             return  # lines of an undecided incident are read again after a crash
+        run.saved_at = time.time()
         self.store.save_run(run.name, {"position": asdict(run.tailer.position), "guard": asdict(run.guard), "latches": sorted(run.latches),
                                        "latches_for": list(run.latched_for) if run.latched_for else None})
 
+    def _own_write(self, path: Path) -> bool:
+        """Audit, state and lock files under .expwatch/: every record would be an event to discard.
+
+        Called on watchdog's thread; it reads only the immutable layout.
+        """
+        return path.parent == self.layout.home or (path.parent == self.layout.runs_dir and not self.layout.is_manifest(path))
+
     def _runs_for(self, path: Path) -> list[WatchedRun]:
-        text = str(path)
-        return [r for r in self.runs.values() if text in (r.manifest.log, r.manifest.result, r.manifest.checkpoint)]
+        if self._by_path is None:
+            index: dict[str, list[WatchedRun]] = {}
+            for run in self.runs.values():
+                for watched in {run.manifest.log, run.manifest.result, run.manifest.checkpoint} - {None}:
+                    index.setdefault(watched, []).append(run)
+            self._by_path = index
+        return self._by_path.get(str(path), [])
 
     def _on_file(self, path: Path) -> None:
         if self._jobcomp is not None and path == self._jobcomp_path:
@@ -385,6 +403,7 @@ class Supervisor:
             self._add_run(manifest)
             return
         old, run.manifest = run.manifest, manifest
+        self._by_path = None
         run.facts.expected = manifest.expected
         identity = (manifest.pid, manifest.create_time, manifest.job_id)
         if identity != (old.pid, old.create_time, old.job_id) and (manifest.pid or manifest.job_id):
@@ -402,7 +421,7 @@ class Supervisor:
     # ----- sources → facts ---------------------------------------------------------
 
     def _read_log(self, run: WatchedRun, replay: bool = False) -> int:
-        count = 0
+        count, counted = 0, False
         # History only feeds counters: the lines no rule can match need not be built at all.
         prefilter = self.classifier.prefilter if replay else None
         while True:
@@ -410,15 +429,19 @@ class Supervisor:
             for note in run.tailer.drain_notes():
                 self.audit.record("log file changed", run=run.name, file=run.manifest.log, note=note)
             for line in lines:
-                self._on_line(run, line, replay)
+                counted = self._on_line(run, line, replay) or counted
             count += run.tailer.lines_read
             if not run.tailer.more_pending:
                 break
-        if count:
+        # Saving the read position costs a SQLite write. Lines no rule counts can
+        # be read again after a crash at no cost, so those saves are throttled;
+        # a line that counted is saved at once, or a crash would count it twice.
+        if counted or (count and time.time() - run.saved_at >= self.settings.number("watch.position_save_s")):
             self._save(run)
         return count
 
-    def _on_line(self, run: WatchedRun, line: TailLine, replay: bool) -> None:
+    def _on_line(self, run: WatchedRun, line: TailLine, replay: bool) -> bool:
+        """Feed one line to the run's facts; True when it counted toward a rule."""
         now = time.time()
         if run.incident and not run.incident.acting and not replay:
             run.incident.capture(line.text)
@@ -426,6 +449,7 @@ class Supervisor:
         keys = run.facts.on_line(hits, now, replay)
         if keys and not run.finished:
             self._evaluate(run, keys, {"file": run.manifest.log, "offset": line.offset, "line": line.text})
+        return bool(hits)
 
     def _read_progress(self, run: WatchedRun) -> None:
         m = run.manifest

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import sys
 import threading
 import time
 
 import psutil
+
+from conftest import wait_for
 
 from expwatch.actions.context import ActionContext
 from expwatch.actions.process import restart
@@ -55,3 +58,18 @@ def test_a_resumed_restart_whose_launch_never_happened_launches_once(experiments
         assert "recovered" not in result.details and experiments.manifest("twice").restarts == 1
     finally:
         ctx.runners.local.kill(experiments.manifest("twice"), grace_s=1)
+
+
+def test_a_resumed_restart_whose_launch_already_ended_records_it_instead_of_launching_again(experiments):
+    argv = (sys.executable, "-c", "raise SystemExit(3)")
+    manifest = RunManifest(name="twice", argv=argv, cwd=str(experiments.root), log=str(experiments.root / "twice.log"))
+    save_manifest(experiments.layout, manifest)
+    ctx = context(experiments, {"restarts_before": 0, "launch_token": "i-test-ended"})
+    exit_record = experiments.layout.exit_path("twice")
+    launched = ctx.runners.local.launch(LaunchSpec(name="twice", argv=argv, cwd=str(experiments.root), log=manifest.log,
+                                                   env={}, exit_record=str(exit_record), launch_token="i-test-ended"))
+    wait_for(exit_record.exists, what="the launched copy to end")
+    result = restart(ctx, None)
+    recorded = experiments.manifest("twice")
+    assert result.details["recovered"] is True and (recorded.pid, recorded.restarts) == (launched.pid, 1)
+    assert json.loads(exit_record.read_text())["launch_token"] == "i-test-ended"

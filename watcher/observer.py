@@ -12,6 +12,7 @@ import logging
 import os
 import queue
 from pathlib import Path
+from typing import Callable
 
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
@@ -52,23 +53,25 @@ def wants_polling(path: Path, mode: str) -> bool:
 
 
 class _Enqueue(FileSystemEventHandler):
-    def __init__(self, events: queue.Queue):
-        self._events = events
+    def __init__(self, events: queue.Queue, ignore: Callable[[Path], bool]):
+        self._events, self._ignore = events, ignore
 
     def on_any_event(self, event: FileSystemEvent) -> None:
         if event.event_type in ("opened", "closed_no_write"):
             return
-        self._events.put(FileChanged(Path(os.fsdecode(event.src_path))))
-        dest = getattr(event, "dest_path", "")
-        if dest:
-            self._events.put(FileChanged(Path(os.fsdecode(dest))))
+        for raw in (event.src_path, getattr(event, "dest_path", "")):
+            if raw:
+                path = Path(os.fsdecode(raw))
+                if not self._ignore(path):
+                    self._events.put(FileChanged(path))
 
 
 class DirectoryWatch:
     """One observer for inotify paths and one for polled paths, started lazily."""
 
-    def __init__(self, events: queue.Queue, mode: str, polling_interval_s: float):
-        self._handler = _Enqueue(events)
+    def __init__(self, events: queue.Queue, mode: str, polling_interval_s: float, ignore: Callable[[Path], bool] = lambda p: False):
+        """``ignore``: paths whose events are dropped at the source (the watcher's own writes)."""
+        self._handler = _Enqueue(events, ignore)
         self._mode = mode
         self._inotify = Observer()
         self._polling = PollingObserver(timeout=polling_interval_s)

@@ -10,9 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Protocol
 
-LAUNCH_TOKEN_ENV = "EXPWATCH_LAUNCH_TOKEN"
-
 from expwatch.manifest import RunManifest
+from expwatch.runners.shim import LAUNCH_TOKEN_ENV
 
 
 @dataclass(frozen=True)
@@ -56,6 +55,6 @@ class Runner(Protocol):
 
     def alive(self, manifest: RunManifest) -> bool: ...
 
-    def find_launched(self, name: str, token: str) -> Launched | None:
-        """The live process or job launched with this ``launch_token``, if any."""
+    def find_launched(self, spec: LaunchSpec) -> Launched | None:
+        """The process or job launched from ``spec`` (by its ``launch_token``), if it was."""
         ...

@@ -11,11 +11,14 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import psutil
 
 from expwatch.manifest import RunManifest
-from expwatch.runners.base import LAUNCH_TOKEN_ENV, KillReport, LaunchSpec, Launched
+from expwatch.files import NotReadyYet, read_json
+from expwatch.runners.base import KillReport, LaunchSpec, Launched
+from expwatch.runners.shim import LAUNCH_TOKEN_ENV
 
 # psutil derives create_time from boot time + clock ticks; the same process
 # reads back equal to well within this.
@@ -101,14 +104,22 @@ class LocalRunner:
             if proc.poll() is not None:
                 del self._children[pid]
 
-    def find_launched(self, name: str, token: str) -> Launched | None:
-        # The shim leads the run's session; its children inherit the token too.
+    def find_launched(self, spec: LaunchSpec) -> Launched | None:
+        # Alive: the shim leads the run's session and carries the token in its environment.
         for proc in psutil.process_iter(["pid", "create_time"]):
             try:
-                if os.getsid(proc.pid) == proc.pid and proc.environ().get(LAUNCH_TOKEN_ENV) == token:
+                if os.getsid(proc.pid) == proc.pid and proc.environ().get(LAUNCH_TOKEN_ENV) == spec.launch_token:
                     return Launched(pid=proc.pid, create_time=proc.info["create_time"], pgid=proc.pid, sid=proc.pid)
             except (psutil.Error, ProcessLookupError, PermissionError):
                 continue
+        # Already ended: the shim's exit record echoes the token. No create time: it is not alive.
+        try:
+            record = read_json(Path(spec.exit_record))
+        except (FileNotFoundError, NotReadyYet):
+            return None
+        if isinstance(record, dict) and record.get("launch_token") == spec.launch_token:
+            pid = record.get("shim_pid")
+            return Launched(pid=pid, create_time=None, pgid=pid, sid=pid)
         return None
 
     def alive(self, manifest: RunManifest) -> bool:

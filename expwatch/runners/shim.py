@@ -29,11 +29,17 @@ def _write_record(path: str, record: dict) -> None:
     os.replace(tmp, path)
 
 
+# Set by the launcher; echoed in the exit record so a restart interrupted
+# before recording its launch can tell that the launch happened.
+LAUNCH_TOKEN_ENV = "EXPWATCH_LAUNCH_TOKEN"
+
+
 def main(argv: list[str]) -> int:
     if len(argv) < 3 or argv[1] != "--":
         print("usage: python -m expwatch.runners.shim EXIT_RECORD -- CMD [ARGS...]", file=sys.stderr)
         return 2
     record_path, command = argv[0], argv[2:]
+    token = os.environ.pop(LAUNCH_TOKEN_ENV, None)  # the shim's own mark, not the command's
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, signal.SIG_IGN)
     try:
@@ -42,13 +48,16 @@ def main(argv: list[str]) -> int:
         child = subprocess.Popen(command, preexec_fn=_restore_default_signals)
     except OSError as exc:
         print(f"expwatch: cannot start {command[0]!r}: {exc.strerror}", file=sys.stderr, flush=True)
-        _write_record(record_path, {"pid": None, "returncode": 127, "signal": None, "ended_at": time.time(), "error": str(exc)})
+        _write_record(record_path, {"pid": None, "shim_pid": os.getpid(), "launch_token": token, "returncode": 127,
+                                    "signal": None, "ended_at": time.time(), "error": str(exc)})
         return 127
     code = child.wait()
     _write_record(
         record_path,
         {
             "pid": child.pid,
+            "shim_pid": os.getpid(),
+            "launch_token": token,
             "returncode": code if code >= 0 else None,
             "signal": -code if code < 0 else None,
             "ended_at": time.time(),

@@ -147,11 +147,11 @@ class SlurmRunner:
     def alive(self, manifest: RunManifest) -> bool:
         return self.state(manifest).alive
 
-    def find_launched(self, name: str, token: str) -> Launched | None:
-        out = self._run(["squeue", "-h", "-t", "all", f"--name={name}", "-o", "%i|%k"])
+    def find_launched(self, spec: LaunchSpec) -> Launched | None:
+        out = self._run(["squeue", "-h", "-t", "all", f"--name={spec.name}", "-o", "%i|%k"])
         for line in out.splitlines():
             job, _, comment = line.strip().partition("|")
-            if comment == f"{COMMENT_PREFIX}{token}" and job.isdigit():
+            if comment == f"{COMMENT_PREFIX}{spec.launch_token}" and job.isdigit():
                 return Launched(pid=None, create_time=None, pgid=None, sid=None, job_id=job)
         return None
 
