@@ -75,7 +75,9 @@ def restart(ctx: ActionContext, arg: Any) -> ActionResult:
         found = runner.find_launched(spec)
         if found is not None:
             recorded = _record_launch(ctx, found)
-            return ActionResult("restarted", {"pid": found.pid, "job_id": found.job_id, "restarts": recorded.restarts, "recovered": True})
+            # A real restart (counted once, here), launched by the watcher that died.
+            return ActionResult("restarted", {"pid": found.pid, "job_id": found.job_id, "restarts": recorded.restarts,
+                                              "launched_before_watcher_restart": True})
     if runner.alive(manifest):
         runner.kill(manifest, ctx.settings.number("kill.grace_s"))
     if not os.path.isdir(manifest.cwd):

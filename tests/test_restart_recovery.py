@@ -39,7 +39,7 @@ def test_a_resumed_restart_adopts_the_process_it_launched_before_the_watcher_die
     try:
         result = restart(ctx, None)
         recorded = experiments.manifest("twice")
-        assert result.details["recovered"] is True
+        assert result.details["launched_before_watcher_restart"] is True
         assert (recorded.pid, recorded.restarts) == (launched.pid, 1)
         time.sleep(0.5)  # a second launch, had there been one, would be running by now
         copies = [p for p in psutil.process_iter(["cmdline"]) if p.info["cmdline"] == list(argv)]
@@ -71,5 +71,5 @@ def test_a_resumed_restart_whose_launch_already_ended_records_it_instead_of_laun
     wait_for(exit_record.exists, what="the launched copy to end")
     result = restart(ctx, None)
     recorded = experiments.manifest("twice")
-    assert result.details["recovered"] is True and (recorded.pid, recorded.restarts) == (launched.pid, 1)
+    assert result.details["launched_before_watcher_restart"] is True and (recorded.pid, recorded.restarts) == (launched.pid, 1)
     assert json.loads(exit_record.read_text())["launch_token"] == "i-test-ended"
