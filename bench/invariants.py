@@ -217,11 +217,13 @@ def check_restarts(plan: RunPlan, ev: Evidence) -> list[str]:
     m = ev.manifests.get(plan.name)
     if m is None:
         return []
-    # A restart re-run after a watcher kill that finds its relaunch already recorded says "recovered".
-    finished = [
-        r for r in ev.run_records(plan.name, "action finished")
-        if r.get("action") == "restart" and r.get("outcome") == "restarted" and not r.get("recovered")
-    ]
+    # One restart per incident step: a step re-run after a watcher kill that finds its relaunch
+    # already recorded says "recovered", and its first "action finished" may have died with the watcher.
+    by_step = {
+        (r.get("incident"), r.get("step")): r for r in ev.run_records(plan.name, "action finished")
+        if r.get("action") == "restart" and r.get("outcome") == "restarted"
+    }
+    finished = list(by_step.values())
     out = []
     if len(finished) != m.restarts:
         out.append(f"{plan.name}: manifest says {m.restarts} restarts, the audit records {len(finished)} (a manifest update was lost)")
