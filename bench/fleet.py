@@ -12,7 +12,6 @@ import contextlib
 import io
 import json
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -24,7 +23,7 @@ from typing import Any, Callable
 from expwatch.cli import main as cli
 from expwatch.layout import ExperimentsLayout
 from expwatch.manifest import RunManifest, discover, load_named
-from expwatch.rules.loader import shipped_rules_text
+from expwatch.rules.loader import shipped_rules_quickened
 
 # The long waits of the shipped rules, shortened so a scenario takes seconds (tests/conftest.py does the same).
 FAST_SETTINGS = """\
@@ -35,10 +34,8 @@ launch: {check_after_s: 0.05}
 
 
 def fast_rules(silent_s: float = 2.0, wait_s: float = 0.3) -> str:
-    """The shipped rules with second-scale waits: the same rules, run fast."""
-    text = shipped_rules_text()
-    text = re.sub(r"\{wait: \d+\}", f"{{wait: {wait_s}}}", text)
-    return text.replace("log_silent_s: 1200", f"log_silent_s: {silent_s}")
+    """The shipped rules with second-scale waits and silence: the same rules, run fast."""
+    return shipped_rules_quickened(wait_s, silent_s)
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.05) -> Any:

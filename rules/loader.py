@@ -232,6 +232,27 @@ def parse_rules(text: str, source: str, known_profiles: set[str] | None = None) 
     return RuleSet(tuple(rules), source, hashlib.sha256(text.encode()).hexdigest()[:12])
 
 
+WAIT_ACTION = re.compile(r"(\bwait:\s*)(\d+(?:\.\d+)?)")
+SILENCE = re.compile(r"(\blog_silent_s:\s*)(\d+(?:\.\d+)?)")
+
+
+def shipped_rules_quickened(max_wait_s: float, silent_s: float | None = None) -> str:
+    """The shipped rules with every ``wait`` capped (and ``log_silent_s`` replaced), nothing else changed.
+
+    The demo, the tests and the benchmarks run the very rules users get, only
+    on a second scale. The result is parsed, so a shipped file this rewrite
+    misses fails loudly instead of waiting for minutes.
+    """
+    text = WAIT_ACTION.sub(lambda m: f"{m.group(1)}{min(float(m.group(2)), max_wait_s):g}", shipped_rules_text())
+    if silent_s is not None:
+        text = SILENCE.sub(lambda m: f"{m.group(1)}{silent_s:g}", text)
+    ruleset = parse_rules(text, "configs/rules.yaml (quickened)")
+    slow = [f"{r.name}: wait {a.arg}" for r in ruleset.rules for a in r.actions if a.name == "wait" and float(a.arg) > max_wait_s]
+    if slow:
+        raise RulesError("configs/rules.yaml", None, f"waits not shortened: {', '.join(slow)}")
+    return text
+
+
 def load_rules(path: Path | None, known_profiles: set[str] | None = None) -> RuleSet:
     """The user's rules file, or the shipped defaults when ``path`` is None or absent."""
     if path is None or not Path(path).exists():

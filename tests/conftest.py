@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -19,7 +18,7 @@ from expwatch.audit.reader import iter_records
 from expwatch.cli import main as cli
 from expwatch.layout import ExperimentsLayout
 from expwatch.manifest import RunManifest, load_named
-from expwatch.rules.loader import shipped_rules_text
+from expwatch.rules.loader import shipped_rules_quickened
 
 FAST_SETTINGS = """\
 watch: {settle_s: 0.4, safety_poll_s: 1.0}
@@ -29,11 +28,8 @@ launch: {check_after_s: 0.05}
 
 
 def fast_rules(silent_s: float = 2.0, wait_s: float = 0.3) -> str:
-    """The shipped rules with second-scale waits: the same rules, tested fast."""
-    text = shipped_rules_text()
-    text = re.sub(r"\{wait: \d+\}", f"{{wait: {wait_s}}}", text)
-    text = text.replace("log_silent_s: 1200", f"log_silent_s: {silent_s}")
-    return text
+    """The shipped rules with second-scale waits and silence: the same rules, tested fast."""
+    return shipped_rules_quickened(wait_s, silent_s)
 
 
 def wait_for(predicate: Callable[[], object], timeout: float = 20.0, interval: float = 0.05, what: str = "condition"):

@@ -12,7 +12,6 @@ exactly as ``expwatch status`` would. The scenario itself is data
 from __future__ import annotations
 
 import argparse
-import re
 import subprocess
 import sys
 import tempfile
@@ -29,7 +28,7 @@ from expwatch.commands.status import HEADER, format_row, stale_after_s
 from expwatch.layout import ExperimentsLayout
 from expwatch.files import NotReadyYet
 from expwatch.manifest import ManifestError, RunManifest, load_named
-from expwatch.rules.loader import RulesError, parse_rules, shipped_rules_text
+from expwatch.rules.loader import RulesError, shipped_rules_quickened
 from expwatch.runners.local import LocalRunner
 from expwatch.runstate import RunReport, RunState, observe
 from expwatch.settings import SettingsError, shipped_yaml
@@ -38,8 +37,6 @@ from expwatch.watcher.events import Shutdown
 
 SCENARIO_FILE = "demo.yaml"
 POLL_S = 0.25
-# Every `wait: N` action of a rules file, in flow (`{wait: 120}`) or block (`- wait: 120`) style.
-WAIT_ACTION = re.compile(r"(\bwait:\s*)(\d+(?:\.\d+)?)")
 
 
 class DemoError(Exception):
@@ -97,20 +94,10 @@ def load_scenario(pace: str) -> Scenario:
 
 def demo_rules_text(max_wait_s: float) -> str:
     """The shipped rules with every wait capped at ``max_wait_s``, nothing else changed."""
-
-    def cap(match: re.Match[str]) -> str:
-        return f"{match.group(1)}{min(float(match.group(2)), max_wait_s):g}"
-
-    text = WAIT_ACTION.sub(cap, shipped_rules_text())
-    # Parse the result: a shipped file whose waits this pattern missed must fail here, not wait for minutes.
     try:
-        ruleset = parse_rules(text, "demo rules")
+        return shipped_rules_quickened(max_wait_s)
     except RulesError as exc:
-        raise DemoError(f"shortening the shipped rules' waits broke them: {exc}") from None
-    long_waits = [f"{r.name}: wait {a.arg}" for r in ruleset.rules for a in r.actions if a.name == "wait" and float(a.arg) > max_wait_s]
-    if long_waits:
-        raise DemoError(f"could not shorten the shipped rules' waits ({', '.join(long_waits)})")
-    return text
+        raise DemoError(f"shortening the shipped rules' waits failed: {exc}") from None
 
 
 def prepare(layout: ExperimentsLayout, scenario: Scenario) -> None:
