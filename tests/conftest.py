@@ -18,18 +18,10 @@ from expwatch.audit.reader import iter_records
 from expwatch.cli import main as cli
 from expwatch.layout import ExperimentsLayout
 from expwatch.manifest import RunManifest, load_named
-from expwatch.rules.loader import shipped_rules_quickened
 
-FAST_SETTINGS = """\
-watch: {settle_s: 0.4, safety_poll_s: 1.0}
-kill: {grace_s: 2}
-launch: {check_after_s: 0.05}
-"""
-
-
-def fast_rules(silent_s: float = 2.0, wait_s: float = 0.3) -> str:
-    """The shipped rules with second-scale waits and silence: the same rules, tested fast."""
-    return shipped_rules_quickened(wait_s, silent_s)
+# The benchmarks and the tests run the same fast settings and quickened shipped rules.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
+from fleet import FAST_SETTINGS, fast_rules  # noqa: E402,F401
 
 
 def wait_for(predicate: Callable[[], object], timeout: float = 20.0, interval: float = 0.05, what: str = "condition"):
