@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Callable
 
@@ -22,16 +21,15 @@ from expwatch.manifest import RunManifest, load_named
 # The benchmarks and the tests run the same fast settings and quickened shipped rules.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
 from fleet import FAST_SETTINGS, fast_rules  # noqa: E402,F401
+from fleet import wait_for as poll_until  # noqa: E402
 
 
 def wait_for(predicate: Callable[[], object], timeout: float = 20.0, interval: float = 0.05, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+    """The benchmarks' poll loop with test defaults; a timeout fails the test as an assertion."""
+    try:
+        return poll_until(predicate, timeout, what, interval)
+    except TimeoutError as exc:
+        raise AssertionError(str(exc)) from None
 
 
 class Experiments:
