@@ -20,9 +20,9 @@ from expwatch.actions.context import ActionContext, ActionResult
 from expwatch.files import NotReadyYet, atomic_write_text, atomic_write_json, read_json
 from expwatch.manifest import HaltMark, RunManifest
 from expwatch.redact import redact_env
-from expwatch.runners.local import run_tree, verified_process
-from expwatch.validation import validate_result
-from expwatch.watcher.kernel import kernel_oom_lines
+from expwatch.processes import run_tree, verified_process
+from expwatch.results.validation import validate_result
+from expwatch.kernel_log import kernel_oom_lines
 
 
 def _now() -> str:

@@ -14,7 +14,7 @@ from typing import Any
 from expwatch.actions.context import ActionContext, ActionFailed, ActionResult
 from expwatch.manifest import RunManifest
 from expwatch.runners.base import LaunchSpec, Launched
-from expwatch.runners.local import run_tree, verified_process
+from expwatch.processes import run_tree, verified_process
 
 
 def kill(ctx: ActionContext, arg: Any) -> ActionResult:

@@ -4,7 +4,7 @@
 
 Each scenario (seed S+i, so ``--seed S+i --scenarios 1`` replays scenario i
 with the same faults and kill plan; thread timing still varies) launches K
-stand-in evaluations (expwatch.fake_eval) with randomly chosen faults: 429
+stand-in evaluations (expwatch.demo.fake_eval) with randomly chosen faults: 429
 storms, hangs, deaths, SIGKILLs, CUDA OOM, proxy failures, 403 storms,
 tracebacks once or on every run, content-policy nulls. The watcher runs the
 shipped rules with second-scale waits, and is SIGKILLed and restarted at

@@ -123,12 +123,12 @@ class Fleet:
                 raise RuntimeError(f"expwatch adopt of {name} failed ({code})")
 
     def launch(self, name: str, eval_args: list[str], items: int, delay: float) -> None:
-        """A stand-in evaluation (expwatch.fake_eval) launched through ``expwatch launch``."""
+        """A stand-in evaluation (expwatch.demo.fake_eval) launched through ``expwatch launch``."""
         result = self.root / f"{name}.json"
         argv = [
             "launch", "--name", name, "--log", str(self.root / f"{name}.log"), "--result", str(result),
             "--expected", str(items), "--dir", str(self.root), "--",
-            sys.executable, "-m", "expwatch.fake_eval", "--items", str(items), "--output", str(result),
+            sys.executable, "-m", "expwatch.demo.fake_eval", "--items", str(items), "--output", str(result),
             "--delay", str(delay), *eval_args,
         ]
         code = quietly(argv)

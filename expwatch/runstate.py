@@ -14,8 +14,8 @@ from pathlib import Path
 
 from expwatch.files import NotReadyYet, read_json
 from expwatch.manifest import RunManifest
-from expwatch.results import ResultSnapshot, read_progress
-from expwatch.runners.local import verified_process
+from expwatch.results.progress import ResultSnapshot, read_progress
+from expwatch.processes import verified_process
 from expwatch.layout import ExperimentsLayout
 from expwatch.manifest import discover
 from expwatch.runners.registry import Runners

@@ -27,7 +27,7 @@ from expwatch.audit.log import AuditLog
 from expwatch.files import NotReadyYet
 from expwatch.layout import ExperimentsLayout
 from expwatch.manifest import ManifestError, RunManifest, discover, load_manifest
-from expwatch.results import read_progress
+from expwatch.results.progress import read_progress
 from expwatch.rules.classify import LineClassifier
 from expwatch.rules.engine import RuleEngine
 from expwatch.rules.facts import RunFacts
@@ -35,7 +35,7 @@ from expwatch.rules.guard import GuardLimits, GuardState, judge, record_restart,
 from expwatch.rules.incidents import Incident, new_incident_id
 from expwatch.rules.loader import RulesError, load_rules
 from expwatch.rules.model import INFORMATIONAL_ACTIONS, Rule
-from expwatch.runners.local import verified_process
+from expwatch.processes import verified_process
 from expwatch.runners.registry import Runners
 from expwatch.runners.slurm import JobState, SlurmError
 from expwatch.runstate import RunObservation, classify, log_age
@@ -44,7 +44,7 @@ from expwatch.state import IncidentRow, StateStore
 from expwatch.watcher.events import ActionDone, Deadline, FileChanged, ProbeResult, ProcessExit, Shutdown
 from expwatch.watcher.exits import ExitWaiter
 from expwatch.watcher.jobcomp import JobCompFollower
-from expwatch.watcher.kernel import oom_killed
+from expwatch.kernel_log import oom_killed
 from expwatch.watcher.observer import DirectoryWatch
 from expwatch.watcher.probe import Prober, expand
 from expwatch.watcher.tail import LogTailer, TailLine, TailPosition

@@ -45,7 +45,7 @@ class Experiments:
         argv = [
             "launch", "--name", name, "--log", str(self.root / f"{name}.log"), "--result", str(result),
             "--expected", str(items), "--dir", str(self.root), *extra, "--",
-            sys.executable, "-m", "expwatch.fake_eval", "--items", str(items), "--output", str(result),
+            sys.executable, "-m", "expwatch.demo.fake_eval", "--items", str(items), "--output", str(result),
             "--delay", str(delay), *eval_args,
         ]
         assert cli(argv) == 0

@@ -10,7 +10,6 @@ import threading
 import time
 
 import psutil
-import pytest
 
 from conftest import fast_rules, wait_for
 from expwatch.cli import main as cli

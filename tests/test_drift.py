@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from expwatch.cli import main
-from expwatch.validation_drift import ConfigSide, Override, compare_fields
+from expwatch.results.drift import ConfigSide, Override, compare_fields
 
 
 @pytest.fixture

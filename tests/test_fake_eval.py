@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[1] / "expwatch" / "fake_eval.py"
+SCRIPT = Path(__file__).resolve().parents[1] / "expwatch" / "demo" / "fake_eval.py"
 HTTP_429 = 'INFO httpx: HTTP Request: POST http://localhost:8000/v1/chat/completions "HTTP/1.1 429 Too Many Requests"'
 HTTP_403 = 'INFO httpx: HTTP Request: POST http://localhost:8000/v1/chat/completions "HTTP/1.1 403 Forbidden"'
 RETRY_429 = "INFO openai._base_client: Retrying request to /chat/completions in 2.000000 seconds"
@@ -256,7 +256,7 @@ def test_null_and_leak_rates_give_exact_seeded_counts(eval_run: EvalRun) -> None
 def test_runs_as_a_module(tmp_path: Path) -> None:
     result = tmp_path / "m.json"
     done = subprocess.run(
-        [sys.executable, "-m", "expwatch.fake_eval", "--output", str(result), "--items", "2", "--delay", "0"],
+        [sys.executable, "-m", "expwatch.demo.fake_eval", "--output", str(result), "--items", "2", "--delay", "0"],
         cwd=SCRIPT.parents[1], capture_output=True, text=True, timeout=30,
     )
 

@@ -20,7 +20,7 @@ def test_launched_run_survives_its_shell_and_the_shells_process_group_being_kill
     shell = subprocess.Popen(
         ["bash", "-c",
          f"{sys.executable} -m expwatch launch --name survivor --log {root}/survivor.log --result {root}/survivor.json "
-         f"--expected 15 --dir {root} -- {sys.executable} -m expwatch.fake_eval --items 15 --output {root}/survivor.json --delay 0.1; sleep 60"],
+         f"--expected 15 --dir {root} -- {sys.executable} -m expwatch.demo.fake_eval --items 15 --output {root}/survivor.json --delay 0.1; sleep 60"],
         start_new_session=True, stdout=subprocess.PIPE, text=True,
     )
     wait_for(lambda: experiments.layout.manifest_path("survivor").exists(), what="manifest")
@@ -56,7 +56,7 @@ def test_adopt_records_argv_cwd_and_env_so_a_restart_reproduces_them(experiments
     workdir = tmp_path / "elsewhere"
     workdir.mkdir()
     result = experiments.root / "hand.json"
-    argv = [sys.executable, "-m", "expwatch.fake_eval", "--items", "40", "--output", str(result), "--delay", "0.05"]
+    argv = [sys.executable, "-m", "expwatch.demo.fake_eval", "--items", "40", "--output", str(result), "--delay", "0.05"]
     env = {**os.environ, "EVAL_SPLIT": "test", "OPENAI_API_KEY": "sk-secret-value"}
     with open(experiments.root / "hand.log", "ab") as log:
         proc = subprocess.Popen(argv, cwd=workdir, env=env, stdout=log, stderr=log, start_new_session=True)
@@ -110,7 +110,7 @@ def test_launch_with_smoke_runs_two_items_first_and_blocks_a_run_that_returns_nu
 
     def launch(name, *extra):
         return cli(["launch", "--smoke", "--name", name, "--log", str(root / f"{name}.log"), "--result", str(root / f"{name}.json"),
-                    "--expected", "6", "--dir", str(root), "--", sys.executable, "-m", "expwatch.fake_eval", "--items", "6",
+                    "--expected", "6", "--dir", str(root), "--", sys.executable, "-m", "expwatch.demo.fake_eval", "--items", "6",
                     "--output", str(root / f"{name}.json"), "--delay", "0.01", *extra])
 
     assert launch("good") == 0

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from expwatch.files import NotReadyYet
-from expwatch.results import checkpoint_path_for, read_progress, read_result
+from expwatch.results.progress import checkpoint_path_for, read_progress, read_result
 
 
 def write(path: Path, data) -> Path:

@@ -50,7 +50,7 @@ def submit(runner: SlurmRunner, tmp_path: Path, name: str, argv: tuple[str, ...]
 
 
 def fake_eval(tmp_path: Path, name: str, *args: str, items: int = 10) -> tuple[str, ...]:
-    return (sys.executable, "-m", "expwatch.fake_eval", "--items", str(items), "--output", str(tmp_path / f"{name}.json"),
+    return (sys.executable, "-m", "expwatch.demo.fake_eval", "--items", str(items), "--output", str(tmp_path / f"{name}.json"),
             "--delay", "0.05", *args)
 
 

@@ -29,7 +29,7 @@ def launch_job(experiments, name: str, *eval_args: str, items: int = 12, delay: 
     result = experiments.root / f"{name}.json"
     argv = ["launch", "--runner", "slurm", *[f"--sbatch={a}" for a in sbatch], "--name", name,
             "--log", str(experiments.root / f"{name}.log"), "--result", str(result), "--expected", str(items),
-            "--dir", str(experiments.root), "--", sys.executable, "-m", "expwatch.fake_eval", "--items", str(items),
+            "--dir", str(experiments.root), "--", sys.executable, "-m", "expwatch.demo.fake_eval", "--items", str(items),
             "--output", str(result), "--delay", str(delay), *eval_args]
     assert cli(argv) == 0
     manifest = experiments.manifest(name)

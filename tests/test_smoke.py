@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import sys
 
-from expwatch.results import read_result
-from expwatch.smoke import run_smoke, smoke_options_for, with_flag
-from expwatch.validation_settings import load_validation_settings
+from expwatch.results.progress import read_result
+from expwatch.results.smoke import run_smoke, smoke_options_for, with_flag
+from expwatch.results.config import load_validation_settings
 
 
 def fake_eval(*extra: str) -> list[str]:
-    return [sys.executable, "-m", "expwatch.fake_eval", "--items", "10", "--output", "results/real.json",
+    return [sys.executable, "-m", "expwatch.demo.fake_eval", "--items", "10", "--output", "results/real.json",
             "--delay", "0.01", *extra]
 
 
@@ -57,4 +57,4 @@ def test_per_script_flags_come_from_settings(tmp_path):
     settings = load_validation_settings(override)
     options = smoke_options_for(["python", "scripts/eval_backward.py", "--output", "o.json"], settings)
     assert (options.limit_flag, options.output_flag, options.n) == ("--max-items", "--output", 2)
-    assert smoke_options_for(["python", "-m", "expwatch.fake_eval"], settings).limit_flag == "--limit"
+    assert smoke_options_for(["python", "-m", "expwatch.demo.fake_eval"], settings).limit_flag == "--limit"

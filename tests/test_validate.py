@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from expwatch.cli import main
-from expwatch.validation import validate_result
-from expwatch.validation_settings import ValidationSettingsError, load_validation_settings
+from expwatch.results.validation import validate_result
+from expwatch.results.config import ValidationSettingsError, load_validation_settings
 
 JSON_KEYS = {
     "items", "null_count", "null_rate", "null_reasons", "raw_acc", "valid_acc", "per_task",

@@ -6,9 +6,7 @@ import json
 import signal
 import sys
 import time
-from pathlib import Path
 
-import pytest
 
 from conftest import fast_rules, wait_for
 
@@ -164,7 +162,7 @@ def test_a_run_without_an_expected_count_that_exits_cleanly_is_complete_not_dead
     watcher = experiments.start_watcher()
     result = experiments.root / "open.json"
     assert cli(["launch", "--name", "open", "--log", str(experiments.root / "open.log"), "--result", str(result),
-                "--dir", str(experiments.root), "--", sys.executable, "-m", "expwatch.fake_eval", "--items", "5",
+                "--dir", str(experiments.root), "--", sys.executable, "-m", "expwatch.demo.fake_eval", "--items", "5",
                 "--output", str(result), "--delay", "0.05"]) == 0
     wait_for(lambda: experiments.manifest("open").completed_at, what="completion")
     experiments.stop_watcher(watcher)

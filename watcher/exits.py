@@ -14,7 +14,7 @@ import threading
 from pathlib import Path
 
 from expwatch.files import NotReadyYet, read_json
-from expwatch.runners.local import verified_process
+from expwatch.processes import verified_process
 from expwatch.watcher.events import ProcessExit
 
 

@@ -1,6 +1,6 @@
 """``expwatch demo``: the whole job on a bundled scenario, in about a minute.
 
-Three stand-in evaluations (``expwatch.fake_eval``) are launched the way a
+Three stand-in evaluations (``expwatch.demo.fake_eval``) are launched the way a
 person would launch them (``expwatch launch``, a subprocess), into a fresh
 experiments directory that holds the shipped rules with only their waits
 shortened. A real ``Supervisor`` watches them on a background thread while
@@ -113,7 +113,7 @@ def prepare(layout: ExperimentsLayout, scenario: Scenario) -> None:
 
 def stand_in_argv(run: DemoRun, scenario: Scenario, root: Path) -> list[str]:
     return [
-        sys.executable, "-m", "expwatch.fake_eval",
+        sys.executable, "-m", "expwatch.demo.fake_eval",
         "--items", str(scenario.items), "--delay", f"{scenario.delay_s:g}",
         "--output", str(root / f"{run.name}.json"), "--fault", run.fault_spec(scenario.items),
         *scenario.eval_args,

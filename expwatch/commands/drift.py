@@ -21,8 +21,8 @@ from pathlib import Path
 
 import yaml
 
-from expwatch.validation_drift import ConfigError, ConfigSide, Override, compare_fields, split_layers
-from expwatch.validation_settings import ValidationSettingsError, load_validation_settings
+from expwatch.results.drift import ConfigError, ConfigSide, Override, compare_fields, split_layers
+from expwatch.results.config import ValidationSettingsError, load_validation_settings
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

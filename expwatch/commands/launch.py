@@ -12,12 +12,12 @@ from pathlib import Path
 from expwatch.layout import ExperimentsLayout
 from expwatch.files import NotReadyYet
 from expwatch.manifest import ManifestError, RunManifest, load_manifest, save_manifest, validate_name
-from expwatch.results import checkpoint_path_for
+from expwatch.results.progress import checkpoint_path_for
 from expwatch.runners.base import LaunchSpec
 from expwatch.runners.registry import RUNNER_NAMES, Runners
 from expwatch.runstate import exit_code
 from expwatch.settings import SettingsError, load_settings
-from expwatch.smoke import run_smoke, smoke_options_for
+from expwatch.results.smoke import run_smoke, smoke_options_for
 
 EXAMPLE = """examples:
   expwatch launch --name gpt4o-mcq --log experiments/gpt4o.log \\

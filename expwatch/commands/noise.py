@@ -15,8 +15,8 @@ import sys
 from pathlib import Path
 
 from expwatch.files import NotReadyYet
-from expwatch.validation_noise import NoiseError, derive_criteria, judge_candidate, task_mismatch, write_criteria
-from expwatch.validation_settings import ValidationSettingsError, load_validation_settings
+from expwatch.results.noise import NoiseError, derive_criteria, judge_candidate, task_mismatch, write_criteria
+from expwatch.results.config import ValidationSettingsError, load_validation_settings
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -10,8 +10,8 @@ from pathlib import Path
 from expwatch.commands.status import stale_after_s
 from expwatch.files import atomic_write_text
 from expwatch.layout import ExperimentsLayout
-from expwatch.report import build_report
-from expwatch.report_html import render_html
+from expwatch.report.gather import build_report
+from expwatch.report.html import render_html
 from expwatch.settings import SettingsError
 
 EXAMPLE = """examples:

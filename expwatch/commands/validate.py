@@ -11,8 +11,8 @@ import sys
 from pathlib import Path
 
 from expwatch.files import NotReadyYet
-from expwatch.validation import ValidationReport, id_list, validate_result
-from expwatch.validation_settings import ValidationSettingsError, load_validation_settings
+from expwatch.results.validation import ValidationReport, id_list, validate_result
+from expwatch.results.config import ValidationSettingsError, load_validation_settings
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

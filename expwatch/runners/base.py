@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from expwatch.manifest import RunManifest
-from expwatch.runners.shim import LAUNCH_TOKEN_ENV
 
 
 @dataclass(frozen=True)

@@ -15,9 +15,9 @@ from typing import Any
 import yaml
 
 from expwatch.files import atomic_write_text
-from expwatch.results import read_result
-from expwatch.validation import per_task_accuracy
-from expwatch.validation_settings import NoiseRule
+from expwatch.results.progress import read_result
+from expwatch.results.validation import per_task_accuracy
+from expwatch.results.config import NoiseRule
 
 # Deltas are differences of sums of float fractions; rounding keeps a delta
 # that is exactly the floor on paper from landing a hair outside it.

@@ -15,8 +15,8 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Iterable
 
-from expwatch.results import ItemRecord, ResultSnapshot, read_result
-from expwatch.validation_settings import ValidationSettings, load_validation_settings
+from expwatch.results.progress import ItemRecord, ResultSnapshot, read_result
+from expwatch.results.config import ValidationSettings, load_validation_settings
 
 UNKNOWN_TASK = "unknown"
 

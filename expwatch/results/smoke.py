@@ -17,9 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from expwatch.files import NotReadyYet
-from expwatch.results import ResultSnapshot, read_result
-from expwatch.validation import id_list, item_label, leaked_ids
-from expwatch.validation_settings import SmokeOptions, ValidationSettings, load_validation_settings
+from expwatch.results.progress import ResultSnapshot, read_result
+from expwatch.results.validation import id_list, item_label, leaked_ids
+from expwatch.results.config import SmokeOptions, ValidationSettings, load_validation_settings
 
 DEFAULT_RESULT_NAME = "smoke_result.json"
 

@@ -3,7 +3,7 @@
 The audit log is the story (incidents, actions, exits, and the throttled
 ``progress`` records the watcher writes for this report); the manifests say
 how each run stands now and the result files give the last progress point.
-``expwatch.report_html`` turns a ``Report`` into one self-contained page.
+``expwatch.report.html`` turns a ``Report`` into one self-contained page.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from expwatch.audit.reader import iter_records, parse_ts
 from expwatch.files import NotReadyYet
 from expwatch.layout import ExperimentsLayout
 from expwatch.manifest import RunManifest, discover
-from expwatch.results import read_progress
+from expwatch.results.progress import read_progress
 from expwatch.runstate import RunReport, observe_all
 
 # Actions whose incident is bookkeeping, not trouble: shown as a mark, not in the incident list.

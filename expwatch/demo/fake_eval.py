@@ -7,7 +7,7 @@ runs fail (429 storms, code bugs, CUDA OOM, a dead proxy, hangs, silent deaths).
 It is stdlib only so it runs under any Python 3.11, with or without expwatch's
 dependencies::
 
-    python -m expwatch.fake_eval --output out.json [options]
+    python -m expwatch.demo.fake_eval --output out.json [options]
     python path/to/expwatch/fake_eval.py --output out.json [options]
 
 Options:

@@ -17,7 +17,7 @@ from typing import Any
 
 from expwatch import __version__
 from expwatch.audit.timeline import shorten
-from expwatch.report import IncidentStory, Report, RunStory, epoch
+from expwatch.report.gather import IncidentStory, Report, RunStory, epoch
 
 _MARKER = re.compile(r"\{\{(TITLE|BODY|DATA)\}\}")
 STEP_TONES = {"halt": "bad", "complete": "good", "restart": "info"}
@@ -235,7 +235,7 @@ def summary_html(report: Report) -> str:
 
 
 def render_html(report: Report) -> str:
-    template = (resources.files("expwatch") / "report_template.html").read_text(encoding="utf-8")
+    template = (resources.files("expwatch.report") / "template.html").read_text(encoding="utf-8")
     if report.runs:
         body = summary_html(report) + "".join(run_html(i, r) for i, r in enumerate(report.runs))
     else:

@@ -1,0 +1,1 @@
+"""The bundled demo: a stand-in evaluation with every fault kind, and the demo scenario."""

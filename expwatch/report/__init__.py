@@ -1,0 +1,1 @@
+"""The HTML report: gathered from the audit trail, rendered to one self-contained page."""

@@ -1,0 +1,1 @@
+"""Results and their checks: progress readers, validation, drift, noise floors, smoke runs."""
