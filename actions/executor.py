@@ -11,13 +11,23 @@ twice and a wait never start over.
 from __future__ import annotations
 
 import threading
+from dataclasses import dataclass
 from typing import Any, Callable
 
 from expwatch.actions.context import ActionContext, ActionFailed, ActionResult
 from expwatch.actions.registry import ACTIONS
 from expwatch.audit.log import AuditLog
 from expwatch.state import IncidentRow, StateStore
-from expwatch.watcher.events import ActionDone
+
+
+@dataclass(frozen=True)
+class IncidentClosed:
+    """An incident's steps are over; posted to the engine loop, which then looks at the run afresh."""
+
+    run: str
+    incident: str
+    outcome: str  # "restarted", "halted", "done"
+    detail: str = ""
 
 
 class IncidentExecutor:
@@ -76,7 +86,7 @@ class IncidentExecutor:
         self._store.close_incident(row.id, "done")
         outcome = "halted" if any(s["name"] == "halt" for s in row.plan) else "restarted" if restarted else "done"
         self._record("incident closed", row, outcome=outcome)
-        self._post(ActionDone(run=row.run, incident=row.id, outcome=outcome))
+        self._post(IncidentClosed(run=row.run, incident=row.id, outcome=outcome))
 
     def _fail(self, row: IncidentRow, ctx: ActionContext, name: str, index: int, exc: Exception) -> None:
         message = str(exc) if isinstance(exc, ActionFailed) else f"{type(exc).__name__}: {exc}"
@@ -92,4 +102,4 @@ class IncidentExecutor:
             except Exception as halt_exc:
                 self._record("action failed", row, action="halt", error=f"{type(halt_exc).__name__}: {halt_exc}")
         self._record("incident closed", row, outcome="halted")
-        self._post(ActionDone(run=row.run, incident=row.id, outcome="halted", detail=message))
+        self._post(IncidentClosed(run=row.run, incident=row.id, outcome="halted", detail=message))

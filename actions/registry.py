@@ -1,4 +1,7 @@
-"""Action names (as written in the rules file) → the functions that do them."""
+"""Action names (as written in the rules file) → the functions that do them.
+
+The names are ``expwatch.catalog.ACTION_NAMES``; this maps each to its function.
+"""
 
 from __future__ import annotations
 

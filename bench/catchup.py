@@ -80,7 +80,7 @@ def time_python_loop(log: Path, patterns: list[str]) -> tuple[float, int]:
 
 
 def time_in_process(log: Path, ruleset: RuleSet, use_hyperscan: bool) -> tuple[float, int, int]:
-    """The watcher's replay loop (Supervisor._read_log with replay=True), in this process."""
+    """The watcher's replay loop (EngineLoop._read_log with replay=True), in this process."""
     classifier = LineClassifier(ruleset, use_hyperscan=use_hyperscan)
     started = time.perf_counter()
     tailer = LogTailer(log)

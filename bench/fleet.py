@@ -24,13 +24,10 @@ from expwatch.cli import main as cli
 from expwatch.layout import ExperimentsLayout
 from expwatch.manifest import RunManifest, discover, load_named
 from expwatch.rules.loader import shipped_rules_quickened
+from expwatch.settings import shipped_text
 
-# The long waits of the shipped rules, shortened so a scenario takes seconds (tests/conftest.py does the same).
-FAST_SETTINGS = """\
-watch: {settle_s: 0.4, safety_poll_s: 1.0}
-kill: {grace_s: 2}
-launch: {check_after_s: 0.05}
-"""
+# Second-scale settings, shared with the test suite (configs/quick.yaml).
+FAST_SETTINGS = shipped_text("quick.yaml")
 
 
 def fast_rules(silent_s: float = 2.0, wait_s: float = 0.3) -> str:

@@ -18,10 +18,10 @@ from typing import Any
 import jsonschema
 import yaml
 
+from expwatch.catalog import ACTION_NAMES
 from expwatch.rules.model import ActionSpec, Condition, Counter, LogAtom, NullRateAtom, RatioAtom, Rule, RuleSet
 from expwatch.settings import shipped_text
 
-ACTION_NAMES = ("kill", "wait", "set_env", "switch_profile", "scale_workers", "restart", "free_gpu", "halt", "alert", "exec", "complete")
 
 
 class RulesError(Exception):

@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from expwatch.catalog import INFORMATIONAL_ACTIONS
+
 
 @dataclass(frozen=True)
 class LogAtom:
@@ -61,12 +63,6 @@ class ActionSpec:
     line: int = 0
 
 
-# Actions that report or record but leave the run's processes alone. A rule
-# made only of these is not a failure: it never joins a crash's incident
-# (where a higher-priority cause would silence it) and the guard ignores it.
-INFORMATIONAL_ACTIONS = frozenset({"alert", "complete"})
-
-
 @dataclass(frozen=True)
 class Rule:
     name: str
@@ -117,6 +113,11 @@ class RuleSet:
         return sorted(
             float(c.value) for r in self.enabled for c in walk(r.when) if c.op == "compare" and c.fact == "silent_s"
         )
+
+    def stale_after_s(self, fallback_s: float) -> float:
+        """When a live run's silent log makes it STALE: the shortest ``log_silent_s`` of the rules in force."""
+        thresholds = self.silence_thresholds()
+        return thresholds[0] if thresholds else fallback_s
 
     def probe_thresholds(self) -> list[float]:
         return sorted(

@@ -14,7 +14,7 @@ import pytest
 
 from conftest import fast_rules, wait_for
 from expwatch.display.table import ProgressRates, render_frame, visible
-from expwatch.supervisor import RunView
+from expwatch.engine.snapshot import RunView
 
 TMUX = shutil.which("tmux")
 needs_tmux = pytest.mark.skipif(TMUX is None, reason="tmux is not installed (apt-get install -y tmux)")

@@ -16,8 +16,9 @@ from conftest import fast_rules, wait_for
 from expwatch.cli import main as cli
 from expwatch.rules.compile import ruleset_definition
 from expwatch.rules.loader import RulesError, load_rules, parse_rules, shipped_rules_text
+from expwatch.rules.decide import DecisionPolicy
 from expwatch.rules.replay import replay
-from expwatch.settings import shipped_text
+from expwatch.settings import load_settings, shipped_text
 
 LOGS = Path(__file__).parent / "data" / "logs"
 PROFILES = {"default", "trapi", "proxy"}
@@ -43,8 +44,8 @@ def expectations(path: Path) -> tuple[list[str], dict[int, set[str]]]:
 def test_sample_logs_fire_exactly_the_rules_their_comments_expect(log):
     lines, expected = expectations(log)
     fired: dict[int, set[str]] = {}
-    for firing in replay(load_rules(None, PROFILES), lines):
-        fired.setdefault(firing.line_no, set()).add(firing.rule)
+    for match in replay(load_rules(None, PROFILES), lines, DecisionPolicy.from_settings(load_settings())).matches:
+        fired.setdefault(match.line_no, set()).add(match.rule)
     assert fired == expected
 
 
@@ -100,7 +101,9 @@ def test_rules_test_prints_what_would_fire_and_why_on_a_recorded_log(capsys):
     out = capsys.readouterr().out
     assert f"{log}:10: RATE_LIMIT (priority 70) matched" in out and "(>= 3 within 60s)" in out
     assert f"{log}:12: TRACEBACK (priority 40)" in out
-    assert out.strip().splitlines()[-2] == "18 lines, 3 matches: RATE_LIMIT x2, TRACEBACK x1"
+    assert "(lines 10-18): candidates RATE_LIMIT, TRACEBACK, RATE_LIMIT -> winner RATE_LIMIT (priority 70); guard: act (streak 1); " \
+           "plan: kill, wait 120, scale_workers 0.5, restart" in out
+    assert out.strip().splitlines()[-2:] == ["18 lines, 3 matches: RATE_LIMIT x2, TRACEBACK x1", "1 incident(s): RATE_LIMIT"]
 
 
 def test_an_invalid_hot_reload_is_refused_and_the_old_rules_keep_working(experiments):

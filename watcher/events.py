@@ -1,8 +1,9 @@
 """Typed events: the only thing the watcher hands to the rules stage.
 
-Every source (log tailer, progress reader, process-exit waiter, timers,
-health probes, the file observer) puts one of these on the single queue that
-the engine thread drains. They are frozen so nothing downstream can edit
+Every source (the file observer, process-exit waiter, timers, health
+probes) puts one of these on the single queue that the engine thread
+drains; the log and progress readers, which the engine loop calls on a file
+event, hand it ``LogLine`` and ``Progress``. They are frozen so nothing downstream can edit
 evidence after the fact.
 """
 
@@ -53,6 +54,7 @@ class ProcessExit:
     job_id: str | None = None  # SLURM runs: which job ended, how, and where
     job_state: str | None = None
     node: str | None = None
+    oom_killed: bool | None = None  # the kernel log names the pid as OOM-killed; None: not asked or unreadable
 
 
 @dataclass(frozen=True)
@@ -71,16 +73,6 @@ class ProbeResult:
     profile: str
     url: str
     ok: bool
-    detail: str = ""
-
-
-@dataclass(frozen=True)
-class ActionDone:
-    """An incident's action sequence finished (reported by the executor thread)."""
-
-    run: str
-    incident: str
-    outcome: str  # "restarted", "halted", "stopped", "done", "failed"
     detail: str = ""
 
 

@@ -14,6 +14,7 @@ import threading
 from pathlib import Path
 
 from expwatch.files import NotReadyYet, read_json
+from expwatch.kernel_log import oom_killed
 from expwatch.processes import verified_process
 from expwatch.watcher.events import ProcessExit
 
@@ -24,6 +25,7 @@ class ExitWaiter:
         self._lock = threading.Lock()
         self._by_fd: dict[int, tuple[str, int, Path | None]] = {}
         self._by_run: dict[str, int] = {}
+        self._gone: list[tuple[str, int, Path | None]] = []  # already ended when asked to watch
         self._wake_r, self._wake_w = os.pipe()
         self._stop = False
         self._thread = threading.Thread(target=self._loop, name="exit-waiter", daemon=True)
@@ -34,17 +36,18 @@ class ExitWaiter:
     def watch(self, run: str, pid: int, create_time: float | None, exit_record: Path | None) -> None:
         """Report the exit of (pid, create_time) as run; at once if it is already gone."""
         self.forget(run)
-        if verified_process(pid, create_time) is None:
-            self._events.put(self._exit_event(run, pid, exit_record))
-            return
-        try:
-            fd = os.pidfd_open(pid)
-        except ProcessLookupError:
-            self._events.put(self._exit_event(run, pid, exit_record))
-            return
+        fd = None
+        if verified_process(pid, create_time) is not None:
+            try:
+                fd = os.pidfd_open(pid)
+            except ProcessLookupError:
+                pass
         with self._lock:
-            self._by_fd[fd] = (run, pid, exit_record)
-            self._by_run[run] = fd
+            if fd is None:
+                self._gone.append((run, pid, exit_record))  # reported from the waiter's thread
+            else:
+                self._by_fd[fd] = (run, pid, exit_record)
+                self._by_run[run] = fd
         os.write(self._wake_w, b"x")
 
     def forget(self, run: str) -> None:
@@ -63,13 +66,17 @@ class ExitWaiter:
 
     @staticmethod
     def _exit_event(run: str, pid: int, exit_record: Path | None) -> ProcessExit:
+        """How it ended; a SIGKILL (or an unknown end) asks the kernel log about the OOM killer here,
+        on this thread, because dmesg can take seconds."""
+        returncode = signal = None
         if exit_record is not None:
             try:
                 record = read_json(exit_record)
-                return ProcessExit(run, pid, record.get("returncode"), record.get("signal"))
+                returncode, signal = record.get("returncode"), record.get("signal")
             except (FileNotFoundError, NotReadyYet, AttributeError):
                 pass
-        return ProcessExit(run, pid)
+        oom = oom_killed([pid]) if signal == 9 or (returncode is None and signal is None) else None
+        return ProcessExit(run, pid, returncode, signal, oom_killed=oom)
 
     def _loop(self) -> None:
         while not self._stop:
@@ -81,6 +88,10 @@ class ExitWaiter:
             for fd, _ in poller.poll():
                 if fd == self._wake_r:
                     os.read(self._wake_r, 4096)
+                    with self._lock:
+                        gone, self._gone = self._gone, []
+                    for entry in gone:
+                        self._events.put(self._exit_event(*entry))
                     continue
                 with self._lock:
                     entry = self._by_fd.pop(fd, None)

@@ -13,7 +13,7 @@ import sys
 
 import psutil
 
-from expwatch.commands.launch import add_run_options, now_iso, refuse_live_duplicate, run_paths
+from expwatch.run_options import add_run_options, now_iso, refuse_live_duplicate, run_paths
 from expwatch.layout import ExperimentsLayout
 from expwatch.manifest import ManifestError, RunManifest, save_manifest
 from expwatch.runners.registry import Runners

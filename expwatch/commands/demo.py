@@ -3,7 +3,7 @@
 Three stand-in evaluations (``expwatch.demo.fake_eval``) are launched the way a
 person would launch them (``expwatch launch``, a subprocess), into a fresh
 experiments directory that holds the shipped rules with only their waits
-shortened. A real ``Supervisor`` watches them on a background thread while
+shortened. A real ``EngineLoop`` watches them on a background thread while
 this thread reports what it can observe from outside (``runstate.observe``),
 exactly as ``expwatch status`` would. The scenario itself is data
 (``configs/demo.yaml``).
@@ -24,7 +24,7 @@ from typing import Any
 import yaml
 
 from expwatch.audit.reader import iter_records
-from expwatch.commands.status import HEADER, format_row, stale_after_s
+from expwatch.display.rows import HEADER, format_row, stale_after_s
 from expwatch.layout import ExperimentsLayout
 from expwatch.files import NotReadyYet
 from expwatch.manifest import ManifestError, RunManifest, load_named
@@ -32,7 +32,7 @@ from expwatch.rules.loader import RulesError, shipped_rules_quickened
 from expwatch.runners.local import LocalRunner
 from expwatch.runstate import RunReport, RunState, observe
 from expwatch.settings import SettingsError, shipped_yaml
-from expwatch.supervisor import Supervisor
+from expwatch.engine.loop import EngineLoop
 from expwatch.watcher.events import Shutdown
 
 SCENARIO_FILE = "demo.yaml"
@@ -153,16 +153,16 @@ class DemoConsole:
 
 
 class WatcherThread:
-    """A Supervisor on a background thread, started and stopped from this one."""
+    """An EngineLoop on a background thread, started and stopped from this one."""
 
     def __init__(self, root: Path, console: DemoConsole):
-        self.supervisor = Supervisor(root, console=console)
+        self.loop = EngineLoop(root, console=console)
         self.error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="demo-watcher", daemon=True)
 
     def _run(self) -> None:
         try:
-            self.supervisor.run()
+            self.loop.run()
         except BaseException as exc:  # reported by the main thread, which owns the exit code
             self.error = exc
 
@@ -173,7 +173,7 @@ class WatcherThread:
     def start(self, timeout_s: float) -> None:
         """Return once the watcher is watching, so the runs' first lines are seen live, not as history."""
         self._thread.start()
-        audit = self.supervisor.layout.audit_path
+        audit = self.loop.layout.audit_path
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.error or not self.alive:
@@ -185,12 +185,12 @@ class WatcherThread:
 
     def stop(self) -> None:
         if self.alive:
-            self.supervisor.events.put(Shutdown("demo"))
-            self._thread.join(timeout=self.supervisor.settings.number("kill.grace_s") + 15)
+            self.loop.events.put(Shutdown("demo"))
+            self._thread.join(timeout=self.loop.settings.number("kill.grace_s") + 15)
 
 
 def settled(manifest: RunManifest) -> bool:
-    """The watcher has stopped acting on the run (the same test as the supervisor's)."""
+    """The watcher has stopped acting on the run (the same test as the engine loop's)."""
     return bool(manifest.halted or manifest.stopped_at or manifest.completed_at)
 
 
@@ -323,7 +323,7 @@ def wind_down(layout: ExperimentsLayout, names: list[str], outcome: str, timeout
         print(f"left running (--keep): {', '.join(unsettled) or 'nothing'}; watch them with: expwatch {layout.root}")
         return
     # The watcher is stopped first, so nothing restarts what is killed here.
-    stopped = stop_unsettled(layout, unsettled, watcher.supervisor.settings.number("kill.grace_s"))
+    stopped = stop_unsettled(layout, unsettled, watcher.loop.settings.number("kill.grace_s"))
     if stopped:
         print(f"stopped the unfinished runs: {', '.join(stopped)}")
 

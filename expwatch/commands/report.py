@@ -7,7 +7,7 @@ import os
 import sys
 from pathlib import Path
 
-from expwatch.commands.status import stale_after_s
+from expwatch.display.rows import stale_after_s
 from expwatch.files import atomic_write_text
 from expwatch.layout import ExperimentsLayout
 from expwatch.report.gather import build_report

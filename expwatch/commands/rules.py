@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections import Counter
 from pathlib import Path
 
 from expwatch.layout import ExperimentsLayout
 from expwatch.rules.loader import RulesError, load_rules, shipped_rules_text
-from expwatch.rules.replay import replay
+from expwatch.rules.decide import DecisionPolicy
+from expwatch.rules.replay import Replay, replay
 from expwatch.settings import load_settings, shipped_text
 
 
@@ -30,10 +32,15 @@ def register(sub: argparse._SubParsersAction) -> None:
                           epilog="example:\n  expwatch rules check experiments/expwatch.rules.yaml", formatter_class=argparse.RawDescriptionHelpFormatter)
     check.add_argument("file", nargs="?", default="expwatch.rules.yaml")
     check.set_defaults(func=run_check)
-    test = rs.add_parser("test", help="replay a log through the rules and print what would fire (acts on nothing)",
-                         epilog="example:\n  expwatch rules test experiments/expwatch.rules.yaml experiments/gpt4o.log", formatter_class=argparse.RawDescriptionHelpFormatter)
-    test.add_argument("file", help="rules file ('-' for the shipped defaults)")
+    test = rs.add_parser("test", help="replay a log through the watcher's Decider: matches, incidents, guard, plan (acts on nothing)",
+                         epilog="examples:\n  expwatch rules test experiments/expwatch.rules.yaml experiments/gpt4o.log\n"
+                         "  expwatch rules test - crash.log --exit 1     # and the process then exited with status 1",
+                         formatter_class=argparse.RawDescriptionHelpFormatter)
+    test.add_argument("file", help="rules file ('-' for the shipped defaults); settings come from expwatch.yaml beside it")
     test.add_argument("log")
+    test.add_argument("--exit", type=int, dest="exit_code", metavar="CODE", help="the process exited with CODE after the last line")
+    test.add_argument("--signal", type=int, dest="exit_signal", metavar="N", help="the process was killed by signal N after the last line")
+    test.add_argument("--json", action="store_true", help="print matches and incidents as JSON")
     test.set_defaults(func=run_test)
     schema = rs.add_parser("schema", help="print the JSON Schema of the rules file (for editors)",
                            epilog="example:\n  expwatch rules schema > experiments/expwatch.rules.schema.json", formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -73,8 +80,13 @@ def run_check(args: argparse.Namespace) -> int:
 
 
 def run_test(args: argparse.Namespace) -> int:
+    shipped = args.file == "-"
+    if not shipped and not Path(args.file).exists():
+        print(f"{args.file}: no such file ('-' replays the shipped rules)", file=sys.stderr)
+        return 2
+    settings = load_settings(None if shipped else ExperimentsLayout.at(Path(args.file).parent))
     try:
-        ruleset = load_rules(None if args.file == "-" else Path(args.file), None if args.file == "-" else _profiles(Path(args.file)))
+        ruleset = load_rules(None if shipped else Path(args.file), set(settings.profiles))
     except RulesError as exc:
         print(str(exc), file=sys.stderr)
         return 2
@@ -84,14 +96,44 @@ def run_test(args: argparse.Namespace) -> int:
     except OSError as exc:
         print(f"{args.log}: {exc.strerror}", file=sys.stderr)
         return 2
-    firings = replay(ruleset, lines)
-    for f in firings:
-        print(f"{args.log}:{f.line_no}: {f.rule} (priority {f.priority}) matched {f.why}\n    {f.text[:200]}")
-    counts = Counter(f.rule for f in firings)
-    summary = ", ".join(f"{rule} x{n}" for rule, n in counts.most_common()) or "no rule would fire"
-    print(f"{len(lines)} lines, {len(firings)} matches: {summary}")
-    print("(state rules such as DEAD, STALE and HIGH_NULL need a live run and are not replayed)")
+    result = replay(ruleset, lines, DecisionPolicy.from_settings(settings), args.exit_code, args.exit_signal)
+    print(json.dumps(replay_json(result), indent=2) if args.json else replay_text(result, args.log))
     return 0
+
+
+def replay_json(result: Replay) -> dict:
+    return {
+        "lines": result.lines,
+        "matches": [{"line": m.line_no, "rule": m.rule, "incident": m.incident, "suppressed": m.suppressed} for m in result.matches],
+        "incidents": [{
+            "incident": i.decision.incident, "rule": i.decision.rule.name, "candidates": list(i.decision.candidates),
+            "decision": "act" if i.decision.act else "halt", "reason": i.decision.reason, "guard_streak": i.decision.streak,
+            "plan": [s.to_json() for s in i.decision.plan], "lines": list(i.lines),
+        } for i in result.incidents],
+        "ended": result.ended,
+    }
+
+
+def replay_text(result: Replay, log: str) -> str:
+    out = []
+    for m in result.matches:
+        where = f"{log}:{m.line_no}" if m.line_no else f"{log}: at exit"
+        note = f" (suppressed: {m.suppressed})" if m.suppressed else ""
+        out.append(f"{where}: {m.rule} (priority {m.priority}) matched {m.why} [{m.incident}]{note}\n    {m.text[:200]}")
+    for i in result.incidents:
+        d = i.decision
+        numbered = [n for n in i.lines if n]
+        span = f"lines {numbered[0]}-{numbered[-1]}" if len(numbered) > 1 else f"line {numbered[0]}" if numbered else "at exit"
+        guard = "informational (not guarded)" if d.informational else (
+            f"act (streak {d.streak})" if d.act and d.streak is not None else "act (not counted: guarded: false)" if d.act else f"halt: {d.reason}")
+        out.append(f"incident {d.incident} ({span}): candidates {', '.join(d.candidates)} -> winner {d.rule.name} "
+                   f"(priority {d.rule.priority}); guard: {guard}; plan: {', '.join(str(s) for s in d.plan)}")
+    counts = Counter(m.rule for m in result.matches)
+    summary = ", ".join(f"{rule} x{n}" for rule, n in counts.most_common()) or "no rule would fire"
+    decided = ", ".join(i.decision.rule.name for i in result.incidents) or "none"
+    out.append(f"{result.lines} lines, {len(result.matches)} matches: {summary}")
+    out.append(f"{len(result.incidents)} incident(s): {decided}" + (f"; the run is then {result.ended}" if result.ended else ""))
+    return "\n".join(out)
 
 
 def run_schema(args: argparse.Namespace) -> int:

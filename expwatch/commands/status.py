@@ -6,10 +6,10 @@ import argparse
 import json
 import sys
 
+from expwatch.display.rows import HEADER, format_row, stale_after_s
 from expwatch.layout import ExperimentsLayout
-from expwatch.rules.loader import RulesError, load_rules
-from expwatch.runstate import RunReport, observe_all
-from expwatch.settings import SettingsError, load_settings
+from expwatch.runstate import observe_all
+from expwatch.settings import SettingsError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -24,39 +24,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("dir", nargs="?", default=".")
     p.add_argument("--json", action="store_true", help="print a JSON array of objects")
     p.set_defaults(func=run)
-
-
-def stale_after_s(layout: ExperimentsLayout) -> float:
-    settings = load_settings(layout)
-    try:
-        thresholds = load_rules(layout.rules_path, set(settings.profiles)).silence_thresholds()
-    except RulesError:
-        thresholds = []
-    return thresholds[0] if thresholds else settings.number("watch.stale_fallback_s")
-
-
-def _age(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    if seconds < 120:
-        return f"{seconds:.0f}s"
-    if seconds < 7200:
-        return f"{seconds / 60:.0f}m"
-    return f"{seconds / 3600:.1f}h"
-
-
-def format_row(report: RunReport) -> str:
-    d = report.to_json()
-    done = f"{d['done']}/{d['expected'] if d['expected'] is not None else '?'}"
-    acc = f"{d['accuracy']:.3f}" if d["accuracy"] is not None else "-"
-    reasons = ",".join(f"{k}:{v}" for k, v in sorted(d["null_reasons"].items()))
-    nulls = f"{d['null_count']}" + (f" ({reasons})" if reasons else "")
-    alive = d["slurm_state"] or {True: "alive", False: "gone", None: "?"}[d["alive"]]
-    where = f"j{d['job_id']}" if d["job_id"] else str(d["pid"] or "-")
-    return f"{d['name']:<20} {d['state']:<9} {done:>9} {acc:>6} {nulls:<22} {_age(d['log_age_s']):>6} {where:>7} {alive:<5} {d['restarts']:>3}" + (f" {d['node']}" if d["node"] else "")
-
-
-HEADER = f"{'NAME':<20} {'STATE':<9} {'DONE':>9} {'ACC':>6} {'NULLS':<22} {'LOG':>6} {'PID':>7} {'PROC':<5} {'RST':>3}"
 
 
 def run(args: argparse.Namespace) -> int:

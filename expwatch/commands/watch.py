@@ -18,7 +18,8 @@ from expwatch.display.live import LiveView, terminal_wanted
 from expwatch.display.plain import PlainLines
 from expwatch.rules.loader import RulesError
 from expwatch.settings import SettingsError
-from expwatch.supervisor import AlreadyWatched, Supervisor
+from expwatch.engine.lock import AlreadyWatched
+from expwatch.engine.loop import EngineLoop
 from expwatch.watcher.events import Shutdown
 
 EXAMPLE = """examples:
@@ -56,30 +57,30 @@ def run(args: argparse.Namespace) -> int:
         return 2
     live = terminal_wanted(sys.stdout, args.plain)
     display: LiveView | PlainLines
-    supervisor: Supervisor
+    loop: EngineLoop
     if live:
-        display = LiveView(str(root), lambda: supervisor.views())
+        display = LiveView(str(root), lambda: loop.views())
     else:
         display = PlainLines(sys.stdout)
     try:
-        supervisor = Supervisor(root, dry_run=args.dry_run, console=display.console)
-        notifier = notifier_for(supervisor.settings, str(supervisor.layout.root), lambda *a, **k: supervisor.audit.record(*a, **k))
+        loop = EngineLoop(root, dry_run=args.dry_run, console=display.console)
+        notifier = notifier_for(loop.settings, str(loop.layout.root), lambda *a, **k: loop.audit.record(*a, **k))
     except SettingsError as exc:
         print(f"expwatch: {exc}", file=sys.stderr)
         return 2
-    supervisor.audit_listeners.append(display.on_record)
+    loop.audit_listeners.append(display.on_record)
     if notifier is not None:
-        supervisor.audit_listeners.append(notifier.on_record)
+        loop.audit_listeners.append(notifier.on_record)
 
     def stop(signum: int, _frame: object) -> None:
-        supervisor.events.put(Shutdown(signal.Signals(signum).name))
+        loop.events.put(Shutdown(signal.Signals(signum).name))
 
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
-    console_line(f"watching {supervisor.layout.root} (audit log: {supervisor.layout.audit_path}); Ctrl-C to stop")
+    console_line(f"watching {loop.layout.root} (audit log: {loop.layout.audit_path}); Ctrl-C to stop")
     display.start()
     try:
-        supervisor.run()
+        loop.run()
     except AlreadyWatched as exc:
         error, code = str(exc), 3
     except RulesError as exc:
@@ -93,5 +94,5 @@ def run(args: argparse.Namespace) -> int:
     if error:
         print(f"expwatch: {error}", file=sys.stderr)
         return code
-    console_line(f"stopped; audit log: {supervisor.layout.audit_path}")
+    console_line(f"stopped; audit log: {loop.layout.audit_path}")
     return 0

@@ -106,7 +106,7 @@ class SlurmRunner:
         self._poll_s = poll_s
         self._timeout_s = command_timeout_s
         self._config: dict[str, str] | None = None
-        # The supervisor asks from the engine thread and actions from theirs.
+        # The engine loop asks from its squeue thread and actions from theirs.
         self._lock = threading.Lock()
         self._follower: JobCompFollower | None = None
         self._ended: dict[str, JobCompRecord] = {}

@@ -1,0 +1,412 @@
+"""The engine loop: one queue in, the Decider decides, decisions out to actions.
+
+Every source (watchdog, pidfd exits, probes, squeue, incident threads,
+signals) only puts typed events on ``self.events``; this loop is the only
+code that touches the Decider or changes per-run state, so none of it
+needs locks and durable-rules is only ever called from here. Timers
+(silence, settle windows, the safety poll) are a heap consulted by the
+queue's ``get(timeout=...)``, so an idle watcher sleeps. Anything that can
+block (dmesg, squeue, sbatch, scancel, HTTP) runs on another thread and
+comes back as an event.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from expwatch.actions.context import ActionContext
+from expwatch.actions.executor import IncidentClosed, IncidentExecutor
+from expwatch.audit.log import AuditLog
+from expwatch.engine.lock import DirectoryLock
+from expwatch.engine.persist import RunStatePersistence
+from expwatch.engine.probes import ProbeBoard
+from expwatch.engine.reading import LogRead, log_lines, progress_of
+from expwatch.engine.progress_log import note_progress
+from expwatch.engine.recording import DecisionRecorder
+from expwatch.engine.recovery import Recovery
+from expwatch.engine.reload import reload_decider
+from expwatch.engine.runs import RunTable, WatchedRun
+from expwatch.engine.slurm_runs import SlurmRuns
+from expwatch.engine.snapshot import RunView, views_of
+from expwatch.engine.timers import Timers
+from expwatch.files import NotReadyYet
+from expwatch.layout import ExperimentsLayout
+from expwatch.manifest import ManifestError, RunManifest, discover, load_manifest
+from expwatch.processes import verified_process
+from expwatch.rules.decide import Decider, DecisionPolicy, Outcome
+from expwatch.rules.facts import RunFacts
+from expwatch.rules.loader import load_rules
+from expwatch.runners.registry import Runners
+from expwatch.settings import Settings, load_settings
+from expwatch.state import StateStore
+from expwatch.watcher.events import Deadline, FileChanged, LogLine, ProbeResult, ProcessExit, Progress, Shutdown
+from expwatch.watcher.exits import ExitWaiter
+from expwatch.watcher.observer import DirectoryWatch
+from expwatch.watcher.tail import LogTailer
+
+
+class EngineLoop:
+    def __init__(self, root: Path, dry_run: bool = False, console: Callable[[str], None] = print, settings: Settings | None = None):
+        self.layout = ExperimentsLayout.at(root)
+        self.settings = settings or load_settings(self.layout)
+        self.dry_run = dry_run
+        self.console = console
+        self.events: queue.Queue = queue.Queue()
+        self.runs = RunTable()
+        self.timers = Timers()
+        self.runners = Runners(self.settings)
+        self.audit_listeners: list[Callable[[dict[str, Any]], None]] = []  # attached before the first record
+        self._manifest_locks: dict[str, threading.Lock] = {}  # one per run, shared by its incidents' threads
+        self._views: tuple[RunView, ...] = ()
+        self.lock = DirectoryLock(self.layout)
+
+    def views(self) -> tuple[RunView, ...]:
+        """The latest snapshot the loop published (safe from any thread: an immutable tuple)."""
+        return self._views
+
+    # ----- lifecycle -------------------------------------------------------------
+
+    def run(self) -> int:
+        """Watch until Shutdown arrives; raises AlreadyWatched or RulesError before starting."""
+        self.lock.acquire()
+        self.decider = Decider(load_rules(self.layout.rules_path, set(self.settings.profiles)), DecisionPolicy.from_settings(self.settings))
+        self.audit = AuditLog(self.layout.audit_path, int(self.settings.number("audit.max_bytes")), int(self.settings.number("audit.backups")))
+        for listener in self.audit_listeners:
+            self.audit.add_listener(listener)
+        self.store = StateStore(self.layout.state_db)
+        self.persist = RunStatePersistence(self.store)
+        self.exits = ExitWaiter(self.events)
+        self.files = DirectoryWatch(self.events, self.settings.get("watch.observer"), self.settings.number("watch.polling_interval_s"),
+                                    ignore=self._own_write)
+        self.executor = IncidentExecutor(self.store, self.audit, self._context, self.events.put, self.dry_run)
+        self.recorder = DecisionRecorder(self.audit, self.store, self.executor, self.console, self.persist.save)
+        self.probes = ProbeBoard(self.events, self.settings, self.audit.record)
+        self.slurm = SlurmRuns(self)
+        mode = self.files.watch(self.layout.root, recursive=True)
+        self.files.start()
+        self.exits.start()
+        self.audit.record("watcher started", dir=str(self.layout.root), pid=os.getpid(), rules=self.decider.ruleset.source,
+                          rules_digest=self.decider.ruleset.digest, observer=mode, dry_run=self.dry_run or None)
+        # Read before discovery: each run claims its half-done incident before
+        # anything about it is evaluated, and an incident a discovered run
+        # decides at once (informational ones do) is this watcher's own.
+        self.recovery = Recovery(self.store, self.audit, self.executor)
+        for manifest in discover(self.layout):
+            self._add_run(manifest)
+        self.recovery.resume(self.runs)
+        self.timers.arm("*", "poll", self.settings.number("watch.safety_poll_s"))
+        try:
+            self._loop()
+        finally:
+            self._shutdown()
+        return 0
+
+    def _shutdown(self) -> None:
+        self.executor.stop.set()
+        # Decide incidents still collecting evidence, so their lines are not
+        # matched a second time by the next watcher; their actions (stopped
+        # before the first step) are then resumed by it.
+        for run in self.runs:
+            self._settle(run)
+        self.executor.join(timeout=self.settings.number("kill.grace_s") + 5)
+        self.probes.stop()
+        self.slurm.stop()
+        self.files.stop()
+        self.exits.stop()
+        for run in self.runs:
+            self.persist.save(run)
+            run.tailer.close()
+        self.audit.record("watcher stopped", dir=str(self.layout.root))
+        self.audit.close()
+        self.store.close()
+        self.lock.release()
+
+    def _loop(self) -> None:
+        while True:
+            try:
+                event = self.events.get(timeout=self.timers.timeout())
+            except queue.Empty:
+                event = None
+            if isinstance(event, Shutdown):
+                return
+            if event is not None:
+                self._dispatch(event)
+            for deadline in self.timers.due():
+                self._dispatch(deadline)
+            self._views = views_of(self.runs, time.time(), self.decider.ruleset.stale_after_s(self.settings.number("watch.stale_fallback_s")))
+
+    def _dispatch(self, event: Any) -> None:
+        if isinstance(event, FileChanged):
+            self._on_file(event.path)
+        elif isinstance(event, ProcessExit):
+            self.on_exit(event)
+        elif isinstance(event, Deadline):
+            self._on_deadline(event)
+        elif isinstance(event, IncidentClosed):
+            self._on_incident_closed(event)
+        elif isinstance(event, ProbeResult):
+            self._on_probe(event)
+        elif self.slurm.handles(event):
+            self.slurm.on_event(event)
+
+    # ----- timers ------------------------------------------------------------------
+
+    def arm_silence(self, run: WatchedRun) -> None:
+        """One lazy timer per run at the next silence threshold it could cross."""
+        facts = run.facts
+        if not facts.alive or facts.last_log_at is None or run.finished:
+            return
+        now = time.time()
+        due = next((facts.last_log_at + t for t in self.decider.ruleset.silence_thresholds() if facts.last_log_at + t > now), None)
+        if due is None or (run.silence_at is not None and now < run.silence_at <= due):
+            return
+        run.silence_at = due
+        self.timers.arm(run.name, "silence", due - now)
+
+    def _on_deadline(self, deadline: Deadline) -> None:
+        if deadline.purpose == "poll":
+            self._safety_poll()
+            self.timers.arm("*", "poll", self.settings.number("watch.safety_poll_s"))
+            return
+        run = self.runs.get(deadline.run)
+        if run is None:
+            return
+        if deadline.purpose == "silence":
+            run.silence_at = None
+            self.evaluate(run)
+            self.arm_silence(run)
+        elif deadline.purpose == "settle":
+            self._settle(run)
+        elif deadline.purpose == "recheck":
+            self.evaluate(run)
+
+    def _safety_poll(self) -> None:
+        known = set()
+        for manifest in discover(self.layout):
+            known.add(manifest.name)
+            if manifest.name not in self.runs:
+                self._add_run(manifest)
+        for name in self.runs.names():
+            if name not in known and not self.layout.manifest_path(name).exists():
+                self._lose_run(name)
+                continue
+            run = self.runs.get(name)
+            self._read_log(run)
+            self._read_progress(run)
+            self.evaluate(run)
+        self.slurm.poll()
+
+    # ----- runs --------------------------------------------------------------------
+
+    def _add_run(self, manifest: RunManifest) -> None:
+        position = self.persist.saved_position(manifest.name)
+        tailer = LogTailer(Path(manifest.log), position, int(self.settings.number("tail.max_line_bytes")))
+        now = time.time()
+        decisions, latched_for = self.persist.restore(manifest)
+        run = WatchedRun(manifest, tailer, RunFacts(self.decider.ruleset, started_at=now), decisions, latched_for)
+        self.runs.add(run)
+        self.recovery.claim(run, self.decider)
+        for path in (manifest.log, manifest.result, manifest.checkpoint):
+            if path and not Path(path).resolve().is_relative_to(self.layout.root):
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
+                self.files.watch(Path(path).parent, recursive=False)
+        run.facts.expected = manifest.expected
+        run.facts.alive = self._alive(run)
+        self.audit.record("run discovered", run=manifest.name, pid=manifest.pid, job_id=manifest.job_id,
+                          job_state=run.facts.job_state, alive=run.facts.alive, log=manifest.log,
+                          resumed_at_offset=position.offset if position else None,
+                          halted=manifest.halted.reason if manifest.halted else None)
+        replayed = self._read_log(run, replay=position is None)
+        if replayed and position is None:
+            self.audit.record("history read", run=manifest.name, lines=replayed, note="old lines rebuild counters, trigger nothing")
+        if run.facts.alive:
+            run.facts.last_log_at = os.stat(manifest.log).st_mtime if os.path.exists(manifest.log) else now
+            self._watch_exit(run)
+        self._read_progress(run)
+        self.probes.ensure(manifest.profile)
+        self.evaluate(run)
+        self.arm_silence(run)
+
+    def _alive(self, run: WatchedRun) -> bool:
+        """Local runs: the process lives. SLURM runs: assumed alive until squeue (asked off this thread) says otherwise."""
+        m = run.manifest
+        if m.job_id:
+            self.slurm.poll([run])
+            return True
+        return verified_process(m.pid, m.create_time) is not None if m.pid else False
+
+    def _watch_exit(self, run: WatchedRun) -> None:
+        m = run.manifest
+        if m.job_id:
+            self.exits.forget(m.name)
+            self.slurm.follow_completions()
+        else:
+            self.exits.watch(m.name, m.pid, m.create_time, self.layout.exit_path(m.name))
+
+    def _lose_run(self, name: str) -> None:
+        self.runs.pop(name)
+        self.exits.forget(name)
+        self.decider.forget(name)
+        self.audit.record("run lost", run=name)
+
+    def _own_write(self, path: Path) -> bool:
+        """Audit, state and lock files under .expwatch/: every record would be an event to discard.
+
+        Called on watchdog's thread; it reads only the immutable layout.
+        """
+        return path.parent == self.layout.home or (path.parent == self.layout.runs_dir and not self.layout.is_manifest(path))
+
+    def _on_file(self, path: Path) -> None:
+        if self.slurm.is_completion_file(path):
+            self.slurm.read_completions()
+            return
+        if path == self.layout.rules_path:
+            self._reload_rules()
+            return
+        if self.layout.is_manifest(path):
+            self._on_manifest(path)
+            return
+        for run in self.runs.owning(str(path)):
+            if str(path) == run.manifest.log:
+                self._read_log(run)
+            else:
+                self._read_progress(run)
+
+    def _on_manifest(self, path: Path) -> None:
+        name = path.stem
+        try:
+            manifest = load_manifest(path)
+        except FileNotFoundError:
+            if name in self.runs:
+                self._lose_run(name)
+            return
+        except (NotReadyYet, ManifestError):
+            return  # retried on the next event or safety poll
+        run = self.runs.get(manifest.name)
+        if run is None:
+            self._add_run(manifest)
+            return
+        old, run.manifest = run.manifest, manifest
+        self.runs.files_changed()
+        run.facts.expected = manifest.expected
+        if (manifest.pid, manifest.create_time, manifest.job_id) != (old.pid, old.create_time, old.job_id) and (manifest.pid or manifest.job_id):
+            run.facts.new_process(time.time())
+            run.facts.alive = self._alive(run)
+            self._watch_exit(run)
+            self.arm_silence(run)
+        if old.halted and not manifest.halted:
+            self.decider.resumed(run.decisions)
+            self.audit.record("run resumed", run=run.name)
+        self.probes.ensure(manifest.profile)
+        self.persist.save(run)
+
+    # ----- sources → facts ---------------------------------------------------------
+
+    def _read_log(self, run: WatchedRun, replay: bool = False) -> int:
+        read, counted = LogRead(), False
+        prefilter = self.decider.classifier.prefilter if replay else None
+        for line in log_lines(run, replay, prefilter, read):
+            counted = self._on_line(run, line) or counted
+        for note in read.notes:
+            self.audit.record("log file changed", run=run.name, file=run.manifest.log, note=note)
+        # Saving the read position costs a SQLite write. Lines no rule counts can
+        # be read again after a crash at no cost, so those saves are throttled;
+        # a line that counted is saved at once, or a crash would count it twice.
+        if counted or (read.count and time.time() - run.saved_at >= self.settings.number("watch.position_save_s")):
+            self.persist.save(run)
+        return read.count
+
+    def _on_line(self, run: WatchedRun, line: LogLine) -> bool:
+        outcome = self.decider.on_line(run.name, run.decisions, run.facts, line.text, time.time(),
+                                       {"file": line.path, "offset": line.offset, "line": line.text},
+                                       replay=line.replay, finished=run.finished)
+        self._carry_out(run, outcome)
+        return outcome.counted
+
+    def _read_progress(self, run: WatchedRun) -> None:
+        progress = progress_of(run)
+        if progress is None:
+            return
+        self._on_progress(run, progress)
+
+    def _on_progress(self, run: WatchedRun, p: Progress) -> None:
+        f = run.facts
+        if (p.done, p.null_reasons) != (f.done, f.null_reasons):
+            f.done, f.null_reasons, f.correct = p.done, dict(p.null_reasons), p.correct
+            self.evaluate(run)
+        note_progress(run, self.audit, self.settings.number("audit.progress_every_s"))
+
+    def on_exit(self, event: ProcessExit) -> None:
+        run = self.runs.get(event.run)
+        if run is None:
+            return
+        if (event.job_id or None, event.pid) != (run.manifest.job_id, None if event.job_id else run.manifest.pid):
+            return  # an earlier process or job of this run
+        if run.facts.alive is False and run.facts.job_state == event.job_state and event.job_id:
+            return  # the completion record and the poll both saw this job end
+        self.runners.local.reap()  # if this watcher started it
+        self._read_log(run)
+        self._read_progress(run)
+        f = run.facts
+        f.alive, f.exit_signal, f.exit_code = False, event.signal, event.returncode
+        if event.job_id:
+            f.job_state = event.job_state
+            f.oom_killed = event.job_state == "OUT_OF_MEMORY"
+        else:
+            f.oom_killed = bool(event.oom_killed)
+        self.audit.record("process exited", run=run.name, pid=event.pid, job_id=event.job_id, job_state=event.job_state,
+                          node=event.node, returncode=event.returncode, signal=event.signal, oom_killed=f.oom_killed or None)
+        self.evaluate(run)
+
+    def _on_probe(self, event: ProbeResult) -> None:
+        since, started = self.probes.on_result(event)
+        for run in self.runs:
+            if (run.manifest.profile or self.settings.get("profile")) == event.profile:
+                run.facts.probe_failing_since = since
+                self.evaluate(run)
+                for threshold in self.decider.ruleset.probe_thresholds() if started else ():
+                    self.timers.arm(run.name, "recheck", threshold)
+
+    # ----- deciding ----------------------------------------------------------------
+
+    def evaluate(self, run: WatchedRun) -> None:
+        if run.finished:
+            return
+        self._carry_out(run, self.decider.evaluate(run.name, run.decisions, run.facts, time.time()))
+
+    def _carry_out(self, run: WatchedRun, outcome: Outcome) -> None:
+        self.recorder.carry_out(run, outcome)
+        if outcome.settle_at is not None:
+            self.timers.arm(run.name, "settle", max(0.0, outcome.settle_at - time.time()))
+
+    def _settle(self, run: WatchedRun) -> None:
+        decision = self.decider.settle(run.decisions, run.facts.done, time.time())
+        if decision is not None:
+            self.recorder.decided(run, decision)
+
+    def _on_incident_closed(self, event: IncidentClosed) -> None:
+        run = self.runs.get(event.run)
+        if run is None:
+            return
+        if run.last_incident and event.incident == run.last_incident_id:
+            run.last_incident = f"{run.last_incident.split(':')[0]}: {event.outcome}"
+        failure = self.decider.closed(run.decisions, event.incident, event.outcome, time.time())
+        self._on_manifest(self.layout.manifest_path(run.name))
+        if failure:
+            self.persist.save(run)
+            self.evaluate(run)
+
+    def _context(self, row) -> ActionContext:
+        return ActionContext(
+            layout=self.layout, settings=self.settings, runners=self.runners, audit=self.audit, run=row.run,
+            manifest_lock=self._manifest_locks.setdefault(row.run, threading.Lock()),
+            incident=row.id, rule=row.rule, evidence=row.context, stop=self.executor.stop, console=self.console,
+        )
+
+    def _reload_rules(self) -> None:
+        self.decider = reload_decider(self.decider, self.layout.rules_path, set(self.settings.profiles), self.runs, self.audit, self.console)

@@ -1,0 +1,54 @@
+"""A run's watcher state in the state store: read position, guard, latches.
+
+Saved so a watcher killed at any moment resumes at the same log bytes with
+the same guard streak; an incident still collecting evidence is never
+saved, so its lines are read (and decided) again by the next watcher.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict
+
+from expwatch.engine.runs import WatchedRun
+from expwatch.manifest import RunManifest
+from expwatch.rules.decide import RunDecisions
+from expwatch.rules.guard import GuardState
+from expwatch.state import StateStore
+from expwatch.watcher.tail import TailPosition
+
+
+class RunStatePersistence:
+    def __init__(self, store: StateStore):
+        self.store = store
+
+    def saved_position(self, name: str) -> TailPosition | None:
+        saved = self.store.run_data(name)
+        return TailPosition(**saved["position"]) if saved.get("position") else None
+
+    def restore(self, manifest: RunManifest) -> tuple[RunDecisions, tuple[int | None, float | None] | None]:
+        """The run's guard and latches as the last watcher left them.
+
+        Latches hold for the process they were judged against: a run restarted
+        while no watcher saw its new process must not have that one's death hidden.
+        """
+        saved = self.store.run_data(manifest.name)
+        decisions = RunDecisions()
+        if saved.get("guard"):
+            g = saved["guard"]
+            decisions.guard = GuardState(g["last_rule"], g["streak"], g["done_at_last"], tuple(g["restarts"]))
+        this_process = [manifest.pid, manifest.create_time]
+        if saved.get("latches_for", this_process) == this_process:
+            decisions.latches = set(saved.get("latches", []))
+            return decisions, (manifest.pid, manifest.create_time)
+        return decisions, None
+
+    def save(self, run: WatchedRun) -> None:
+        if run.decisions.collecting:
+            return
+        run.saved_at = time.time()
+        self.store.save_run(run.name, {
+            "position": asdict(run.tailer.position), "guard": asdict(run.decisions.guard),
+            "latches": sorted(run.decisions.latches),
+            "latches_for": list(run.latched_for) if run.latched_for else None,
+        })

@@ -1,0 +1,58 @@
+"""Reading a run's files into typed events: its log as ``LogLine``s, its result as ``Progress``.
+
+The engine loop calls these on watchdog events and on the safety poll; they
+read, they never decide. Reading stays on the engine thread on purpose: the
+tailer's position and the facts it feeds are engine-owned, and a read of
+what was just appended costs less than a hop through a queue.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+from expwatch.files import NotReadyYet
+from expwatch.engine.runs import WatchedRun
+from expwatch.results.progress import read_progress
+from expwatch.rules.prefilter import LinePrefilter
+from expwatch.watcher.events import LogLine, Progress
+
+
+@dataclass
+class LogRead:
+    """The outcome of one read of a run's log, besides its lines."""
+
+    count: int = 0  # lines consumed, including those a prefilter skipped
+    notes: tuple[str, ...] = ()  # what happened to the file (rotation, truncation, ...)
+
+
+def log_lines(run: WatchedRun, replay: bool, prefilter: LinePrefilter | None, read: LogRead) -> Iterator[LogLine]:
+    """Every complete new line of the run's log; ``read`` collects the count and file notes.
+
+    History (``replay``) only feeds counters, so the lines no rule can match
+    need not be built at all: a prefilter skips them in raw bytes.
+    """
+    notes: list[str] = []
+    while True:
+        lines = run.tailer.read_new(prefilter if replay else None)
+        notes.extend(run.tailer.drain_notes())
+        for line in lines:
+            yield LogLine(run.name, run.manifest.log, line.offset, line.text, replay)
+        read.count += run.tailer.lines_read
+        if not run.tailer.more_pending:
+            break
+    read.notes = tuple(notes)
+
+
+def progress_of(run: WatchedRun) -> Progress | None:
+    """What the run's result and checkpoint say now; None while unknown or not readable yet (retried)."""
+    m = run.manifest
+    try:
+        snap = read_progress(Path(m.result) if m.result else None, Path(m.checkpoint) if m.checkpoint else None)
+    except NotReadyYet:
+        return None
+    if snap is None:
+        return None
+    reasons = dict(snap.null_reasons)
+    return Progress(run.name, snap.done, m.expected, snap.correct, sum(reasons.values()), reasons)

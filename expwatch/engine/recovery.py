@@ -1,0 +1,38 @@
+"""Finishing what a previous watcher left half done (SIGKILL included).
+
+Unfinished incidents are read before any run is discovered, so each run
+claims its own before anything about it is evaluated (new matches then join
+it instead of racing it), and are resumed once every run is known.
+"""
+
+from __future__ import annotations
+
+import time
+from expwatch.actions.executor import IncidentExecutor
+from expwatch.audit.log import AuditLog
+from expwatch.catalog import informational
+from expwatch.engine.runs import RunTable, WatchedRun
+from expwatch.rules.decide import Decider
+from expwatch.state import IncidentRow, StateStore
+
+
+class Recovery:
+    def __init__(self, store: StateStore, audit: AuditLog, executor: IncidentExecutor):
+        self._store, self._audit, self._executor = store, audit, executor
+        self._leftovers: list[IncidentRow] = store.unfinished_incidents()
+
+    def claim(self, run: WatchedRun, decider: Decider) -> None:
+        for row in self._leftovers:
+            if row.run == run.name:
+                decider.claim(run.decisions, row.id, all(informational(s["name"]) for s in row.plan), time.time())
+
+    def resume(self, runs: RunTable) -> None:
+        leftovers, self._leftovers = self._leftovers, []
+        for row in leftovers:
+            if row.run not in runs:
+                self._store.close_incident(row.id, "failed")
+                self._audit.record("incident abandoned", run=row.run, rule=row.rule, incident=row.id, reason="run no longer exists")
+                continue
+            self._audit.record("incident resumed", run=row.run, rule=row.rule, incident=row.id, next_step=row.next_step,
+                               step_was_started=row.step_started or None)
+            self._executor.start(row)

@@ -1,0 +1,47 @@
+"""Immutable views of the runs, published by the engine loop for displays.
+
+A display thread never reads the loop's live objects: the loop builds a
+tuple of frozen ``RunView`` rows after it handled events and swaps it in
+with one assignment, which a reader sees whole or not at all.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterable
+
+from expwatch.engine.runs import WatchedRun
+from expwatch.runstate import RunObservation, classify, log_age
+
+
+@dataclass(frozen=True)
+class RunView:
+    """What a display needs of one run."""
+
+    name: str
+    state: str
+    done: int
+    expected: int | None
+    correct: int
+    null_count: int
+    log_age_s: float | None
+    restarts: int
+    pid: int | None
+    alive: bool
+    last_incident: str | None
+    job: str | None = None  # SLURM runs: "job 12 RUNNING on node1"
+
+
+def view_of(run: WatchedRun, now: float, stale_after_s: float) -> RunView:
+    f, m = run.facts, run.manifest
+    age = now - f.last_log_at if f.last_log_at is not None else log_age(m.log, now)
+    obs = RunObservation(alive=bool(f.alive), done=f.done, expected=m.expected, log_age_s=age,
+                         halted=m.halted is not None, stopped=m.stopped_at is not None,
+                         exit_code=f.exit_code, pending=f.job_state == "PENDING")
+    job = f"job {m.job_id} {f.job_state or ''}".rstrip() if m.job_id else None
+    return RunView(m.name, classify(obs, stale_after_s).value, f.done, m.expected, f.correct,
+                   sum(f.null_reasons.values()), age, m.restarts, m.pid, bool(f.alive), run.last_incident, job)
+
+
+def views_of(runs: Iterable[WatchedRun], now: float, stale_after_s: float) -> tuple[RunView, ...]:
+    return tuple(view_of(run, now, stale_after_s) for run in runs)

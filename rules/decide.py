@@ -1,0 +1,234 @@
+"""The Decider: where a match becomes an incident, a winner, a guard verdict and a plan.
+
+It is pure: given one run's facts, its decision state and the time, it says
+which rules matched, which incident each joined, and — when an incident's
+settle window closes — which rule won, what the guard says and which
+action steps to take. It owns the durable-rules engine (one thread calls
+it) and touches no file, process or audit log, so the watcher's engine loop
+and ``expwatch rules test`` run the very same decisions: the loop records
+and acts on them, the tester prints them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from expwatch.rules.classify import LineClassifier, LineHits
+from expwatch.rules.engine import RuleEngine
+from expwatch.rules.facts import RunFacts
+from expwatch.rules.guard import GuardLimits, GuardState, judge, record_restart, reset
+from expwatch.rules.incidents import Incident, new_incident_id
+from expwatch.rules.model import Rule, RuleSet
+from expwatch.settings import Settings
+
+SUPPRESSED_IN_PROGRESS = "incident in progress"
+
+
+@dataclass(frozen=True)
+class DecisionPolicy:
+    """The numbers deciding depends on (from settings): settle window and guard limits."""
+
+    settle_s: float
+    limits: GuardLimits
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> "DecisionPolicy":
+        return cls(settings.number("watch.settle_s"), GuardLimits(
+            int(settings.number("guard.same_rule_limit")), int(settings.number("guard.restart_budget")),
+            settings.number("guard.restart_window_s")))
+
+
+@dataclass(frozen=True)
+class PlanStep:
+    name: str
+    arg: Any = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "arg": self.arg}
+
+    def __str__(self) -> str:
+        return self.name if self.arg is None else f"{self.name} {self.arg}"
+
+
+@dataclass
+class RunDecisions:
+    """One run's decision state: the loop keeps and persists it, only the Decider changes it."""
+
+    guard: GuardState = field(default_factory=GuardState)
+    latches: set[str] = field(default_factory=set)  # state rules already decided for this process
+    incident: Incident | None = None  # the failure being handled; one at a time
+    side_incidents: set[str] = field(default_factory=set)  # informational ones (alerts, completion)
+
+    @property
+    def collecting(self) -> bool:
+        """An incident is open and still gathering evidence (its lines are read again after a crash)."""
+        return self.incident is not None and not self.incident.acting
+
+
+@dataclass(frozen=True)
+class Match:
+    """A rule whose condition held, and the incident it joined (or why it joined none)."""
+
+    rule: Rule
+    incident: str
+    evidence: dict[str, Any]
+    opened: bool = False  # the first candidate of a new incident
+    suppressed: str | None = None
+
+
+@dataclass(frozen=True)
+class Decision:
+    """An incident's outcome: the winning rule, the guard's word, and the steps to take."""
+
+    incident: str
+    rule: Rule
+    candidates: tuple[str, ...]
+    act: bool
+    reason: str | None
+    streak: int | None
+    plan: tuple[PlanStep, ...]
+    evidence: dict[str, Any]
+    informational: bool = False
+
+    @property
+    def restarts(self) -> bool:
+        return any(step.name == "restart" for step in self.plan)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What one evaluation produced: matches to record, decisions to carry out, a settle deadline to arm."""
+
+    matches: tuple[Match, ...] = ()
+    decisions: tuple[Decision, ...] = ()
+    settle_at: float | None = None
+    counted: bool = False  # the line counted toward some rule (its read position must be saved)
+
+
+NOTHING = Outcome()
+
+
+class Decider:
+    def __init__(self, ruleset: RuleSet, policy: DecisionPolicy):
+        self.ruleset = ruleset
+        self.policy = policy
+        self.engine = RuleEngine(ruleset)
+        self.classifier = LineClassifier(ruleset)
+
+    # ----- inputs ------------------------------------------------------------------
+
+    def on_line(self, run: str, state: RunDecisions, facts: RunFacts, text: str, now: float,
+                evidence: dict[str, Any], replay: bool = False, finished: bool = False) -> Outcome:
+        """One complete log line: capture it for an open incident, count it, evaluate if it satisfied a log atom.
+
+        ``replay`` (history read on first sight) only rebuilds counters: old lines never trigger.
+        """
+        if state.collecting and not replay:
+            state.incident.capture(text)
+        hits: LineHits = self.classifier.classify(text)
+        keys = facts.on_line(hits, now, replay)
+        if not keys or finished:
+            return Outcome(counted=bool(hits)) if hits else NOTHING
+        outcome = self.evaluate(run, state, facts, now, keys, evidence)
+        return Outcome(outcome.matches, outcome.decisions, outcome.settle_at, counted=True)
+
+    def evaluate(self, run: str, state: RunDecisions, facts: RunFacts, now: float,
+                 log_keys: tuple[str, ...] = (), evidence: dict[str, Any] | None = None) -> Outcome:
+        """Match every rule against the run's facts now; open or join incidents.
+
+        Log rules fire on each line that satisfies them; state rules fire on a
+        rising edge and stay latched while they hold, so a dead process is one
+        incident, not one per safety poll.
+        """
+        snapshot = facts.snapshot(now, log_keys)
+        matched = self.engine.evaluate(run, snapshot)
+        state.latches = {n for n in matched if n in state.latches}
+        matches: list[Match] = []
+        decisions: list[Decision] = []
+        settle_at = None
+        for name in matched:
+            rule = self.ruleset.by_name(name)
+            via_log = any(a.key in log_keys for a in rule.log_atoms)
+            if not via_log and name in state.latches:
+                continue
+            found = evidence if via_log and evidence is not None else {"facts": {k: v for k, v in snapshot.items() if not k.startswith("log_")}}
+            if rule.informational:
+                state.latches.add(name)
+                side = Incident(new_incident_id(), run, now, now)
+                side.add(rule, found, now)
+                state.side_incidents.add(side.id)
+                matches.append(Match(rule, side.id, found, opened=True))
+                decisions.append(self._decide(state, side, facts.done, now, guarded=False))
+                continue
+            inc = state.incident
+            if inc is not None and inc.acting:
+                matches.append(Match(rule, inc.id, found, suppressed=SUPPRESSED_IN_PROGRESS))
+                continue
+            opened = inc is None
+            if opened:
+                inc = Incident(new_incident_id(), run, now, now + self.policy.settle_s)
+                state.incident = inc
+                settle_at = inc.settle_until
+            opened = opened or not inc.candidates
+            inc.add(rule, found, now)
+            state.latches.add(name)
+            matches.append(Match(rule, inc.id, found, opened=opened))
+        return Outcome(tuple(matches), tuple(decisions), settle_at)
+
+    def settle(self, state: RunDecisions, done: int, now: float) -> Decision | None:
+        """The settle window closed (or the watcher stops): decide the collecting incident."""
+        if not state.collecting:
+            return None
+        return self._decide(state, state.incident, done, now, guarded=True)
+
+    def closed(self, state: RunDecisions, incident: str, outcome: str, now: float) -> bool:
+        """An incident's actions finished; True when it was the run's failure incident (not a side one)."""
+        if incident in state.side_incidents:
+            state.side_incidents.discard(incident)
+            return False
+        state.incident = None
+        if outcome == "restarted":
+            state.guard = record_restart(state.guard, now)
+        return True
+
+    def claim(self, state: RunDecisions, incident: str, informational: bool, now: float) -> None:
+        """Make a previous watcher's half-done incident the run's own, so new matches join it, not race it."""
+        if informational:
+            state.side_incidents.add(incident)
+        else:
+            state.incident = Incident(incident, "", now, now, acting=True)
+
+    def resumed(self, state: RunDecisions) -> None:
+        """A human resumed the run: forget the guard's streak and every latch."""
+        state.guard = reset(state.guard)
+        state.latches.clear()
+
+    def rebind(self, state: RunDecisions) -> None:
+        """New rules: latches of rules that no longer exist are dropped."""
+        state.latches &= {r.name for r in self.ruleset.rules}
+
+    def forget(self, run: str) -> None:
+        self.engine.forget(run)
+
+    # ----- deciding ----------------------------------------------------------------
+
+    def _decide(self, state: RunDecisions, inc: Incident, done: int, now: float, guarded: bool) -> Decision:
+        """Winner by priority, then the guard (honouring ``guarded: false`` and per-rule limits), then the plan."""
+        rule = inc.winner().rule
+        plan = tuple(PlanStep(a.name, a.arg) for a in rule.actions)
+        evidence = inc.evidence()
+        act, reason, streak = True, None, None
+        if guarded:
+            verdict = judge(state.guard, rule.name, done, self.policy.limits, now,
+                            restarts=any(s.name == "restart" for s in plan), rule_limit=rule.same_rule_limit,
+                            counts=rule.guarded)
+            state.guard = verdict.state
+            streak = verdict.state.streak if rule.guarded else None
+            if not verdict.act:
+                act, reason = False, verdict.reason
+                plan = (PlanStep("halt", verdict.reason),)
+                evidence["reason"] = verdict.reason
+        inc.acting = True
+        return Decision(inc.id, rule, tuple(evidence["candidates"]), act, reason, streak, plan, evidence,
+                        informational=not guarded)
