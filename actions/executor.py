@@ -48,16 +48,19 @@ class IncidentExecutor:
         self._threads = [t for t in self._threads if t.is_alive()] + [thread]
         thread.start()
 
+    def run_here(self, row: IncidentRow) -> None:
+        """Run the incident on the calling thread (``expwatch resume``/``stop``: a human's incident)."""
+        self._run(row)
+
     def join(self, timeout: float) -> None:
         for thread in self._threads:
             thread.join(timeout)
 
     def _record(self, event: str, row: IncidentRow, **fields: Any) -> None:
-        self._audit.record(event, run=row.run, rule=row.rule, incident=row.id, **fields)
+        self._audit.record(event, run=row.run, rule=row.rule, incident=row.id, rules_digest=row.context.get("rules_digest"), **fields)
 
     def _run(self, row: IncidentRow) -> None:
         ctx = self._make_context(row)
-        restarted = False
         for index in range(row.next_step, len(row.plan)):
             if self.stop.is_set():
                 return  # picked up again by the next watcher
@@ -80,18 +83,20 @@ class IncidentExecutor:
             if result.outcome == "interrupted":
                 self._record("action interrupted", row, action=name, step=index)
                 return
-            restarted = restarted or result.outcome == "restarted"
             self._record("action finished", row, action=name, step=index, outcome=result.outcome, **result.details)
             self._store.step_finished(row.id, index)
+        names = {s["name"] for s in row.plan}
+        outcome = "halted" if "halt" in names else "restarted" if "restart" in names and not self._dry_run else "done"
+        # Recorded before the store says closed: a watcher killed in between resumes the
+        # incident with nothing left to do and records its close again (resumed), so the
+        # audit never lacks it.
+        self._record("incident closed", row, outcome=outcome, resumed=row.next_step >= len(row.plan) or None)
         self._store.close_incident(row.id, "done")
-        outcome = "halted" if any(s["name"] == "halt" for s in row.plan) else "restarted" if restarted else "done"
-        self._record("incident closed", row, outcome=outcome)
         self._post(IncidentClosed(run=row.run, incident=row.id, outcome=outcome))
 
     def _fail(self, row: IncidentRow, ctx: ActionContext, name: str, index: int, exc: Exception) -> None:
         message = str(exc) if isinstance(exc, ActionFailed) else f"{type(exc).__name__}: {exc}"
         self._record("action failed", row, action=name, step=index, error=message)
-        self._store.close_incident(row.id, "failed")
         if name != "halt":
             ctx.step_info = {}
             ctx.evidence = {**(ctx.evidence or {}), "reason": f"action {name} failed: {message}"}
@@ -102,4 +107,5 @@ class IncidentExecutor:
             except Exception as halt_exc:
                 self._record("action failed", row, action="halt", error=f"{type(halt_exc).__name__}: {halt_exc}")
         self._record("incident closed", row, outcome="halted")
+        self._store.close_incident(row.id, "failed")
         self._post(IncidentClosed(run=row.run, incident=row.id, outcome="halted", detail=message))

@@ -11,6 +11,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from expwatch import crashpoints
 from expwatch.actions.context import ActionContext, ActionFailed, ActionResult
 from expwatch.manifest import RunManifest
 from expwatch.runners.base import LaunchSpec, Launched
@@ -21,6 +22,7 @@ def kill(ctx: ActionContext, arg: Any) -> ActionResult:
     grace = float((arg or {}).get("grace_s", ctx.settings.number("kill.grace_s")))
     manifest = ctx.manifest()
     report = ctx.runner_for(manifest).kill(manifest, grace)
+    crashpoints.passed("runner:kill")
     if report.skipped:
         return ActionResult("skipped", {"reason": report.skipped})
     return ActionResult("killed", {"signalled": list(report.signalled), "sigkilled": list(report.killed), "grace_s": grace})
@@ -80,12 +82,14 @@ def restart(ctx: ActionContext, arg: Any) -> ActionResult:
                                               "launched_before_watcher_restart": True})
     if runner.alive(manifest):
         runner.kill(manifest, ctx.settings.number("kill.grace_s"))
+        crashpoints.passed("runner:kill")
     if not os.path.isdir(manifest.cwd):
         raise ActionFailed(f"working directory {manifest.cwd} is gone")
     if not _executable_present(manifest, env):
         raise ActionFailed(f"executable {manifest.argv[0]!r} not found (cwd {manifest.cwd})")
     ctx.remember(restarts_before=manifest.restarts, launch_token=spec.launch_token)
     launched = runner.launch(spec)
+    crashpoints.passed("runner:launch")
     recorded = _record_launch(ctx, launched)
     where = {"job_id": launched.job_id} if launched.job_id else {"pid": launched.pid}
     return ActionResult("restarted", {**where, "restarts": recorded.restarts, "argv": list(manifest.argv)})

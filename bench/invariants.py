@@ -167,7 +167,9 @@ def check_incidents(ev: Evidence) -> list[str]:
             continue  # killed before it was stored: the next watcher matched its lines again and handled them
         if not closed:
             out.append(f"{label}: never closed (its actions were lost); last record {records[-1]['event']}")
-        if len(closed) > 1:
+        # A watcher killed between recording the close and storing it records it again on resume.
+        if len([r for r in closed if not r.get("resumed")]) > 1 or (len(closed) > 1 and not all(
+                session_of(later) > session_of(earlier) for earlier, later in zip(closed, closed[1:]))):
             out.append(f"{label}: closed {len(closed)} times")
         last_step = min([r["step"] for r in failed if "step" in r], default=None)
         for step, action in sorted(planned.items()):
@@ -192,7 +194,7 @@ def check_incidents(ev: Evidence) -> list[str]:
             if step + 1 in planned and started[step + 1] and finished[step]:
                 if index[id(started[step + 1][0])] < index[id(finished[step][-1])]:
                     out.append(f"{label}: step {step + 1} started before step {step} finished")
-        if closed and any(index[id(r)] > index[id(closed[-1])] for r in records if r["event"].startswith("action")):
+        if closed and any(index[id(r)] > index[id(closed[0])] for r in records if r["event"].startswith("action")):
             out.append(f"{label}: action records after 'incident closed'")
     return out
 

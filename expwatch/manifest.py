@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from expwatch import crashpoints
 from expwatch.files import NotReadyYet, atomic_write_json, read_json
 from expwatch.layout import ExperimentsLayout
 
@@ -98,6 +99,7 @@ def validate_name(name: str) -> str:
 def save_manifest(layout: ExperimentsLayout, manifest: RunManifest) -> Path:
     path = layout.manifest_path(manifest.name)
     atomic_write_json(path, manifest.to_json())
+    crashpoints.passed("manifest:save")
     return path
 
 

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from expwatch import crashpoints
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (name TEXT PRIMARY KEY, data TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS incidents (
@@ -68,6 +70,7 @@ class StateStore:
     def save_run(self, name: str, data: dict[str, Any]) -> None:
         with self._lock:
             self._db.execute("INSERT OR REPLACE INTO runs(name, data) VALUES (?, ?)", (name, json.dumps(data)))
+        crashpoints.passed("store:save_run")
 
     def open_incident(self, inc_id: str, run: str, rule: str, plan: list[dict[str, Any]], context: dict[str, Any]) -> None:
         with self._lock:
@@ -75,20 +78,24 @@ class StateStore:
                 "INSERT INTO incidents VALUES (?, ?, ?, 'acting', ?, 0, 0, '{}', ?, ?)",
                 (inc_id, run, rule, json.dumps(plan), json.dumps(context, default=str), time.time()),
             )
+        crashpoints.passed("store:open_incident")
 
     def step_started(self, inc_id: str, step: int, info: dict[str, Any]) -> None:
         with self._lock:
             self._db.execute(
                 "UPDATE incidents SET next_step=?, step_started=1, step_info=? WHERE id=?", (step, json.dumps(info), inc_id)
             )
+        crashpoints.passed("store:step_started")
 
     def step_finished(self, inc_id: str, step: int) -> None:
         with self._lock:
             self._db.execute("UPDATE incidents SET next_step=?, step_started=0, step_info='{}' WHERE id=?", (step + 1, inc_id))
+        crashpoints.passed("store:step_finished")
 
     def close_incident(self, inc_id: str, status: str) -> None:
         with self._lock:
             self._db.execute("UPDATE incidents SET status=? WHERE id=?", (status, inc_id))
+        crashpoints.passed("store:close_incident")
 
     def unfinished_incidents(self) -> list[IncidentRow]:
         with self._lock:

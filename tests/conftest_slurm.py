@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from expwatch.runners.slurm import SlurmRunner
-from expwatch.watcher.jobcomp import JobCompFollower, JobCompRecord
+from expwatch.runners.jobcomp import JobCompFollower, JobCompRecord
 
 SCRIPTS = Path(__file__).resolve().parent.parent / "scripts"
 UP_TIMEOUT_S = 900  # includes installing slurm-wlm and munge on a fresh machine

@@ -19,7 +19,7 @@ from conftest_slurm import SlurmCluster
 from expwatch.manifest import RunManifest
 from expwatch.runners.base import LaunchSpec
 from expwatch.runners.slurm import JobState, SlurmError, SlurmRunner, sbatch_output_path
-from expwatch.watcher.jobcomp import JobCompFollower, parse_record
+from expwatch.runners.jobcomp import JobCompFollower, parse_record
 
 # The first test also starts the cluster, which installs slurm-wlm and munge on
 # a machine that lacks them; every wait inside the tests is bounded on its own.

@@ -180,3 +180,20 @@ def test_a_launch_whose_command_fails_at_once_reports_it(experiments, capsys):
     assert cli(["launch", "--name", "broken", "--log", str(experiments.root / "broken.log"), "--dir", str(experiments.root),
                 "--", sys.executable, "-c", "raise SystemExit(4)"]) == 1
     assert "exited with code 4" in capsys.readouterr().err
+
+
+def test_resume_and_stop_by_hand_are_incidents_with_the_same_records_as_a_rules(experiments):
+    from expwatch.cli import main as cli
+
+    experiments.launch("hand", "--fault", "hang@2", items=5)
+    assert cli(["stop", "hand", "--dir", str(experiments.root)]) == 0
+    assert cli(["resume", "hand", "--dir", str(experiments.root)]) == 0
+    for kind, action, outcome in (("MANUAL_STOP", "kill", "killed"), ("MANUAL_RESUME", "restart", "restarted")):
+        classified = [r for r in experiments.audit(run="hand", event="incident classified") if r["rule"] == kind]
+        assert len(classified) == 1 and classified[0]["rules_digest"]
+        incident = classified[0]["incident"]
+        story = [(r["event"], r.get("action"), r.get("outcome")) for r in experiments.audit(run="hand") if r.get("incident") == incident]
+        assert story == [("incident classified", None, None), ("action planned", action, None), ("action started", action, None),
+                         ("action finished", action, outcome), ("incident closed", None, "restarted" if action == "restart" else "done")]
+        assert all(r["rules_digest"] == classified[0]["rules_digest"] for r in experiments.audit(run="hand") if r.get("incident") == incident)
+    assert experiments.manifest("hand").restarts == 1 and experiments.manifest("hand").stopped_at is None

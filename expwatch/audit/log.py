@@ -27,6 +27,7 @@ from typing import Any, Callable
 
 import structlog
 
+from expwatch import crashpoints
 from expwatch.redact import redact_secrets
 
 # Fields that link records across stages; written first so raw lines read left to right.
@@ -175,6 +176,7 @@ class AuditLog:
         # The whole chain runs under the lock so ``ts`` order matches file order.
         with self._lock:
             line = self._log.write(event, **fields)
+        crashpoints.passed(f"audit:{event}")
         written = json.loads(line)
         for listener in self._listeners:
             try:

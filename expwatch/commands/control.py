@@ -1,4 +1,10 @@
-"""``expwatch resume`` and ``expwatch stop``: a human's word on a run."""
+"""``expwatch resume`` and ``expwatch stop``: a human's word on a run, recorded like any incident.
+
+Each is an incident of its own kind (``MANUAL_RESUME``, ``MANUAL_STOP``)
+with the same planned/started/finished records and state-store steps as a
+rule's, run by the same executor, so the audit tells one story and a
+resume interrupted half way is finished by the next watcher, never doubled.
+"""
 
 from __future__ import annotations
 
@@ -6,14 +12,20 @@ import argparse
 import sys
 import threading
 
-from expwatch.actions.context import ActionContext, ActionFailed
-from expwatch.actions.process import restart
+from expwatch.actions.context import ActionContext
+from expwatch.actions.executor import IncidentExecutor
 from expwatch.audit.log import AuditLog
-from expwatch.run_options import now_iso
 from expwatch.layout import ExperimentsLayout
 from expwatch.manifest import ManifestError, RunManifest, load_named, save_manifest
+from expwatch.rules.incidents import new_incident_id
+from expwatch.rules.loader import RulesError, load_rules
+from expwatch.run_options import now_iso
 from expwatch.runners.registry import Runners
-from expwatch.settings import load_settings
+from expwatch.settings import Settings, load_settings
+from expwatch.state import IncidentRow, StateStore
+
+MANUAL = {"resume": ("MANUAL_RESUME", [{"name": "restart", "arg": None}]),
+          "stop": ("MANUAL_STOP", [{"name": "kill", "arg": None}])}
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -28,12 +40,6 @@ def register(sub: argparse._SubParsersAction) -> None:
         p.set_defaults(func=func)
 
 
-def _context(layout: ExperimentsLayout, name: str, audit: AuditLog, why: str) -> ActionContext:
-    settings = load_settings(layout)
-    return ActionContext(layout=layout, settings=settings, runners=Runners(settings), audit=audit, run=name,
-                         incident=f"manual-{why}", rule="manual", evidence={}, stop=threading.Event(), console=print)
-
-
 def _named(args: argparse.Namespace, command: str) -> tuple[ExperimentsLayout, RunManifest] | None:
     layout = ExperimentsLayout.at(args.dir)
     try:
@@ -41,6 +47,49 @@ def _named(args: argparse.Namespace, command: str) -> tuple[ExperimentsLayout, R
     except ManifestError as exc:
         print(f"expwatch {command}: {exc}", file=sys.stderr)
         return None
+
+
+def _digest(layout: ExperimentsLayout, settings: Settings) -> str | None:
+    try:
+        return load_rules(layout.rules_path, set(settings.profiles)).digest
+    except RulesError:
+        return None
+
+
+def _manual_incident(layout: ExperimentsLayout, name: str, kind: str, audit: AuditLog) -> tuple[str, list[str]]:
+    """Plan, record and run a manual incident; (outcome, failure messages)."""
+    settings = load_settings(layout)
+    rule, plan = MANUAL[kind]
+    incident = new_incident_id()
+    context = {"reason": f"{kind} by hand", "rules_digest": _digest(layout, settings)}
+    failures: list[str] = []
+
+    def listen(record: dict) -> None:
+        if record.get("incident") == incident and record.get("event") == "action failed":
+            failures.append(str(record.get("error")))
+
+    audit.add_listener(listen)
+    store = StateStore(layout.state_db)
+    try:
+        audit.record("incident classified", run=name, rule=rule, incident=incident, rules_digest=context["rules_digest"],
+                     decision="act", reason=context["reason"], candidates=[rule])
+        for index, step in enumerate(plan):
+            audit.record("action planned", run=name, rule=rule, incident=incident, rules_digest=context["rules_digest"],
+                         action=step["name"], arg=step["arg"], step=index)
+        store.open_incident(incident, name, rule, plan, context)
+        outcomes: list[str] = []
+        lock = threading.Lock()
+
+        def make_context(row: IncidentRow) -> ActionContext:
+            return ActionContext(layout=layout, settings=settings, runners=Runners(settings), audit=audit, run=name,
+                                 incident=row.id, rule=row.rule, evidence=row.context, stop=threading.Event(),
+                                 console=print, manifest_lock=lock)
+
+        executor = IncidentExecutor(store, audit, make_context, lambda closed: outcomes.append(closed.outcome), dry_run=False)
+        executor.run_here(IncidentRow(incident, name, rule, "acting", plan, 0, False, {}, context))
+    finally:
+        store.close()
+    return (outcomes[0] if outcomes else "interrupted"), failures
 
 
 def run_resume(args: argparse.Namespace) -> int:
@@ -51,15 +100,12 @@ def run_resume(args: argparse.Namespace) -> int:
     audit = AuditLog(layout.audit_path)
     save_manifest(layout, manifest.with_changes(halted=None, stopped_at=None, completed_at=None))
     audit.record("run resumed by hand", run=args.name, was_halted=manifest.halted.reason if manifest.halted else None)
-    try:
-        result = restart(_context(layout, args.name, audit, "resume"), None)
-    except ActionFailed as exc:
-        audit.record("action failed", run=args.name, action="restart", error=str(exc))
-        print(f"expwatch resume: {exc}", file=sys.stderr)
+    outcome, failures = _manual_incident(layout, args.name, "resume", audit)
+    if failures or outcome != "restarted":
+        print(f"expwatch resume: {'; '.join(failures) or outcome}", file=sys.stderr)
         return 1
-    audit.record("action finished", run=args.name, action="restart", outcome=result.outcome, **result.details)
-    where = f"job {result.details['job_id']}" if result.details.get("job_id") else f"pid {result.details.get('pid')}"
-    print(f"resumed {args.name}: {where}")
+    now = load_named(layout, args.name)
+    print(f"resumed {args.name}: " + (f"job {now.job_id}" if now.job_id else f"pid {now.pid}"))
     return 0
 
 
@@ -69,10 +115,12 @@ def run_stop(args: argparse.Namespace) -> int:
         return 2
     layout, manifest = found
     audit = AuditLog(layout.audit_path)
+    # Marked first: the watcher must not take the kill for a death to heal.
     save_manifest(layout, manifest.with_changes(stopped_at=now_iso()))
-    settings = load_settings(layout)
-    report = Runners(settings).for_manifest(manifest).kill(manifest, settings.number("kill.grace_s"))
-    audit.record("run stopped by hand", run=args.name, signalled=list(report.signalled), sigkilled=list(report.killed),
-                 skipped=report.skipped or None)
-    print(f"stopped {args.name}" + (f" ({report.skipped})" if report.skipped else f": signalled {len(report.signalled)} process(es)"))
+    audit.record("run stopped by hand", run=args.name)
+    outcome, failures = _manual_incident(layout, args.name, "stop", audit)
+    if failures:
+        print(f"expwatch stop: {'; '.join(failures)}", file=sys.stderr)
+        return 1
+    print(f"stopped {args.name}")
     return 0

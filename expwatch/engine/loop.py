@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+from expwatch import crashpoints
 from expwatch.actions.context import ActionContext
 from expwatch.actions.executor import IncidentClosed, IncidentExecutor
 from expwatch.audit.log import AuditLog
@@ -74,6 +75,7 @@ class EngineLoop:
     def run(self) -> int:
         """Watch until Shutdown arrives; raises AlreadyWatched or RulesError before starting."""
         self.lock.acquire()
+        crashpoints.arm(self.settings.get("testing.crash_at"), self.settings.get("testing.crash_trace"))
         self.decider = Decider(load_rules(self.layout.rules_path, set(self.settings.profiles)), DecisionPolicy.from_settings(self.settings))
         self.audit = AuditLog(self.layout.audit_path, int(self.settings.number("audit.max_bytes")), int(self.settings.number("audit.backups")))
         for listener in self.audit_listeners:
@@ -84,7 +86,8 @@ class EngineLoop:
         self.files = DirectoryWatch(self.events, self.settings.get("watch.observer"), self.settings.number("watch.polling_interval_s"),
                                     ignore=self._own_write)
         self.executor = IncidentExecutor(self.store, self.audit, self._context, self.events.put, self.dry_run)
-        self.recorder = DecisionRecorder(self.audit, self.store, self.executor, self.console, self.persist.save)
+        self.recorder = DecisionRecorder(self.audit, self.store, self.executor, self.console, self.persist.save,
+                                         lambda: self.decider.ruleset.digest)
         self.probes = ProbeBoard(self.events, self.settings, self.audit.record)
         self.slurm = SlurmRuns(self)
         mode = self.files.watch(self.layout.root, recursive=True)

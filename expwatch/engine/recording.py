@@ -19,8 +19,9 @@ from expwatch.state import IncidentRow, StateStore
 
 class DecisionRecorder:
     def __init__(self, audit: AuditLog, store: StateStore, executor: IncidentExecutor,
-                 console: Callable[[str], None], save: Callable[[WatchedRun], None]):
+                 console: Callable[[str], None], save: Callable[[WatchedRun], None], rules_digest: Callable[[], str]):
         self._audit, self._store, self._executor, self._console, self._save = audit, store, executor, console, save
+        self._digest = rules_digest
 
     def carry_out(self, run: WatchedRun, outcome: Outcome) -> None:
         if outcome.matches or outcome.decisions:
@@ -39,14 +40,15 @@ class DecisionRecorder:
             self._console(f"{run.name}: {match.rule.name} matched ({match.incident})")
 
     def decided(self, run: WatchedRun, decision: Decision) -> None:
-        rule, evidence = decision.rule, decision.evidence
+        rule, digest = decision.rule, self._digest()
+        evidence = {**decision.evidence, "rules_digest": digest}
         self._audit.record("incident classified", run=run.name, rule=rule.name, incident=decision.incident,
-                           priority=rule.priority, candidates=list(decision.candidates), guard_streak=decision.streak,
+                           rules_digest=digest, priority=rule.priority, candidates=list(decision.candidates), guard_streak=decision.streak,
                            decision="act" if decision.act else "halt", reason=decision.reason,
                            captured_lines=len(evidence["captured"]) or None)
         for index, step in enumerate(decision.plan):
             self._audit.record("action planned", run=run.name, rule=rule.name, incident=decision.incident,
-                               action=step.name, arg=step.arg, step=index)
+                               rules_digest=digest, action=step.name, arg=step.arg, step=index)
         steps = ", ".join(str(s) for s in decision.plan)
         self._console(f"{run.name}: {rule.name} → {steps} ({decision.incident})" if decision.act
                       else f"{run.name}: {decision.reason} → halt ({decision.incident})")

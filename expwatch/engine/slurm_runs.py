@@ -2,34 +2,29 @@
 
 A job's end reaches the loop as the same ``ProcessExit`` a pidfd gives a
 local run, from whichever of the two sources sees it first; the other is
-then recognised as the same end and ignored.
+then recognised as the same end and ignored. The completion file is read
+through the SLURM runner, its one follower; a watcher started after a job
+ended finds the job's record there, as the file never forgets.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from expwatch.engine.runs import WatchedRun
 from expwatch.engine.slurm_jobs import JobPoller, JobStates
 from expwatch.watcher.events import ProcessExit
-from expwatch.watcher.jobcomp import JobCompFollower
-from expwatch.watcher.tail import TailPosition
 
 if TYPE_CHECKING:
     from expwatch.engine.loop import EngineLoop
-
-# State-store key of SLURM's completion file position (run names cannot contain '<').
-JOBCOMP_KEY = "<jobcomp>"
-
 
 class SlurmRuns:
     def __init__(self, loop: "EngineLoop"):
         self._loop = loop
         self._poller = JobPoller(loop.events, loop.runners.slurm)
-        self._follower: JobCompFollower | None = None
+        self._following = False
         self._path: Path | None = None
         self._located = False
         self._want_completions = False
@@ -52,18 +47,16 @@ class SlurmRuns:
             self._start_following()
 
     def is_completion_file(self, path: Path) -> bool:
-        return self._follower is not None and path == self._path
+        return self._following and path == self._path
 
     def read_completions(self) -> None:
-        if self._follower is None:
+        if not self._following:
             return
-        by_job = {r.manifest.job_id: r for r in self._loop.runs if r.manifest.job_id}
-        for record in self._follower.read_new():
-            run = by_job.get(record.job_id)
-            if run is not None and record.final:
+        records = self._loop.runners.slurm.completion_records()
+        for run in self._loop.runs:
+            record = records.get(run.manifest.job_id or "")
+            if record is not None and record.final and run.facts.alive is not False:
                 self._loop.on_exit(ProcessExit(run.name, None, record.returncode, record.signal, record.job_id, record.state, record.node))
-        self._follower.drain_notes()
-        self._loop.store.save_run(JOBCOMP_KEY, {"position": asdict(self._follower.position)})
 
     def on_event(self, event: JobStates) -> None:
         loop = self._loop
@@ -89,13 +82,12 @@ class SlurmRuns:
                                          run.manifest.job_id, state.state, state.node))
 
     def _start_following(self) -> None:
-        if self._follower is not None:
+        if self._following:
             return
         if self._path is None:
             self._loop.audit.record("slurm completion file unknown", note="JobCompType is not jobcomp/filetxt; job ends are polled")
             self._want_completions = False
             return
-        saved = self._loop.store.run_data(JOBCOMP_KEY).get("position")
-        self._follower = JobCompFollower(self._path, TailPosition(**saved) if saved else None)
+        self._following = True
         self._loop.files.watch(self._path.parent, recursive=False)
         self.read_completions()

@@ -46,7 +46,7 @@ from pathlib import Path
 
 from expwatch.manifest import RunManifest
 from expwatch.runners.base import KillReport, LaunchSpec, Launched
-from expwatch.watcher.jobcomp import JobCompFollower, JobCompRecord
+from expwatch.runners.jobcomp import JobCompFollower, JobCompRecord
 
 BATCH_SCRIPT = """#!/bin/sh
 # Submitted by expwatch: run this script's arguments as the command, unparsed.
@@ -194,7 +194,7 @@ class SlurmRunner:
         if not ids:
             return {}
         queued = self._squeue(ids)
-        ended = self._completion_records()
+        ended = self.completion_records()
         states = {}
         for job in ids:
             seen, record = queued.get(job), ended.get(job)
@@ -270,8 +270,12 @@ class SlurmRunner:
         words = self._cluster_config().get("KillWait", "30 sec").split()
         return float(words[0]) if words and words[0].isdigit() else 30.0
 
-    def _completion_records(self) -> dict[str, JobCompRecord]:
-        """Every job's latest completion record, read on from where the last call stopped."""
+    def completion_records(self) -> dict[str, JobCompRecord]:
+        """Every job's latest completion record, read on from where the last call stopped.
+
+        The one follower of the cluster's file: ``job_states`` and the engine
+        loop (on a watchdog event for the file) both read through it.
+        """
         path = self.jobcomp_path
         if path is None:
             return {}

@@ -12,7 +12,7 @@ controller has forgotten the job (``MinJobAge``)::
 (one line in the file). The file is appended to like a log, so it is
 followed with the same ``LogTailer``: only complete lines, resumable from a
 persisted position, rotation handled. A finished job becomes a record here;
-the engine loop turns it into its exit event, as a pidfd does for local runs.
+The SLURM runner is its one follower: it answers job states with it, and the engine loop turns each final record into its exit event, as a pidfd does for local runs.
 """
 
 from __future__ import annotations
