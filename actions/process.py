@@ -47,6 +47,7 @@ def _record_launch(ctx: ActionContext, launched: Launched) -> RunManifest:
             pgid=launched.pgid,
             sid=launched.sid,
             job_id=launched.job_id,
+            command_pid=launched.command_pid,
             restarts=m.restarts + 1,
             launched_at=datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
         )
@@ -87,7 +88,7 @@ def restart(ctx: ActionContext, arg: Any) -> ActionResult:
     ctx.remember(restarts_before=manifest.restarts, launch_token=spec.launch_token)
     launched = runner.launch(spec)
     recorded = _record_launch(ctx, launched)
-    where = {"job_id": launched.job_id} if launched.job_id else {"pid": launched.pid}
+    where = {"job_id": launched.job_id} if launched.job_id else {"pid": launched.pid, "command_pid": launched.command_pid}
     return ActionResult("restarted", {**where, "restarts": recorded.restarts, "argv": list(manifest.argv)})
 
 

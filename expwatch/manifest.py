@@ -41,6 +41,9 @@ class RunManifest:
     result: str | None = None
     checkpoint: str | None = None
     expected: int | None = None
+    # pid/create_time/pgid/sid: the run's session leader, the process whose end
+    # is the run's end. For a launched run that is the launch shim, which exits
+    # only after writing the exit record; for an adopted run, the process itself.
     pid: int | None = None
     create_time: float | None = None
     pgid: int | None = None
@@ -55,6 +58,12 @@ class RunManifest:
     halted: HaltMark | None = None
     stopped_at: str | None = None
     completed_at: str | None = None
+    command_pid: int | None = None  # the command under the launch shim, when there is one
+
+    @property
+    def shown_pid(self) -> int | None:
+        """The pid users see and signal: the command's own, not the shim's."""
+        return self.command_pid or self.pid
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)

@@ -81,7 +81,7 @@ def refuse_live_duplicate(layout: ExperimentsLayout, name: str, runners: Runners
     except (NotReadyYet, ManifestError):
         return
     if runners.for_manifest(old).alive(old):
-        where = f"job {old.job_id}" if old.job_id else f"pid {old.pid}"
+        where = f"job {old.job_id}" if old.job_id else f"pid {old.shown_pid}"
         raise ManifestError(f"run {name!r} is already running as {where}; pick another --name")
 
 
@@ -166,6 +166,7 @@ def run(args: argparse.Namespace) -> int:
         checkpoint=checkpoint,
         expected=args.expected,
         pid=launched.pid,
+        command_pid=launched.command_pid,
         create_time=launched.create_time,
         pgid=launched.pgid,
         sid=launched.sid,
@@ -190,5 +191,5 @@ def run(args: argparse.Namespace) -> int:
             ended = "ended" if code is None else f"exited with code {code}"
             print(f"expwatch launch: run {name!r} {ended} within {settings.number('launch.check_after_s')}s; see {log}", file=sys.stderr)
             return 1
-    print(f"PID {launched.pid}\nSID {launched.sid}\nLOG {log}\nRUN {name} ({layout.manifest_path(name)})")
+    print(f"PID {manifest.shown_pid}\nSID {launched.sid}\nLOG {log}\nRUN {name} ({layout.manifest_path(name)})")
     return 0
