@@ -59,6 +59,8 @@ class RunManifest:
     stopped_at: str | None = None
     completed_at: str | None = None
     command_pid: int | None = None  # the command under the launch shim, when there is one
+    profile_since: str | None = None  # when switch_profile moved the run onto its profile (see profile_slots)
+    waiting_for_slot: str | None = None  # the full profile a switch_profile is waiting on, shown by status
 
     @property
     def shown_pid(self) -> int | None:

@@ -103,6 +103,7 @@ class RunReport:
             "job_id": self.manifest.job_id,
             "slurm_state": self.job.state if self.job else None,
             "node": self.job.node if self.job else None,
+            "waiting_for_slot": self.manifest.waiting_for_slot,
         }
 
 

@@ -16,7 +16,7 @@ from expwatch.cli import main as cli
 
 def _launch(experiments, capsys, name: str) -> int:
     result = experiments.root / f"{name}.json"
-    assert cli(["launch", "--name", name, "--log", str(experiments.root / f"{name}.log"), "--result", str(result),
+    assert cli(["launch", "--yes", "--name", name, "--log", str(experiments.root / f"{name}.log"), "--result", str(result),
                 "--expected", "200", "--dir", str(experiments.root), "--", sys.executable, "-m", "expwatch.demo.fake_eval",
                 "--items", "200", "--output", str(result), "--delay", "0.2"]) == 0
     printed = [line for line in capsys.readouterr().out.splitlines() if line.startswith("PID ")]
