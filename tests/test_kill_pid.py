@@ -69,3 +69,42 @@ def test_watcher_treats_a_kill_it_did_not_make_as_dead_and_a_stopped_run_is_not_
     wait_for(lambda: experiments.state("hit") == "STOPPED", what="STOPPED")
     experiments.stop_watcher(watcher)
     assert experiments.manifest("hit").restarts == 1
+
+
+def test_a_launch_found_again_by_its_token_knows_the_commands_pid_alive_and_ended(experiments):
+    from expwatch.runners.base import LaunchSpec
+    from expwatch.runners.local import LocalRunner
+
+    runner = LocalRunner()
+    spec = LaunchSpec(name="tok", argv=(sys.executable, "-c", "import time; time.sleep(30)"), cwd=str(experiments.root),
+                      log=str(experiments.root / "tok.log"), env=dict(os.environ),
+                      exit_record=str(experiments.layout.exit_path("tok")), launch_token="tok-123")
+    experiments.layout.runs_dir.mkdir(parents=True, exist_ok=True)
+    launched = runner.launch(spec)
+    try:
+        assert launched.command_pid and launched.command_pid != launched.pid
+        found = runner.find_launched(spec)
+        assert (found.pid, found.command_pid) == (launched.pid, launched.command_pid)
+        os.kill(launched.command_pid, signal.SIGTERM)
+        wait_for(lambda: experiments.layout.exit_path("tok").exists(), what="exit record")
+        ended = runner.find_launched(spec)
+        assert (ended.pid, ended.command_pid, ended.create_time) == (launched.pid, launched.command_pid, None)
+    finally:
+        try:
+            os.killpg(launched.pgid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        runner.reap()
+
+
+def test_a_command_that_cannot_start_reports_no_pid_and_exit_127(experiments):
+    from expwatch.runners.base import LaunchSpec
+    from expwatch.runners.local import LocalRunner
+
+    experiments.layout.runs_dir.mkdir(parents=True, exist_ok=True)
+    spec = LaunchSpec(name="nope", argv=(str(experiments.root / "missing-script"),), cwd=str(experiments.root),
+                      log=str(experiments.root / "nope.log"), env=dict(os.environ), exit_record=str(experiments.layout.exit_path("nope")))
+    launched = LocalRunner().launch(spec)
+    assert launched.command_pid is None
+    wait_for(lambda: experiments.layout.exit_path("nope").exists(), what="exit record")
+    assert json.loads(experiments.layout.exit_path("nope").read_text())["returncode"] == 127
