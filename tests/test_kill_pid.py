@@ -43,10 +43,8 @@ def test_kill_ends_a_launched_run_and_status_says_dead_within_a_second(experimen
     pid = _launch(experiments, capsys, "victim")
     manifest = experiments.manifest("victim")
     wait_for(lambda: (experiments.root / "victim.json").exists(), what="first result write")
-    if target == "group":
-        os.killpg(manifest.pgid, sig)
-    else:
-        os.kill(pid if target == "eval" else manifest.pid, sig)
+    who = {"eval": str(pid), "shim": str(manifest.pid), "group": f"-{manifest.pgid}"}[target]
+    subprocess.run(["bash", "-c", f"kill -{sig.name[3:]} -- {who}"], check=True)  # as users type it
     wait_for(lambda: experiments.state("victim") == "DEAD", timeout=1.0, interval=0.02, what="DEAD")
     record = json.loads(experiments.layout.exit_path("victim").read_text())
     assert record["pid"] == pid and record["signal"] == sig and record["returncode"] is None
