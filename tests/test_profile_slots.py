@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import http.server
+import json
 import os
 import signal
 import subprocess
 import sys
 import threading
+from datetime import datetime
 
-from conftest import wait_for
+from conftest import fast_rules, wait_for
+from fleet import ts_seconds
 from expwatch.actions.config import switch_profile
 from expwatch.actions.context import ActionContext
 from expwatch.audit.log import AuditLog
@@ -22,7 +26,9 @@ SLEEPER = (sys.executable, "-c", "import time; time.sleep(60)")
 
 def _fast_slots(experiments) -> None:
     path = experiments.root / "expwatch.yaml"
-    path.write_text(path.read_text() + "\nlaunch:\n  slot_poll_s: 0.05\n")
+    text = path.read_text()
+    assert "launch: {check_after_s: 0.05}" in text
+    path.write_text(text.replace("launch: {check_after_s: 0.05}", "launch: {check_after_s: 0.05, slot_poll_s: 0.05}"))
 
 
 def _launch_argv(experiments, name: str, profile: str, *options: str) -> list[str]:
@@ -110,3 +116,46 @@ def test_ten_dead_runs_switching_at_once_take_the_one_slot_in_turn(experiments):
     for thread in threads:
         thread.join(timeout=10)
     assert sorted(results.values()) == ["interrupted"] * 9 + ["profile switched"]
+
+
+class _Proxy(http.server.BaseHTTPRequestHandler):
+    healthy = True
+
+    def do_GET(self):  # noqa: N802 (http.server's naming)
+        self.send_response(200 if _Proxy.healthy else 503)
+        self.end_headers()
+        self.wfile.write(b"{}")
+
+    def log_message(self, *args):
+        pass
+
+
+def test_a_proxy_outage_moves_runs_onto_the_capped_fallback_one_at_a_time(experiments, monkeypatch):
+    _fast_slots(experiments)
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Proxy)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        path = experiments.root / "expwatch.yaml"
+        path.write_text(path.read_text() + "profiles:\n  proxy:\n    probe: {url: '${ML_PROXY_BASE}/v1/models', every_s: 0.2, timeout_s: 1}\n")
+        experiments.layout.rules_path.write_text(fast_rules().replace("probe_failing_s: 60", "probe_failing_s: 0.5"))
+        monkeypatch.setenv("ML_PROXY_BASE", f"http://127.0.0.1:{server.server_address[1]}")
+        _Proxy.healthy = True
+        for name in ("a", "b"):
+            experiments.launch(name, items=40, delay=0.1, extra=("--profile", "proxy"))
+        watcher = experiments.start_watcher()
+        _Proxy.healthy = False
+        waits = wait_for(lambda: experiments.audit(event="waiting for profile slot"), timeout=20, what="a run waiting for trapi")
+        waiting, first = waits[0]["run"], ({"a", "b"} - {waits[0]["run"]}).pop()
+        assert waits[0]["holders"] == [first] and experiments.manifest(waiting).profile == "proxy"
+        for name in ("a", "b"):
+            wait_for(lambda n=name: experiments.manifest(n).completed_at, timeout=60, what=f"{name} to complete on trapi")
+        experiments.stop_watcher(watcher)
+        switched = {r["run"]: r for r in experiments.audit(event="action finished") if r["action"] == "switch_profile"}
+        # The waiting run moved only once the first had finished (completed, or its process ended): never two at once.
+        ended = json.loads(experiments.layout.exit_path(first).read_text())["ended_at"]
+        finished = min(ended, datetime.fromisoformat(experiments.manifest(first).completed_at).timestamp())
+        assert ts_seconds(switched[waiting]["ts"]) >= finished
+        assert all(experiments.manifest(n).profile == "trapi" for n in ("a", "b"))
+    finally:
+        server.shutdown()
+        server.server_close()
