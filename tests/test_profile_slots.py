@@ -67,6 +67,20 @@ def test_launch_onto_a_full_profile_refuses_and_queue_waits_for_the_slot(experim
     assert _users(experiments, "trapi") == ["second"]
 
 
+def test_ctrl_c_while_queued_launches_nothing(experiments):
+    _fast_slots(experiments)
+    assert cli(_launch_argv(experiments, "holder", "trapi")) == 0
+    queued = subprocess.Popen([sys.executable, "-m", "expwatch", *_launch_argv(experiments, "later", "trapi", "--queue")],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    line = queued.stdout.readline()
+    while line and "waiting for a slot" not in line:
+        line = queued.stdout.readline()
+    queued.send_signal(signal.SIGINT)
+    _, err = queued.communicate(timeout=30)
+    assert queued.returncode == 130 and "nothing launched" in err
+    assert not experiments.layout.manifest_path("later").exists()
+
+
 def _context(experiments, name: str, stop: threading.Event) -> ActionContext:
     settings = load_settings(experiments.layout)
     return ActionContext(layout=experiments.layout, settings=settings, runners=Runners(settings),

@@ -128,7 +128,8 @@ def confirm(plan: LaunchPlan, assume_yes: bool) -> bool:
         return True
     try:
         answer = input("Proceed? [y/N] ")
-    except EOFError:
+    except (EOFError, KeyboardInterrupt):
+        print()
         return False
     return answer.strip().lower() in ("y", "yes")
 
@@ -222,14 +223,19 @@ def run(args: argparse.Namespace) -> int:
     def waiting(users: tuple[str, ...]) -> None:
         print(f"waiting for a slot on profile {profile.name!r} (max_runs {profile.max_runs}; used by {', '.join(users)})", flush=True)
 
+    holders_seen: tuple[str, ...] = ()
     try:
-        outcome = claim(layout, runners, profile, take, exclude=name, wait=args.queue,
-                        poll_s=settings.number("launch.slot_poll_s"), on_wait=waiting)
+        holders_seen = claim(layout, runners, profile, take, exclude=name, wait=args.queue,
+                             poll_s=settings.number("launch.slot_poll_s"), on_wait=waiting).holders
     except OSError as exc:
         print(f"expwatch launch: cannot start: {exc}", file=sys.stderr)
         return 1
-    if not outcome.granted:
-        print(full_profile_message(profile, list(outcome.holders)), file=sys.stderr)
+    except KeyboardInterrupt:
+        if not launches:
+            print("expwatch launch: interrupted while waiting for a slot; nothing launched", file=sys.stderr)
+            return 130
+    if not launches:
+        print(full_profile_message(profile, list(holders_seen)), file=sys.stderr)
         return 1
     manifest = launches[0]
     time.sleep(settings.number("launch.check_after_s"))
