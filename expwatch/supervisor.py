@@ -145,7 +145,7 @@ class Supervisor:
                                  exit_code=f.exit_code, pending=f.job_state == "PENDING")
             job = f"job {m.job_id} {f.job_state or ''}".rstrip() if m.job_id else None
             rows.append(RunView(m.name, classify(obs, stale).value, f.done, m.expected, f.correct,
-                                sum(f.null_reasons.values()), age, m.restarts, m.shown_pid, bool(f.alive), run.last_incident, job))
+                                sum(f.null_reasons.values()), age, m.restarts, m.pid, bool(f.alive), run.last_incident, job))
         return rows
 
     def _lock(self) -> None:

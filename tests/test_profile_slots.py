@@ -11,6 +11,8 @@ import sys
 import threading
 from datetime import datetime
 
+import yaml
+
 from conftest import fast_rules, wait_for
 from fleet import ts_seconds
 from expwatch.actions.config import switch_profile
@@ -26,9 +28,9 @@ SLEEPER = (sys.executable, "-c", "import time; time.sleep(60)")
 
 def _fast_slots(experiments) -> None:
     path = experiments.root / "expwatch.yaml"
-    text = path.read_text()
-    assert "launch: {check_after_s: 0.05}" in text
-    path.write_text(text.replace("launch: {check_after_s: 0.05}", "launch: {check_after_s: 0.05, slot_poll_s: 0.05}"))
+    settings = yaml.safe_load(path.read_text())
+    settings.setdefault("launch", {})["slot_poll_s"] = 0.05
+    path.write_text(yaml.safe_dump(settings))
 
 
 def _launch_argv(experiments, name: str, profile: str, *options: str) -> list[str]:
@@ -101,7 +103,7 @@ def test_switch_profile_onto_a_full_profile_waits_for_a_slot_and_status_shows_it
     assert waits and waits[0]["holders"] == ["holder"] and waits[0]["max_runs"] == 1
     status = subprocess.run([sys.executable, "-m", "expwatch", "status", str(experiments.root)],
                             capture_output=True, text=True, check=True).stdout
-    assert "waiting for a slot on trapi" in next(line for line in status.splitlines() if line.startswith("mover"))
+    assert "mover: switch_profile is waiting for a slot on profile 'trapi'" in status.splitlines()
     assert experiments.manifest("mover").profile == "proxy"
     _end(experiments, "holder")
     thread.join(timeout=10)
@@ -150,7 +152,9 @@ def test_a_proxy_outage_moves_runs_onto_the_capped_fallback_one_at_a_time(experi
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         path = experiments.root / "expwatch.yaml"
-        path.write_text(path.read_text() + "profiles:\n  proxy:\n    probe: {url: '${ML_PROXY_BASE}/v1/models', every_s: 0.2, timeout_s: 1}\n")
+        settings = yaml.safe_load(path.read_text())
+        settings["profiles"] = {"proxy": {"probe": {"url": "${ML_PROXY_BASE}/v1/models", "every_s": 0.2, "timeout_s": 1}}}
+        path.write_text(yaml.safe_dump(settings))
         experiments.layout.rules_path.write_text(fast_rules().replace("probe_failing_s: 60", "probe_failing_s: 0.5"))
         monkeypatch.setenv("ML_PROXY_BASE", f"http://127.0.0.1:{server.server_address[1]}")
         _Proxy.healthy = True

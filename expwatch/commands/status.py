@@ -53,8 +53,7 @@ def format_row(report: RunReport) -> str:
     nulls = f"{d['null_count']}" + (f" ({reasons})" if reasons else "")
     alive = d["slurm_state"] or {True: "alive", False: "gone", None: "?"}[d["alive"]]
     where = f"j{d['job_id']}" if d["job_id"] else str(d["pid"] or "-")
-    extra = (f" {d['node']}" if d["node"] else "") + (f" waiting for a slot on {d['waiting_for_slot']}" if d["waiting_for_slot"] else "")
-    return f"{d['name']:<20} {d['state']:<9} {done:>9} {acc:>6} {nulls:<22} {_age(d['log_age_s']):>6} {where:>7} {alive:<5} {d['restarts']:>3}{extra}"
+    return f"{d['name']:<20} {d['state']:<9} {done:>9} {acc:>6} {nulls:<22} {_age(d['log_age_s']):>6} {where:>7} {alive:<5} {d['restarts']:>3}" + (f" {d['node']}" if d["node"] else "")
 
 
 HEADER = f"{'NAME':<20} {'STATE':<9} {'DONE':>9} {'ACC':>6} {'NULLS':<22} {'LOG':>6} {'PID':>7} {'PROC':<5} {'RST':>3}"
@@ -79,4 +78,7 @@ def run(args: argparse.Namespace) -> int:
     print(HEADER)
     for report in reports:
         print(format_row(report))
+    for report in reports:
+        if report.manifest.waiting_for_slot:
+            print(f"{report.manifest.name}: switch_profile is waiting for a slot on profile {report.manifest.waiting_for_slot!r}")
     return 0
