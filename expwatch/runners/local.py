@@ -13,7 +13,6 @@ import select
 import subprocess
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import psutil
@@ -90,8 +89,8 @@ class LocalRunner:
             os.close(pid_w)
         self._children[proc.pid] = proc
         ps = psutil.Process(proc.pid)
-        launched = Launched(pid=proc.pid, create_time=ps.create_time(), pgid=os.getpgid(proc.pid), sid=os.getsid(proc.pid))
-        return replace(launched, command_pid=_read_command_pid(pid_r))
+        return Launched(pid=proc.pid, create_time=ps.create_time(), pgid=os.getpgid(proc.pid), sid=os.getsid(proc.pid),
+                        command_pid=_read_command_pid(pid_r))
 
     def reap(self) -> None:
         for pid, proc in list(self._children.items()):
