@@ -6,9 +6,11 @@ They edit only the manifest; the change takes effect at the next ``restart``.
 from __future__ import annotations
 
 import math
+from datetime import datetime, timezone
 from typing import Any
 
 from expwatch.actions.context import ActionContext, ActionFailed, ActionResult
+from expwatch.profile_slots import claim
 from expwatch.settings import SettingsError
 
 
@@ -16,6 +18,11 @@ def set_env(ctx: ActionContext, arg: Any) -> ActionResult:
     values = {str(k): str(v) for k, v in (arg or {}).items()}
     ctx.update(lambda m: m.with_changes(env_overrides={**m.env_overrides, **values}))
     return ActionResult("env set", {"env": values})
+
+
+def now_iso() -> str:
+    # The format of the manifest's launched_at, so profile_since compares with it as text.
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
 
 
 def switch_profile(ctx: ActionContext, arg: Any) -> ActionResult:
@@ -27,10 +34,24 @@ def switch_profile(ctx: ActionContext, arg: Any) -> ActionResult:
         raise ActionFailed(str(exc)) from None
     def switch(m):
         env = {k: v for k, v in m.env_overrides.items() if k not in old.env}
-        return m.with_changes(profile=new.name, env_overrides={**env, **new.env})
+        return m.with_changes(profile=new.name, env_overrides={**env, **new.env}, profile_since=now_iso(), waiting_for_slot=None)
 
-    ctx.update(switch)
-    return ActionResult("profile switched", {"from": old.name, "to": new.name, "env": new.env})
+    def waiting(holders: tuple[str, ...]) -> None:
+        ctx.update(lambda m: m.with_changes(waiting_for_slot=new.name))
+        ctx.audit.record("waiting for profile slot", run=ctx.run, rule=ctx.rule, incident=ctx.incident,
+                         profile=new.name, max_runs=new.max_runs, holders=list(holders))
+        ctx.console(f"{ctx.run}: waiting for a slot on profile {new.name!r} (used by {', '.join(holders)})")
+
+    if manifest.profile == new.name:
+        ctx.update(switch)
+        return ActionResult("profile switched", {"from": old.name, "to": new.name, "env": new.env})
+    outcome = claim(ctx.layout, ctx.runners, new, lambda: ctx.update(switch), exclude=ctx.run, wait=True,
+                    poll_s=ctx.settings.number("launch.slot_poll_s"), on_wait=waiting,
+                    pause=lambda s: ctx.stop.wait(s) or ctx.manifest().stopped_at is not None)
+    if not outcome.granted:
+        return ActionResult("interrupted")  # shutting down (the next watcher waits on) or stopped by hand
+    return ActionResult("profile switched", {"from": old.name, "to": new.name, "env": new.env,
+                                             "waited_s": round(outcome.waited_s, 2)})
 
 
 def _flag_value(argv: list[str], flag: str) -> tuple[int, int | None, bool]:

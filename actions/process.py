@@ -49,6 +49,7 @@ def _record_launch(ctx: ActionContext, launched: Launched) -> RunManifest:
             pgid=launched.pgid,
             sid=launched.sid,
             job_id=launched.job_id,
+            command_pid=launched.command_pid,
             restarts=m.restarts + 1,
             launched_at=datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
         )
@@ -91,7 +92,7 @@ def restart(ctx: ActionContext, arg: Any) -> ActionResult:
     launched = runner.launch(spec)
     crashpoints.passed("runner:launch")
     recorded = _record_launch(ctx, launched)
-    where = {"job_id": launched.job_id} if launched.job_id else {"pid": launched.pid}
+    where = {"job_id": launched.job_id} if launched.job_id else {"pid": launched.pid, "command_pid": launched.command_pid}
     return ActionResult("restarted", {**where, "restarts": recorded.restarts, "argv": list(manifest.argv)})
 
 

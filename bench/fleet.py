@@ -123,7 +123,7 @@ class Fleet:
         """A stand-in evaluation (expwatch.demo.fake_eval) launched through ``expwatch launch``."""
         result = self.root / f"{name}.json"
         argv = [
-            "launch", "--name", name, "--log", str(self.root / f"{name}.log"), "--result", str(result),
+            "launch", "--yes", "--name", name, "--log", str(self.root / f"{name}.log"), "--result", str(result),
             "--expected", str(items), "--dir", str(self.root), "--",
             sys.executable, "-m", "expwatch.demo.fake_eval", "--items", str(items), "--output", str(result),
             "--delay", str(delay), *eval_args,

@@ -75,6 +75,7 @@ AUDIT_EVENTS: dict[str, str] = {
     "slurm completion file unknown": "the cluster writes no jobcomp/filetxt file; job ends are polled",
     "run resumed by hand": "`expwatch resume` cleared a halt or stop mark",
     "run stopped by hand": "`expwatch stop` ended a run for good",
+    "waiting for profile slot": "switch_profile waits: the target profile already has max_runs runs",
     "notify sent": "a notification command ran",
     "notify failed": "a notification command failed or timed out",
 }

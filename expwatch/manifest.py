@@ -42,6 +42,9 @@ class RunManifest:
     result: str | None = None
     checkpoint: str | None = None
     expected: int | None = None
+    # pid/create_time/pgid/sid: the run's session leader, the process whose end
+    # is the run's end. For a launched run that is the launch shim, which exits
+    # only after writing the exit record; for an adopted run, the process itself.
     pid: int | None = None
     create_time: float | None = None
     pgid: int | None = None
@@ -56,6 +59,14 @@ class RunManifest:
     halted: HaltMark | None = None
     stopped_at: str | None = None
     completed_at: str | None = None
+    command_pid: int | None = None  # the command under the launch shim, when there is one
+    profile_since: str | None = None  # when switch_profile moved the run onto its profile (see profile_slots)
+    waiting_for_slot: str | None = None  # the full profile a switch_profile is waiting on, shown by status
+
+    @property
+    def shown_pid(self) -> int | None:
+        """The pid users see and signal: the command's own, not the shim's."""
+        return self.command_pid or self.pid
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)

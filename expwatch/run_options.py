@@ -45,7 +45,7 @@ def refuse_live_duplicate(layout: ExperimentsLayout, name: str, runners: Runners
     except (NotReadyYet, ManifestError):
         return
     if runners.for_manifest(old).alive(old):
-        where = f"job {old.job_id}" if old.job_id else f"pid {old.pid}"
+        where = f"job {old.job_id}" if old.job_id else f"pid {old.shown_pid}"
         raise ManifestError(f"run {name!r} is already running as {where}; pick another --name")
 
 

@@ -91,7 +91,7 @@ class RunReport:
             "accuracy": round(p.correct / done, 4) if p and done else None,
             "null_count": p.null_count if p else 0,
             "null_reasons": dict(p.null_reasons) if p else {},
-            "pid": self.manifest.pid,
+            "pid": self.manifest.shown_pid,
             "alive": self.alive,
             "log_age_s": round(self.log_age_s, 1) if self.log_age_s is not None else None,
             "restarts": self.manifest.restarts,
@@ -103,6 +103,7 @@ class RunReport:
             "job_id": self.manifest.job_id,
             "slurm_state": self.job.state if self.job else None,
             "node": self.job.node if self.job else None,
+            "waiting_for_slot": self.manifest.waiting_for_slot,
         }
 
 

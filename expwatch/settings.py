@@ -6,7 +6,7 @@ is also what lets the tests run the real code with second-scale timings.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -46,6 +46,8 @@ class Profile:
     probe_url: str | None = None
     probe_every_s: float = 30.0
     probe_timeout_s: float = 5.0
+    fallback: str | None = None  # the profile to name when this one's probe fails at launch
+    max_runs: int | None = None  # at most this many runs use the profile at once; None: no cap
 
 
 @dataclass(frozen=True)
@@ -62,6 +64,7 @@ class Settings:
     profiles: dict[str, Profile]
     worker_flag: str
     worker_bounds: dict[str, WorkerBounds]
+    launch_workers_max: dict[str, int] = field(default_factory=dict)  # backend -> most workers `launch` accepts
 
     def get(self, dotted: str) -> Any:
         node: Any = self.raw
@@ -114,8 +117,25 @@ def _profiles(data: dict[str, Any]) -> dict[str, Profile]:
             probe_url=probe.get("url"),
             probe_every_s=float(probe.get("every_s", 30)),
             probe_timeout_s=float(probe.get("timeout_s", 5)),
+            fallback=_optional_str(spec.get("fallback")),
+            max_runs=_positive_int(spec.get("max_runs"), f"profiles: profile '{name}': field 'max_runs'"),
         )
+    for profile in profiles.values():
+        if profile.fallback is not None and profile.fallback not in profiles:
+            raise SettingsError(f"profiles: profile '{profile.name}': field 'fallback': unknown profile {profile.fallback!r}")
     return profiles
+
+
+def _optional_str(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+def _positive_int(value: Any, label: str) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise SettingsError(f"{label} must be a positive integer, got {value!r}")
+    return value
 
 
 def load_settings(layout: ExperimentsLayout | None = None) -> Settings:
@@ -126,4 +146,9 @@ def load_settings(layout: ExperimentsLayout | None = None) -> Settings:
         backend: WorkerBounds(int(b.get("floor", 1)), int(b.get("ceiling", 1)))
         for backend, b in (workers.get("backends") or {}).items()
     }
-    return Settings(raw=raw, profiles=_profiles(raw), worker_flag=str(workers.get("flag", "--workers")), worker_bounds=bounds)
+    launch_max = {
+        str(backend): _positive_int(most, f"profiles: workers.launch_max.{backend}")
+        for backend, most in (workers.get("launch_max") or {}).items()
+    }
+    return Settings(raw=raw, profiles=_profiles(raw), worker_flag=str(workers.get("flag", "--workers")), worker_bounds=bounds,
+                    launch_workers_max=launch_max)

@@ -52,7 +52,7 @@ class Experiments:
     def launch(self, name: str, *eval_args: str, items: int = 12, delay: float = 0.03, extra: tuple[str, ...] = ()) -> RunManifest:
         result = self.root / f"{name}.json"
         argv = [
-            "launch", "--name", name, "--log", str(self.root / f"{name}.log"), "--result", str(result),
+            "launch", "--yes", "--name", name, "--log", str(self.root / f"{name}.log"), "--result", str(result),
             "--expected", str(items), "--dir", str(self.root), *extra, "--",
             sys.executable, "-m", "expwatch.demo.fake_eval", "--items", str(items), "--output", str(result),
             "--delay", str(delay), *eval_args,

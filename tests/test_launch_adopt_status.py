@@ -35,7 +35,7 @@ def test_launched_run_survives_its_shell_and_the_shells_process_group_being_kill
 
 def test_launch_prints_pid_sid_log_and_warns_about_worktree_logs(experiments, capsys):
     wt = experiments.root / ".claude" / "worktrees" / "x"
-    assert cli(["launch", "--name", "wt", "--log", str(wt / "run.log"), "--dir", str(experiments.root), "--",
+    assert cli(["launch", "--allow-volatile-log", "--name", "wt", "--log", str(wt / "run.log"), "--dir", str(experiments.root), "--",
                 sys.executable, "-c", "import time; time.sleep(2)"]) == 0
     out = capsys.readouterr()
     assert "PID " in out.out and "SID " in out.out and f"LOG {wt / 'run.log'}" in out.out

@@ -68,14 +68,16 @@ class ExitWaiter:
     def _exit_event(run: str, pid: int, exit_record: Path | None) -> ProcessExit:
         """How it ended; a SIGKILL (or an unknown end) asks the kernel log about the OOM killer here,
         on this thread, because dmesg can take seconds."""
-        returncode = signal = None
+        returncode = signal = command_pid = None
         if exit_record is not None:
             try:
                 record = read_json(exit_record)
-                returncode, signal = record.get("returncode"), record.get("signal")
+                returncode, signal, command_pid = record.get("returncode"), record.get("signal"), record.get("pid")
             except (FileNotFoundError, NotReadyYet, AttributeError):
                 pass
-        oom = oom_killed([pid]) if signal == 9 or (returncode is None and signal is None) else None
+        # The kernel kills the command (the exit record's pid), not the shim that waits for it.
+        suspects = [p for p in (pid, command_pid) if isinstance(p, int)]
+        oom = oom_killed(suspects) if signal == 9 or (returncode is None and signal is None) else None
         return ProcessExit(run, pid, returncode, signal, oom_killed=oom)
 
     def _loop(self) -> None:

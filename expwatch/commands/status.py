@@ -45,4 +45,7 @@ def run(args: argparse.Namespace) -> int:
     print(HEADER)
     for report in reports:
         print(format_row(report))
+    for report in reports:
+        if report.manifest.waiting_for_slot:
+            print(f"{report.manifest.name}: switch_profile is waiting for a slot on profile {report.manifest.waiting_for_slot!r}")
     return 0

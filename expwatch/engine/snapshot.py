@@ -40,7 +40,7 @@ def view_of(run: WatchedRun, now: float, stale_after_s: float) -> RunView:
                          exit_code=f.exit_code, pending=f.job_state == "PENDING")
     job = f"job {m.job_id} {f.job_state or ''}".rstrip() if m.job_id else None
     return RunView(m.name, classify(obs, stale_after_s).value, f.done, m.expected, f.correct,
-                   sum(f.null_reasons.values()), age, m.restarts, m.pid, bool(f.alive), run.last_incident, job)
+                   sum(f.null_reasons.values()), age, m.restarts, m.shown_pid, bool(f.alive), run.last_incident, job)
 
 
 def views_of(runs: Iterable[WatchedRun], now: float, stale_after_s: float) -> tuple[RunView, ...]:

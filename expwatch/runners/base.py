@@ -35,6 +35,9 @@ class Launched:
     pgid: int | None
     sid: int | None
     job_id: str | None = None  # the scheduler's id for the run (SLURM), else None
+    # The command's own process under the launch shim (``pid`` is the shim):
+    # the pid users see, ``kill`` and ``ps``. None when it never started or is not local.
+    command_pid: int | None = None
 
 
 @dataclass(frozen=True)

@@ -9,8 +9,10 @@ alone may belong to an unrelated process after reuse.
 from __future__ import annotations
 
 import os
+import select
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import psutil
@@ -21,10 +23,33 @@ from expwatch.runners.base import KillReport, LaunchSpec, Launched
 from expwatch.processes import CREATE_TIME_TOLERANCE_S, run_tree, verified_process
 from expwatch.runners.shim import LAUNCH_TOKEN_ENV
 
-def shim_argv(exit_record: str, argv: tuple[str, ...]) -> list[str]:
-    return [sys.executable, "-m", "expwatch.runners.shim", exit_record, "--", *argv]
+def shim_argv(exit_record: str, argv: tuple[str, ...], pid_fd: int | None = None) -> list[str]:
+    fd = ["--pid-fd", str(pid_fd)] if pid_fd is not None else []
+    return [sys.executable, "-m", "expwatch.runners.shim", exit_record, *fd, "--", *argv]
 
 
+# How long launch waits for the shim to report the command's pid; the shim
+# writes it right after fork+exec, so only a machine under heavy load comes near.
+PID_REPORT_TIMEOUT_S = 10.0
+
+
+def _read_command_pid(fd: int) -> int | None:
+    """The pid line the shim writes on ``fd``; None if it closed the pipe without one (exec failed)."""
+    data = b""
+    deadline = time.monotonic() + PID_REPORT_TIMEOUT_S
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([fd], [], [], max(0.0, deadline - time.monotonic()))
+            if not ready:
+                break
+            chunk = os.read(fd, 64)
+            if not chunk:
+                break
+            data += chunk
+    finally:
+        os.close(fd)
+    text = data.decode(errors="replace").strip()
+    return int(text) if text.isdigit() else None
 
 
 class LocalRunner:
@@ -43,20 +68,29 @@ class LocalRunner:
             os.unlink(spec.exit_record)
         except FileNotFoundError:
             pass
-        with open(spec.log, "ab", buffering=0) as log:
-            proc = subprocess.Popen(
-                shim_argv(spec.exit_record, spec.argv),
-                cwd=spec.cwd,
-                env={**spec.env, LAUNCH_TOKEN_ENV: spec.launch_token} if spec.launch_token else spec.env,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=log,
-                start_new_session=True,
-                close_fds=True,
-            )
+        pid_r, pid_w = os.pipe()
+        try:
+            with open(spec.log, "ab", buffering=0) as log:
+                proc = subprocess.Popen(
+                    shim_argv(spec.exit_record, spec.argv, pid_w),
+                    cwd=spec.cwd,
+                    env={**spec.env, LAUNCH_TOKEN_ENV: spec.launch_token} if spec.launch_token else spec.env,
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=log,
+                    start_new_session=True,
+                    close_fds=True,
+                    pass_fds=(pid_w,),
+                )
+        except BaseException:
+            os.close(pid_r)
+            raise
+        finally:
+            os.close(pid_w)
         self._children[proc.pid] = proc
         ps = psutil.Process(proc.pid)
-        return Launched(pid=proc.pid, create_time=ps.create_time(), pgid=os.getpgid(proc.pid), sid=os.getsid(proc.pid))
+        return Launched(pid=proc.pid, create_time=ps.create_time(), pgid=os.getpgid(proc.pid), sid=os.getsid(proc.pid),
+                        command_pid=_read_command_pid(pid_r))
 
     def reap(self) -> None:
         for pid, proc in list(self._children.items()):
@@ -68,7 +102,9 @@ class LocalRunner:
         for proc in psutil.process_iter(["pid", "create_time"]):
             try:
                 if os.getsid(proc.pid) == proc.pid and proc.environ().get(LAUNCH_TOKEN_ENV) == spec.launch_token:
-                    return Launched(pid=proc.pid, create_time=proc.info["create_time"], pgid=proc.pid, sid=proc.pid)
+                    command = next(iter(proc.children()), None)
+                    return Launched(pid=proc.pid, create_time=proc.info["create_time"], pgid=proc.pid, sid=proc.pid,
+                                    command_pid=command.pid if command else None)
             except (psutil.Error, ProcessLookupError, PermissionError):
                 continue
         # Already ended: the shim's exit record echoes the token. No create time: it is not alive.
@@ -78,7 +114,7 @@ class LocalRunner:
             return None
         if isinstance(record, dict) and record.get("launch_token") == spec.launch_token:
             pid = record.get("shim_pid")
-            return Launched(pid=pid, create_time=None, pgid=pid, sid=pid)
+            return Launched(pid=pid, create_time=None, pgid=pid, sid=pid, command_pid=record.get("pid"))
         return None
 
     def alive(self, manifest: RunManifest) -> bool:
