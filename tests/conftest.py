@@ -72,6 +72,17 @@ class Experiments:
             return []
         return [r for r in iter_records(self.layout.audit_path, run=run) if event is None or r.get("event") == event]
 
+    def incidents_closed(self, run: str) -> bool:
+        """Every incident decided for the run has closed (its last action finished)."""
+        records = self.audit(run=run)
+        decided = {r["incident"] for r in records if r["event"] == "incident classified"}
+        closed = {r["incident"] for r in records if r["event"] == "incident closed"}
+        return decided <= closed
+
+    def wait_settled(self, *runs: str, timeout: float = 20.0) -> None:
+        for run in runs:
+            wait_for(lambda: self.incidents_closed(run), timeout=timeout, what=f"{run}'s incidents to close")
+
     def start_watcher(self, *args: str) -> subprocess.Popen:
         before = len(self.audit(event="watcher started"))
         proc = subprocess.Popen(

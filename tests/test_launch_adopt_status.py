@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import psutil
 
@@ -89,7 +88,12 @@ def test_status_reports_running_complete_dead_stale_and_unknown(experiments, cap
     experiments.launch("stale", "--fault", "hang@2", items=10, delay=0.01)
     (experiments.layout.runs_dir / "unknown.json").write_text(json.dumps(
         {"name": "unknown", "argv": ["x"], "cwd": "/", "log": str(experiments.root / "none.log")}))
-    time.sleep(1.6)
+    def states() -> dict[str, str]:
+        capsys.readouterr()
+        cli(["status", str(experiments.root), "--json"])
+        return {row["name"]: row["state"] for row in json.loads(capsys.readouterr().out)}
+
+    wait_for(lambda: states().get("stale") == "STALE" and states().get("dead") == "DEAD", timeout=20, what="each run in its state")
     capsys.readouterr()
     assert cli(["status", str(experiments.root), "--json"]) == 0
     rows = {row["name"]: row for row in json.loads(capsys.readouterr().out)}

@@ -111,7 +111,7 @@ def test_piped_output_is_one_greppable_line_per_audit_record(experiments):
     watcher = experiments.start_watcher()  # stdout is a pipe
     experiments.launch("limited", "--fault", "rate_limit@4")
     wait_for(lambda: experiments.manifest("limited").completed_at, timeout=30, what="completion")
-    time.sleep(0.3)
+    experiments.wait_settled("limited")
     out = experiments.stop_watcher(watcher)
     lines = out.splitlines()
     assert "\033" not in out

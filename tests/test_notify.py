@@ -51,7 +51,7 @@ def test_halt_completion_and_a_chosen_rule_each_notify_once_with_the_incident_in
     for name in ("limited", "healthy"):
         wait_for(lambda: experiments.manifest(name).completed_at, timeout=30, what=f"{name} completed")
     wait_for(lambda: len(notified(out)) >= 4, timeout=15, what="four notifications")
-    time.sleep(0.5)
+    experiments.wait_settled("bug", "limited", "healthy")
     experiments.stop_watcher(watcher)
 
     by_run = {}

@@ -5,7 +5,6 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
-import time
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -63,13 +62,13 @@ def watched_night(experiments):
     experiments.launch("code-bug", "--fault", "traceback:always@5")
     experiments.launch("rate-limited", "--fault", "rate_limit@4", items=30, delay=0.03)
     experiments.launch("healthy", items=40, delay=0.04)
-    time.sleep(0.5)
+    wait_for(lambda: experiments.audit(run="healthy", event="run discovered"), what="the healthy run watched")
     with (experiments.root / "healthy.log").open("a") as fh:
         fh.write(EVIL + "\n")
     wait_for(lambda: experiments.manifest("code-bug").halted, timeout=30, what="code-bug halted")
     for name in ("rate-limited", "healthy"):
         wait_for(lambda: experiments.manifest(name).completed_at, timeout=30, what=f"{name} completed")
-    time.sleep(0.3)
+    experiments.wait_settled("code-bug", "rate-limited", "healthy")
     experiments.stop_watcher(watcher)
     return experiments
 

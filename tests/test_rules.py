@@ -133,7 +133,7 @@ def test_watcher_restart_resumes_at_persisted_offsets_without_refiring_or_missin
     try:
         assert cli(["adopt", "--pid", str(sleeper.pid), "--name", "manual", "--log", str(log), "--dir", str(experiments.root)]) == 0
         watcher = experiments.start_watcher()
-        time.sleep(0.5)
+        wait_for(lambda: experiments.audit(run="manual", event="history read"), what="the old line read as history")
         with log.open("a") as fh:
             fh.write("live BOOM 1\n")
         wait_for(lambda: len(experiments.audit(run="manual", event="rule matched")) == 1, what="first match")

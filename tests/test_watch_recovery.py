@@ -63,7 +63,7 @@ def test_an_every_run_code_bug_is_halted_after_its_second_occurrence_with_a_diag
     experiments.launch("deadly", "--fault", "die:always@5")
     for name in ("bug", "deadly"):
         wait_for(lambda: experiments.manifest(name).halted, timeout=30, what=f"{name} halted")
-    time.sleep(1.0)
+    experiments.wait_settled("bug", "deadly")
     experiments.stop_watcher(watcher)
     assert classified(experiments, "bug") == ["TRACEBACK", "TRACEBACK"]
     assert classified(experiments, "deadly") == ["DEAD", "DEAD"]
@@ -105,7 +105,7 @@ def test_sigkill_of_the_watcher_during_a_wait_leads_to_exactly_one_restart(exper
     assert experiments.manifest("victim").restarts == 0
     watcher = experiments.start_watcher()
     wait_for(lambda: experiments.state("victim") == "COMPLETE", timeout=30, what="completion")
-    time.sleep(1.0)
+    experiments.wait_settled("victim")
     experiments.stop_watcher(watcher)
     assert experiments.manifest("victim").restarts == 1
     assert sorted(experiments.items("victim")) == ALL
