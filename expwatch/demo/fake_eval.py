@@ -18,6 +18,12 @@ Options:
     --workers W           only logged and recorded in the config (default 4)
     --seed S              makes answers, correctness, null and leak picks deterministic (default 0)
     --model NAME          model name in the config and in error messages (default gpt-4o)
+    --http-log MODE       verbose (default): the HTTP client libraries log at INFO, one
+                          "HTTP Request: ..." line per request and one "Retrying request ..."
+                          line per retry; quiet: they are silenced (logger level WARNING), as
+                          most scripts do, so a client failure shows only the traceback
+                          Python prints for the uncaught exception
+    --max-retries N       the openai client's max_retries (default 2, the client's own default)
     --null-rate F         fraction of items answered with a content-policy null (default 0)
     --leak-rate F         fraction of backward items (EPM, ASI, HLD) whose max_time is
                           missing or differs from realtime (default 0)
@@ -61,19 +67,25 @@ Faults, ``--fault KIND[:WHEN][@AT]``:
     Faults due at the same item fire in command-line order; the first
     terminal one ends the run.
 
-    KIND       what the log shows, then how the process ends
-    rate_limit 5 x (INFO httpx: HTTP Request: POST http://localhost:8000/v1/chat/completions "HTTP/1.1 429 Too Many Requests"
-                    INFO openai._base_client: Retrying request to /chat/completions in 2.000000 seconds)
-               within ~0.5 s, one more 429 line, then a traceback ending
-               openai.RateLimitError: Error code: 429 - {'error': {'message': 'Rate limit reached for MODEL in organization org-xxx on tokens per min (TPM): Limit 30000, Used 30000, Requested 1200.', 'type': 'tokens', 'param': None, 'code': 'rate_limit_exceeded'}}
+    KIND       what the log shows, then how the process ends (the client lines only with
+               --http-log verbose; the traceback in both modes)
+    rate_limit what the openai client prints when every attempt gets a 429: per attempt
+                    INFO httpx2: HTTP Request: POST http://localhost:8000/v1/chat/completions "HTTP/1.1 429 Too Many Requests"
+               and between attempts
+                    INFO openai._base_client: Retrying request in 0.421337 seconds (retry 1 of 2)
+               (max-retries + 1 attempts within ~0.5 s: the announced backoff is the client's,
+               the sleep is shortened), then a traceback ending
+               openai.RateLimitError: Error code: 429 - Rate limit reached for MODEL in organization org-xxx on tokens per min (TPM): Limit 30000, Used 30000, Requested 1200. Please try again in 2.4s. Visit https://platform.openai.com/account/rate-limits to learn more.
                exit 1
     traceback  a real bug: traceback through parse_answer ending  KeyError: 'choices'  exit 1
-    oom        traceback ending  torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB. GPU 0 has a total capacity of 79.15 GiB of which 1.02 GiB is free.  exit 1
-    proxy      2 x "Retrying request to /chat/completions in 0.500000 seconds", then a chained
-               traceback: httpcore.ConnectError: [Errno 111] Connection refused /
-               "The above exception was the direct cause of the following exception:" /
-               openai.APIConnectionError: Connection error.  exit 1
-    forbidden  10 x ... "HTTP/1.1 403 Forbidden" within ~0.5 s, then carries on normally
+    oom        traceback ending  torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB. GPU 0 has a total capacity of 79.15 GiB of which 1.02 GiB is free. Including non-PyTorch memory, ... (PyTorch 2.5+'s whole message)  exit 1
+    proxy      max-retries x "Retrying request in ... seconds (retry i of N)", then the openai
+               client's three-part chained traceback: httpcore2.ConnectError: [Errno 111]
+               Connection refused, httpx2.ConnectError: [Errno 111] Connection refused, each
+               followed by "The above exception was the direct cause of the following exception:",
+               then openai.APIConnectionError: Connection error.  exit 1
+    forbidden  10 x ... "HTTP/1.1 403 Forbidden" within ~0.5 s (the script retries each refused
+               request itself; the openai client never retries a 403), then carries on normally
     null       from AT on, this run's items are content-policy nulls, each logged with the WARNING above
     hang       logs nothing more and sleeps forever (alive and silent)
     die        exits with status 3 and no message
@@ -103,9 +115,25 @@ FAULT_KINDS = ("rate_limit", "traceback", "oom", "proxy", "hang", "die", "sigkil
 ENDPOINT = "http://localhost:8000/v1/chat/completions"
 ANSWER_LETTERS = "ABCD"
 
+# What the real clients print, as read in their own source (openai 3.57.0 and httpx2 2.16.2
+# from PyPI, the versions tests/test_fake_eval_real_client.py runs side by side with this file):
+# - httpx2/_client.py: logger "httpx2", logger.info('HTTP Request: %s %s "%s %d %s"', method, url,
+#   http_version, status_code, reason_phrase) after every response.
+# - openai/_base_client.py: logger "openai._base_client"; _sleep_for_retry logs
+#   "Retrying request in %f seconds (retry %i of %s)"; _calculate_retry_timeout waits
+#   min(INITIAL_RETRY_DELAY * 2**n, MAX_RETRY_DELAY) * (1 - 0.25 * random()) without a retry-after
+#   header (openai/_constants.py: DEFAULT_MAX_RETRIES = 2, INITIAL_RETRY_DELAY = 0.5,
+#   MAX_RETRY_DELAY = 8.0); _make_status_error_from_response builds "Error code: 429" + " - " +
+#   the body's error.message, raised "from None" (no chained section); a connect failure is
+#   APIConnectionError("Connection error.") raised from httpx2.ConnectError, itself raised by
+#   httpx2/_transports/default.py map_httpcore_exceptions from httpcore2.ConnectError.
+# Older clients (openai 1.x with httpx) printed the whole body dict after "Error code: 429 - "
+# and "Retrying request to /chat/completions in ..."; the crash rules must know both.
 log = logging.getLogger("eval")
-httpx_log = logging.getLogger("httpx")
+httpx_log = logging.getLogger("httpx2")
 openai_log = logging.getLogger("openai._base_client")
+CLIENT_LOGGERS = ("httpx2", "openai")  # what a quiet script silences
+INITIAL_RETRY_DELAY, MAX_RETRY_DELAY = 0.5, 8.0
 
 
 def _foreign_exception(module: str, name: str) -> type[Exception]:
@@ -119,8 +147,24 @@ def _foreign_exception(module: str, name: str) -> type[Exception]:
 
 RateLimitError = _foreign_exception("openai", "RateLimitError")
 APIConnectionError = _foreign_exception("openai", "APIConnectionError")
-ConnectError = _foreign_exception("httpcore", "ConnectError")
+HttpxConnectError = _foreign_exception("httpx2", "ConnectError")
+HttpcoreConnectError = _foreign_exception("httpcore2", "ConnectError")
 OutOfMemoryError = _foreign_exception("torch", "OutOfMemoryError")
+
+
+def rate_limit_body(model: str) -> dict[str, Any]:
+    """The JSON body of OpenAI's 429, in the form quoted from the API in
+    github.com/rotemweiss57/gpt-newspaper/issues/10 ("Please try again in 26.604s. Visit ...")."""
+    return {
+        "error": {
+            "message": f"Rate limit reached for {model} in organization org-xxx on tokens per min (TPM): "
+            "Limit 30000, Used 30000, Requested 1200. Please try again in 2.4s. "
+            "Visit https://platform.openai.com/account/rate-limits to learn more.",
+            "type": "tokens",
+            "param": None,
+            "code": "rate_limit_exceeded",
+        }
+    }
 
 
 @dataclass(frozen=True)
@@ -193,6 +237,13 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be at least 0, not {text}")
+    return value
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="fake_eval", description="Stand-in ML evaluation run with injectable faults.")
     parser.add_argument("--output", type=Path, required=True)
@@ -206,6 +257,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--leak-rate", type=_rate, default=0.0)
     parser.add_argument("--task-types", default="EPM,ASI,HLD,QA,OCR")
     parser.add_argument("--fault", type=FaultSpec.parse, action="append", default=[])
+    parser.add_argument("--http-log", choices=("verbose", "quiet"), default="verbose")
+    parser.add_argument("--max-retries", type=_non_negative_int, default=2)
     args = parser.parse_args(argv)
     args.task_types = [t.strip() for t in args.task_types.split(",") if t.strip()]
     if not args.task_types:
@@ -286,18 +339,27 @@ def load_fired(files: RunFiles) -> set[str]:
 
 def encode_frames(item: ItemSpec, fault: str | None) -> None:
     if fault == "oom":
+        # PyTorch 2.5+'s whole message (torch.OutOfMemoryError), as quoted in
+        # github.com/pytorch/pytorch/issues/16417 (2024-03-13) and antgroup/echomimic_v2#115.
         raise OutOfMemoryError(
             "CUDA out of memory. Tried to allocate 2.00 GiB. "
-            "GPU 0 has a total capacity of 79.15 GiB of which 1.02 GiB is free."
+            "GPU 0 has a total capacity of 79.15 GiB of which 1.02 GiB is free. "
+            "Including non-PyTorch memory, this process has 78.12 GiB memory in use. "
+            "Of the allocated memory 76.50 GiB is allocated by PyTorch, and 1.10 GiB is reserved by PyTorch but unallocated. "
+            "If reserved but unallocated memory is large try setting PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True "
+            "to avoid fragmentation.  See documentation for Memory Management  "
+            "(https://pytorch.org/docs/stable/notes/cuda.html#environment-variables)"
         )
 
 
 class FakeProxyClient:
     """Answers like a chat-completions endpoint behind a local proxy, and fails like one."""
 
-    def __init__(self, model: str, delay: float) -> None:
+    def __init__(self, model: str, delay: float, max_retries: int, seed: int) -> None:
         self.model = model
         self.delay = delay
+        self.max_retries = max_retries
+        self.jitter = random.Random(f"{seed}:retry")
 
     def create(self, item: ItemSpec, fault: str | None, filtered: bool) -> dict[str, Any]:
         if fault == "rate_limit":
@@ -312,36 +374,33 @@ class FakeProxyClient:
             return {"choices": [{"finish_reason": "content_filter", "message": {"content": None}}]}
         return {"choices": [{"finish_reason": "stop", "message": {"content": f"The answer is {item.predicted}"}}]}
 
+    def _retry(self, retries_taken: int) -> None:
+        backoff = min(INITIAL_RETRY_DELAY * 2.0 ** retries_taken, MAX_RETRY_DELAY) * (1 - 0.25 * self.jitter.random())
+        openai_log.info("Retrying request in %f seconds (retry %i of %s)", backoff, retries_taken + 1, self.max_retries)
+        time.sleep(0.1)  # the real client sleeps the backoff it announces; shortened for tests
+
     def _rate_limit_storm(self) -> None:
-        for _ in range(5):
-            httpx_log.info('HTTP Request: POST %s "HTTP/1.1 429 Too Many Requests"', ENDPOINT)
-            openai_log.info("Retrying request to %s in %f seconds", "/chat/completions", 2.0)
-            time.sleep(0.1)  # the real client waits the 2 s it announces; compressed for tests
-        httpx_log.info('HTTP Request: POST %s "HTTP/1.1 429 Too Many Requests"', ENDPOINT)
-        body = {
-            "error": {
-                "message": f"Rate limit reached for {self.model} in organization org-xxx on tokens per min (TPM): "
-                "Limit 30000, Used 30000, Requested 1200.",
-                "type": "tokens",
-                "param": None,
-                "code": "rate_limit_exceeded",
-            }
-        }
-        raise RateLimitError(f"Error code: 429 - {body!r}")
+        for attempt in range(self.max_retries + 1):
+            httpx_log.info('HTTP Request: %s %s "%s %d %s"', "POST", ENDPOINT, "HTTP/1.1", 429, "Too Many Requests")
+            if attempt < self.max_retries:
+                self._retry(attempt)
+        raise RateLimitError(f"Error code: 429 - {rate_limit_body(self.model)['error']['message']}")
 
     def _connect(self) -> None:
-        for _ in range(2):
-            openai_log.info("Retrying request to %s in %f seconds", "/chat/completions", 0.5)
-            time.sleep(0.05)
+        for attempt in range(self.max_retries):
+            self._retry(attempt)
         try:
-            raise ConnectError("[Errno 111] Connection refused")
-        except ConnectError as exc:
+            try:
+                raise HttpcoreConnectError("[Errno 111] Connection refused")
+            except HttpcoreConnectError as exc:
+                raise HttpxConnectError("[Errno 111] Connection refused") from exc
+        except HttpxConnectError as exc:
             raise APIConnectionError("Connection error.") from exc
 
 
 def forbidden_storm() -> None:
     for _ in range(10):
-        httpx_log.info('HTTP Request: POST %s "HTTP/1.1 403 Forbidden"', ENDPOINT)
+        httpx_log.info('HTTP Request: %s %s "%s %d %s"', "POST", ENDPOINT, "HTTP/1.1", 403, "Forbidden")
         time.sleep(0.05)
 
 
@@ -403,7 +462,7 @@ def run(args: argparse.Namespace) -> int:
     pending = [item for item in build_items(args) if item.item_id not in done]
     fired = load_fired(files)
     armed = [fault for fault in args.fault if fault.always or fault.key not in fired]
-    client = FakeProxyClient(args.model, args.delay)
+    client = FakeProxyClient(args.model, args.delay, args.max_retries, args.seed)
     nulls_forced = False
     for position, item in enumerate(pending):
         if args.limit is not None and position >= args.limit:
@@ -437,8 +496,12 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
     logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    return run(parse_args(argv))
+    if args.http_log == "quiet":
+        for name in CLIENT_LOGGERS:
+            logging.getLogger(name).setLevel(logging.WARNING)
+    return run(args)
 
 
 if __name__ == "__main__":
