@@ -8,8 +8,8 @@ from collections import Counter
 from pathlib import Path
 
 from expwatch.layout import ExperimentsLayout
+from expwatch.display import provenance
 from expwatch.rules.loader import SHIPPED, RulesError, full_copy, load_rules, shipped_rules_text
-from expwatch.rules.model import RuleSet
 from expwatch.rules.replay import replay
 from expwatch.settings import load_settings, shipped_text
 
@@ -67,23 +67,6 @@ def run_init(args: argparse.Namespace) -> int:
     return 0
 
 
-def _changes(ruleset: RuleSet) -> tuple[list[str], list[str]]:
-    """Names of the shipped rules a user's file patches and of the rules it adds."""
-    patched, added = [], []
-    for rule in ruleset.rules:
-        origins = ruleset.origins_of(rule.name)
-        named_in = next(o.source for o in origins if o.field == "name")
-        if named_in != SHIPPED:
-            added.append(rule.name)
-        elif any(o.source not in ("", SHIPPED) for o in origins):
-            patched.append(rule.name)
-    return patched, added
-
-
-def _overrides(ruleset: RuleSet) -> bool:
-    return any(o.source == SHIPPED for o in ruleset.origins) and any(o.source not in ("", SHIPPED) for o in ruleset.origins)
-
-
 def run_check(args: argparse.Namespace) -> int:
     path = Path(args.file)
     if not path.exists():
@@ -95,20 +78,11 @@ def run_check(args: argparse.Namespace) -> int:
         print(str(exc), file=sys.stderr)
         return 2
     counts = f"{len(ruleset.enabled)} enabled of {len(ruleset.rules)} rules"
-    if _overrides(ruleset):
-        patched, added = _changes(ruleset)
+    if provenance.overrides(ruleset):
+        patched, added = provenance.changes(ruleset)
         counts += f"; over {SHIPPED}: patches {', '.join(patched) or 'none'}; adds {', '.join(added) or 'none'}"
     print(f"{path}: valid ({counts})")
     return 0
-
-
-def _shown(rule: object, origin) -> str:
-    if origin.source:
-        return origin.text
-    value = getattr(rule, origin.field)
-    if value is None:
-        return "(the guard's same_rule_limit setting)"
-    return str(value).lower() if isinstance(value, bool) else str(value)
 
 
 def run_show(args: argparse.Namespace) -> int:
@@ -118,16 +92,7 @@ def run_show(args: argparse.Namespace) -> int:
     except RulesError as exc:
         print(str(exc), file=sys.stderr)
         return 2
-    patched, added = _changes(ruleset) if _overrides(ruleset) else ([], [])
-    print(f"rules in force for {layout.root}: {ruleset.source} (digest {ruleset.digest})")
-    width = max(len(o.where) for o in ruleset.origins)
-    for rule in ruleset.rules:
-        marks = ["enabled" if rule.enabled else "disabled", f"priority {rule.priority}"]
-        marks += ["patched"] * (rule.name in patched) + ["added"] * (rule.name in added)
-        print(f"\n{rule.name} ({', '.join(marks)})")
-        for origin in ruleset.origins_of(rule.name):
-            if origin.field != "name":
-                print(f"  {origin.field:<16} {origin.where:<{width}}  {_shown(rule, origin)}")
+    print(provenance.render(ruleset, str(layout.root)))
     return 0
 
 
