@@ -19,8 +19,8 @@ from typing import Any
 import jsonschema
 import yaml
 
-from expwatch.rules.document import RulesDocument, RulesError, line_at, node_at, read_document, read_file
-from expwatch.rules.model import ActionSpec, Condition, Counter, LogAtom, NullRateAtom, RatioAtom, Rule, RuleSet
+from expwatch.rules.document import RulesDocument, RulesError, line_at, read_document, read_file
+from expwatch.rules.model import ActionSpec, Condition, Counter, FieldOrigin, LogAtom, NullRateAtom, RatioAtom, Rule, RuleSet
 from expwatch.rules.overrides import RuleEntry, entries_of, merge
 from expwatch.settings import shipped_text
 
@@ -185,7 +185,7 @@ def _validate(document: RulesDocument, definition: str) -> None:
         raise RulesError(document.source, line_at(document.root, path), message)
 
 
-def _build(entries: list[RuleEntry], known_profiles: set[str] | None) -> tuple[tuple[Rule, ...], tuple[Any, ...]]:
+def _build(entries: list[RuleEntry], known_profiles: set[str] | None) -> tuple[tuple[Rule, ...], tuple[FieldOrigin, ...]]:
     """Typed rules from merged entries; each field is checked against the file it came from."""
     keys = Counter()
     rules, origins = [], []

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from expwatch.demo.fake_eval import rate_limit_body
+from expwatch.demo.fake_client import rate_limit_body
 
 pytest.importorskip("openai", reason="the openai client is in the test extras (pip install -e '.[test]')")
 

@@ -122,7 +122,7 @@ def test_an_invalid_hot_reload_is_refused_and_the_old_rules_keep_working(experim
 
 def test_watcher_restart_resumes_at_persisted_offsets_without_refiring_or_missing_lines(experiments, tmp_path):
     (experiments.root / "expwatch.rules.yaml").write_text(
-        "rules:\n  - {name: BOOM, when: {log: {pattern: 'BOOM'}}, actions: [{alert: boom}]}\n"
+        "replace: true\nrules:\n  - {name: BOOM, when: {log: {pattern: 'BOOM'}}, actions: [{alert: boom}]}\n"
     )
     log = experiments.root / "manual.log"
     log.write_text("old BOOM before the watcher ever ran\n")
@@ -150,7 +150,7 @@ def test_watcher_restart_resumes_at_persisted_offsets_without_refiring_or_missin
 
 def test_a_line_written_in_two_pieces_is_one_event_and_garbage_bytes_are_survived(experiments):
     (experiments.root / "expwatch.rules.yaml").write_text(
-        "rules:\n  - {name: BOOM, when: {log: {pattern: 'BOOM here'}}, actions: [{alert: boom}]}\n"
+        "replace: true\nrules:\n  - {name: BOOM, when: {log: {pattern: 'BOOM here'}}, actions: [{alert: boom}]}\n"
     )
     log = experiments.root / "pieces.log"
     log.write_text("")
@@ -230,7 +230,7 @@ time.sleep(60)
 
 def test_rotation_truncation_and_recreation_of_a_watched_log_lose_and_repeat_nothing(experiments):
     (experiments.root / "expwatch.rules.yaml").write_text(
-        "rules:\n  - {name: BOOM, when: {log: {pattern: 'BOOM'}}, actions: [{alert: boom}]}\n"
+        "replace: true\nrules:\n  - {name: BOOM, when: {log: {pattern: 'BOOM'}}, actions: [{alert: boom}]}\n"
     )
     log = experiments.root / "rotating.log"
     log.write_text("")
