@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
+import jsonschema
 import pytest
 import yaml
 
 from conftest import fast_rules, wait_for
 from expwatch.cli import main as cli
-from expwatch.rules.loader import RulesError, load_rules, parse_rules, shipped_rules_quickened, shipped_rules_text
+from expwatch.rules.loader import RulesError, full_copy, load_rules, parse_rules, shipped_rules_quickened, shipped_rules_text
+from expwatch.settings import shipped_text
 
+LOGS = Path(__file__).parent / "data" / "logs"
 PROFILES = {"default", "trapi", "proxy"}
 
 OVERRIDE = """\
@@ -170,3 +174,19 @@ def test_the_watcher_hot_reloads_an_override_and_runs_the_shipped_rules_under_it
     wait_for(lambda: experiments.manifest("dies").completed_at, timeout=30, what="recovery by the shipped DEAD rule")
     experiments.stop_watcher(watcher)
     assert [r["rule"] for r in experiments.audit(run="dies", event="incident classified")] == ["DEAD", "COMPLETE"]
+
+
+def test_the_published_schema_tells_an_editor_what_an_override_and_a_whole_copy_may_say():
+    schema = json.loads(shipped_text("rules.schema.json"))
+    jsonschema.validate(yaml.safe_load(OVERRIDE), schema)
+    jsonschema.validate(yaml.safe_load(full_copy(shipped_rules_text())), schema)
+    for bad in ("rules:\n  - {name: STALE, priorty: 3}\n", "replace: true\nrules:\n  - {name: TRACEBACK, actions: [halt]}\n"):
+        with pytest.raises(jsonschema.ValidationError):
+            jsonschema.validate(yaml.safe_load(bad), schema)
+
+
+def test_rules_test_replays_a_log_through_the_shipped_rules_under_an_override(tmp_path, capsys):
+    path = write(tmp_path, "rules:\n  - {name: RATE_LIMIT, enabled: false}\n")
+    capsys.readouterr()
+    assert cli(["rules", "test", str(path), str(LOGS / "crash_rate_limit.log")]) == 0
+    assert "18 lines, 1 matches: TRACEBACK x1" in capsys.readouterr().out.splitlines()
