@@ -226,10 +226,10 @@ def parse_rules(text: str, source: str, known_profiles: set[str] | None = None) 
     return RuleSet(rules, source, _digest(text), origins)
 
 
-def parse_override(user: RulesDocument, known_profiles: set[str] | None = None) -> RuleSet:
-    """The shipped rules patched and extended by a user's override file."""
+def parse_override(user: RulesDocument, release_text: str, known_profiles: set[str] | None = None) -> RuleSet:
+    """The shipped rules (``release_text``, a release's configs/rules.yaml) patched and extended by a user's override."""
     _validate(user, "override_file")
-    shipped = read_document(shipped_rules_text(), SHIPPED)
+    shipped = read_document(release_text, SHIPPED)
     _validate(shipped, "full_file")
     rules, origins = _build(merge(shipped, user), known_profiles)
     return RuleSet(rules, f"{user.source} over {SHIPPED}", _digest(shipped.text, user.text), origins)
@@ -272,4 +272,4 @@ def load_rules(path: Path | None, known_profiles: set[str] | None = None) -> Rul
     user = read_file(Path(path))
     if isinstance(user.data, dict) and user.data.get("replace") is True:
         return parse_rules(user.text, user.source, known_profiles)
-    return parse_override(user, known_profiles)
+    return parse_override(user, shipped_rules_text(), known_profiles)

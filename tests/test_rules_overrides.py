@@ -12,7 +12,8 @@ import yaml
 
 from conftest import fast_rules, wait_for
 from expwatch.cli import main as cli
-from expwatch.rules.loader import RulesError, full_copy, load_rules, parse_rules, shipped_rules_quickened, shipped_rules_text
+from expwatch.rules.document import read_file
+from expwatch.rules.loader import RulesError, full_copy, load_rules, parse_override, parse_rules, shipped_rules_quickened, shipped_rules_text
 from expwatch.settings import shipped_text
 
 LOGS = Path(__file__).parent / "data" / "logs"
@@ -190,3 +191,15 @@ def test_rules_test_replays_a_log_through_the_shipped_rules_under_an_override(tm
     capsys.readouterr()
     assert cli(["rules", "test", str(path), str(LOGS / "crash_rate_limit.log")]) == 0
     assert "18 lines, 1 matches: TRACEBACK x1" in capsys.readouterr().out.splitlines()
+
+
+def test_a_fix_in_a_new_release_of_the_shipped_rules_reaches_a_user_who_only_overrides(tmp_path):
+    user = read_file(write(tmp_path, OVERRIDE))
+    release = shipped_rules_text().replace("capture_lines: 60", "capture_lines: 80").replace(
+        "rules:\n", "rules:\n  - {name: NEW_IN_RELEASE, when: {log: {pattern: 'x'}}, actions: [kill]}\n", 1)
+    before = parse_override(user, shipped_rules_text(), PROFILES)
+    after = parse_override(user, release, PROFILES)
+    assert before.by_name("TRACEBACK").log_atoms[0].capture_lines == 60
+    assert after.by_name("TRACEBACK").log_atoms[0].capture_lines == 80  # the shipped `when` the user did not override
+    assert [a.name for a in after.by_name("TRACEBACK").actions] == ["halt"]  # the user's patch still holds
+    assert after.rules[0].name == "NEW_IN_RELEASE" and after.digest != before.digest
