@@ -16,6 +16,7 @@ field at the shipped line.
 from __future__ import annotations
 
 import difflib
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,9 +24,11 @@ import yaml
 
 from expwatch.rules.document import RulesDocument, RulesError
 from expwatch.rules.model import FieldOrigin
+from expwatch.settings import shipped_text
 
-# Every field a rule has, in the order `rules show` prints them. `name` is the key, never patched.
-RULE_FIELDS = ("name", "description", "severity", "priority", "enabled", "same_rule_limit", "guarded", "when", "actions")
+# Every field a rule has, in the order `rules show` prints them, from the one published schema
+# (so a field added there is merged and shown without a second list). `name` is the key, never patched.
+RULE_FIELDS = tuple(json.loads(shipped_text("rules.schema.json"))["$defs"]["rule_patch"]["properties"])
 
 
 @dataclass(frozen=True)
