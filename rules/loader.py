@@ -7,6 +7,7 @@ an edit in their editor and wants to jump there.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import hashlib
 import json
@@ -19,19 +20,12 @@ import jsonschema
 import yaml
 
 from expwatch.catalog import ACTION_NAMES
-from expwatch.rules.model import ActionSpec, Condition, Counter, LogAtom, NullRateAtom, RatioAtom, Rule, RuleSet
+from expwatch.rules.document import RulesDocument, RulesError, line_at, read_document, read_file
+from expwatch.rules.model import ActionSpec, Condition, Counter, FieldOrigin, LogAtom, NullRateAtom, RatioAtom, Rule, RuleSet
+from expwatch.rules.overrides import RuleEntry, entries_of, merge
 from expwatch.settings import shipped_text
 
-
-
-class RulesError(Exception):
-    """An invalid rules file. ``str()`` is the one-line message."""
-
-    def __init__(self, source: str, line: int | None, message: str):
-        where = f"{source}:{line}" if line else source
-        super().__init__(f"{where}: {message}")
-        self.source = source
-        self.line = line
+SHIPPED = "configs/rules.yaml"
 
 
 @lru_cache(maxsize=1)
@@ -39,28 +33,14 @@ def schema() -> dict[str, Any]:
     return json.loads(shipped_text("rules.schema.json"))
 
 
+@lru_cache(maxsize=None)
+def _validator(definition: str) -> jsonschema.Draft202012Validator:
+    """A validator for one shape of the published schema: ``full_file`` or ``override_file``."""
+    return jsonschema.Draft202012Validator({"$defs": schema()["$defs"], "$ref": f"#/$defs/{definition}"})
+
+
 def shipped_rules_text() -> str:
     return shipped_text("rules.yaml")
-
-
-def _node_at(node: yaml.Node, path: list[Any]) -> yaml.Node:
-    """The YAML node at a JSON path, as deep as it exists (for line numbers)."""
-    for key in path:
-        if isinstance(node, yaml.MappingNode):
-            match = next((v for k, v in node.value if k.value == key), None)
-            if match is None:
-                match = next((k for k, _ in node.value if k.value == key), None)
-                return match or node
-            node = match
-        elif isinstance(node, yaml.SequenceNode) and isinstance(key, int) and key < len(node.value):
-            node = node.value[key]
-        else:
-            return node
-    return node
-
-
-def _line(root: yaml.Node | None, path: list[Any]) -> int | None:
-    return _node_at(root, path).start_mark.line + 1 if root is not None else None
 
 
 def _rule_label(data: Any, path: list[Any]) -> str:
@@ -96,6 +76,10 @@ def _schema_message(err: jsonschema.ValidationError, data: Any) -> tuple[list[An
         if err.instance in ACTION_NAMES:
             return path, f"{_rule_label(data, path)}action '{err.instance}' needs a value (write '{err.instance}: ...')"
         return path, f"{_rule_label(data, path)}unknown action '{err.instance}'{suffix}"
+    if err.validator == "required" and path[:1] == ["rules"] and len(path) == 2:
+        missing = next(k for k in err.validator_value if k not in err.instance)
+        whole = "" if missing == "name" else " (a file with 'replace: true' defines every rule whole)"
+        return path, f"{_rule_label(data, path)}missing field '{missing}'{whole}"
     best = jsonschema.exceptions.best_match([err])
     return path, f"{_rule_label(data, path)}field '{_field(path)}': {best.message}"
 
@@ -115,7 +99,7 @@ class _Builder:
         self.source, self.root, self.index, self.keys, self.known_profiles = source, root, index, keys, known_profiles
 
     def line(self, *path: Any) -> int | None:
-        return _line(self.root, ["rules", self.index, *path])
+        return line_at(self.root, ["rules", self.index, *path])
 
     def condition(self, data: dict[str, Any], path: list[Any], name: str) -> Condition:
         parts = [self.atom(key, value, path + [key], name) for key, value in data.items()]
@@ -194,56 +178,81 @@ class _Builder:
         return tuple(specs)
 
 
-def parse_rules(text: str, source: str, known_profiles: set[str] | None = None) -> RuleSet:
-    try:
-        root = yaml.compose(text)
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        raise RulesError(source, mark.line + 1 if mark else None, f"not valid YAML: {getattr(exc, 'problem', None) or exc}") from None
-    if data is None:
-        raise RulesError(source, None, "the file is empty")
-    errors = sorted(jsonschema.Draft202012Validator(schema()).iter_errors(data), key=lambda e: (len(list(e.absolute_path)), str(e.absolute_path)), reverse=True)
+def _validate(document: RulesDocument, definition: str) -> None:
+    errors = sorted(_validator(definition).iter_errors(document.data), key=lambda e: (len(list(e.absolute_path)), str(e.absolute_path)), reverse=True)
     if errors:
-        path, message = _schema_message(errors[0], data)
-        raise RulesError(source, _line(root, path), message)
+        path, message = _schema_message(errors[0], document.data)
+        raise RulesError(document.source, line_at(document.root, path), message)
+
+
+def _build(entries: list[RuleEntry], known_profiles: set[str] | None) -> tuple[tuple[Rule, ...], tuple[FieldOrigin, ...]]:
+    """Typed rules from merged entries; each field is checked against the file it came from."""
     keys = Counter()
-    rules, seen = [], {}
-    for index, raw in enumerate(data["rules"]):
-        name = raw["name"]
-        if name in seen:
-            raise RulesError(source, _line(root, ["rules", index, "name"]), f"rule '{name}': duplicate name (first at line {seen[name]})")
-        seen[name] = _line(root, ["rules", index, "name"])
-        builder = _Builder(source, root, index, keys, known_profiles)
+    rules, origins = [], []
+    for entry in entries:
+        raw, name = entry.fields, entry.name
+
+        def builder(field: str) -> _Builder:
+            src = entry.sources[field]
+            return _Builder(src.document.source, src.document.root, src.index, keys, known_profiles)
+
         rules.append(
             Rule(
                 name=name,
-                when=builder.condition(raw["when"], ["when"], name),
-                actions=builder.actions(raw["actions"], name),
+                when=builder("when").condition(raw["when"], ["when"], name),
+                actions=builder("actions").actions(raw["actions"], name),
                 severity=raw.get("severity", "warning"),
                 priority=int(raw.get("priority", 50)),
                 enabled=bool(raw.get("enabled", True)),
                 description=str(raw.get("description", "")).strip(),
                 same_rule_limit=raw.get("same_rule_limit"),
                 guarded=bool(raw.get("guarded", True)),
-                line=seen[name] or 0,
+                line=entry.sources["name"].line("name"),
             )
         )
-    return RuleSet(tuple(rules), source, hashlib.sha256(text.encode()).hexdigest()[:12])
+        origins.extend(entry.origins())
+    return tuple(rules), tuple(origins)
+
+
+def _digest(*texts: str) -> str:
+    return hashlib.sha256("\0".join(texts).encode()).hexdigest()[:12]
+
+
+def parse_rules(text: str, source: str, known_profiles: set[str] | None = None) -> RuleSet:
+    """A complete rules file: the shipped one, or a user's with ``replace: true``."""
+    document = read_document(text, source)
+    _validate(document, "full_file")
+    rules, origins = _build(entries_of(document), known_profiles)
+    return RuleSet(rules, source, _digest(text), origins)
+
+
+def parse_override(user: RulesDocument, release_text: str, known_profiles: set[str] | None = None) -> RuleSet:
+    """The shipped rules (``release_text``, a release's configs/rules.yaml) patched and extended by a user's override."""
+    _validate(user, "override_file")
+    shipped = read_document(release_text, SHIPPED)
+    _validate(shipped, "full_file")
+    rules, origins = _build(merge(shipped, user), known_profiles)
+    return RuleSet(rules, f"{user.source} over {SHIPPED}", _digest(shipped.text, user.text), origins)
 
 
 WAIT_ACTION = re.compile(r"(\bwait:\s*)(\d+(?:\.\d+)?)")
 SILENCE = re.compile(r"(\blog_silent_s:\s*)(\d+(?:\.\d+)?)")
 
 
+def full_copy(text: str) -> str:
+    """A complete rules text marked ``replace: true``, so a user's copy of it is the whole rule set."""
+    return "replace: true  # the whole rule set: the shipped rules (and their fixes) are not read\n" + text
+
+
 def shipped_rules_quickened(max_wait_s: float, silent_s: float | None = None) -> str:
-    """The shipped rules with every ``wait`` capped (and ``log_silent_s`` replaced), nothing else changed.
+    """A full copy of the shipped rules with every ``wait`` capped (and ``log_silent_s`` replaced), nothing else changed.
 
     The demo, the tests and the benchmarks run the very rules users get, only
-    on a second scale. The result is parsed, so a shipped file this rewrite
-    misses fails loudly instead of waiting for minutes.
+    on a second scale; tests edit this text, so it is a whole copy
+    (``replace: true``), not an override. The result is parsed, so a shipped
+    file this rewrite misses fails loudly instead of waiting for minutes.
     """
-    text = WAIT_ACTION.sub(lambda m: f"{m.group(1)}{min(float(m.group(2)), max_wait_s):g}", shipped_rules_text())
+    text = WAIT_ACTION.sub(lambda m: f"{m.group(1)}{min(float(m.group(2)), max_wait_s):g}", full_copy(shipped_rules_text()))
     if silent_s is not None:
         text = SILENCE.sub(lambda m: f"{m.group(1)}{silent_s:g}", text)
     ruleset = parse_rules(text, "configs/rules.yaml (quickened)")
@@ -254,11 +263,13 @@ def shipped_rules_quickened(max_wait_s: float, silent_s: float | None = None) ->
 
 
 def load_rules(path: Path | None, known_profiles: set[str] | None = None) -> RuleSet:
-    """The user's rules file, or the shipped defaults when ``path`` is None or absent."""
+    """The rules in force: the shipped ones, patched by the user's file at ``path`` when it exists.
+
+    A user's file that says ``replace: true`` is the whole rule set instead.
+    """
     if path is None or not Path(path).exists():
-        return parse_rules(shipped_rules_text(), "configs/rules.yaml (shipped)", known_profiles)
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        raise RulesError(str(path), None, f"not UTF-8 text ({exc.reason})") from None
-    return parse_rules(text, str(path), known_profiles)
+        return dataclasses.replace(parse_rules(shipped_rules_text(), SHIPPED, known_profiles), source=f"{SHIPPED} (shipped)")
+    user = read_file(Path(path))
+    if isinstance(user.data, dict) and user.data.get("replace") is True:
+        return parse_rules(user.text, user.source, known_profiles)
+    return parse_override(user, shipped_rules_text(), known_profiles)

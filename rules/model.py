@@ -91,10 +91,29 @@ class Rule:
 
 
 @dataclass(frozen=True)
+class FieldOrigin:
+    """Where one field of an effective rule was written (the shipped file or the user's override)."""
+
+    rule: str
+    field: str
+    source: str  # "" when the field was written nowhere and has its default
+    line: int
+    text: str  # the value as written, on one line ("" for a default)
+
+    @property
+    def where(self) -> str:
+        return f"{self.source}:{self.line}" if self.source else "default"
+
+
+@dataclass(frozen=True)
 class RuleSet:
     rules: tuple[Rule, ...]
     source: str
     digest: str
+    origins: tuple[FieldOrigin, ...] = ()
+
+    def origins_of(self, name: str) -> tuple[FieldOrigin, ...]:
+        return tuple(o for o in self.origins if o.rule == name)
 
     @property
     def enabled(self) -> tuple[Rule, ...]:

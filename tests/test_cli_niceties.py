@@ -59,7 +59,7 @@ t expwatch launch --name x --expected 5 --d
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
     assert lines[0].endswith("-F _expwatch expwatch")
-    assert lines[1:] == ["resume report", "init check test schema", "--output", "bash zsh", "--dir"]
+    assert lines[1:] == ["resume report", "init show check test schema", "--output", "bash zsh", "--dir"]
     # The documented one-liner works as is.
     done = subprocess.run(["bash", "-c", f"source <({' '.join(EXPWATCH)} completion bash); complete -p expwatch"],
                           capture_output=True, text=True)

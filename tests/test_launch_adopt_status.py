@@ -80,7 +80,7 @@ def test_adopt_records_argv_cwd_and_env_so_a_restart_reproduces_them(experiments
 
 def test_status_reports_running_complete_dead_stale_and_unknown(experiments, capsys):
     (experiments.root / "expwatch.rules.yaml").write_text(
-        "rules:\n  - name: HUNG\n    when: {log_silent_s: 1}\n    actions: [kill]\n"
+        "replace: true\nrules:\n  - name: HUNG\n    when: {log_silent_s: 1}\n    actions: [kill]\n"
     )
     experiments.launch("running", items=200, delay=0.2)
     experiments.launch("complete", items=5, delay=0.01)

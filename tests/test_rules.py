@@ -81,9 +81,9 @@ def test_invalid_rules_give_one_line_naming_file_line_and_field(edit, message):
 
 
 def test_rules_check_and_init_commands(tmp_path, capsys):
-    assert cli(["rules", "init", str(tmp_path)]) == 0
+    assert cli(["rules", "init", "--full", str(tmp_path)]) == 0
     rules = tmp_path / "expwatch.rules.yaml"
-    assert rules.read_text().endswith(shipped_rules_text())
+    assert rules.read_text().endswith(shipped_rules_text()) and "\nreplace: true" in rules.read_text()
     assert rules.read_text().startswith("# yaml-language-server: $schema=./expwatch.rules.schema.json")
     assert json.loads((tmp_path / "expwatch.rules.schema.json").read_text())["title"] == "expwatch rules file"
     assert cli(["rules", "init", str(tmp_path)]) == 2
@@ -125,7 +125,7 @@ def test_an_invalid_hot_reload_is_refused_and_the_old_rules_keep_working(experim
 
 def test_watcher_restart_resumes_at_persisted_offsets_without_refiring_or_missing_lines(experiments, tmp_path):
     (experiments.root / "expwatch.rules.yaml").write_text(
-        "rules:\n  - {name: BOOM, when: {log: {pattern: 'BOOM'}}, actions: [{alert: boom}]}\n"
+        "replace: true\nrules:\n  - {name: BOOM, when: {log: {pattern: 'BOOM'}}, actions: [{alert: boom}]}\n"
     )
     log = experiments.root / "manual.log"
     log.write_text("old BOOM before the watcher ever ran\n")
@@ -153,7 +153,7 @@ def test_watcher_restart_resumes_at_persisted_offsets_without_refiring_or_missin
 
 def test_a_line_written_in_two_pieces_is_one_event_and_garbage_bytes_are_survived(experiments):
     (experiments.root / "expwatch.rules.yaml").write_text(
-        "rules:\n  - {name: BOOM, when: {log: {pattern: 'BOOM here'}}, actions: [{alert: boom}]}\n"
+        "replace: true\nrules:\n  - {name: BOOM, when: {log: {pattern: 'BOOM here'}}, actions: [{alert: boom}]}\n"
     )
     log = experiments.root / "pieces.log"
     log.write_text("")
@@ -174,7 +174,8 @@ def test_a_line_written_in_two_pieces_is_one_event_and_garbage_bytes_are_survive
 
 
 def test_cache_drift_ratio_fires_once_hits_fall_below_the_floor_after_its_delay(experiments):
-    rules = shipped_rules_text().replace("    enabled: false\n", "").replace("after_s: 300", "after_s: 1")
+    rules = ("rules:\n  - name: CACHE_DRIFT\n    enabled: true\n    when: {ratio: {numerator: 'cache hit', "
+             "denominator: ['cache hit', 'cache miss'], below: 0.8, after_s: 1}}\n")
     (experiments.root / "expwatch.rules.yaml").write_text(rules)
     log = experiments.root / "cache.log"
     log.write_text("")
@@ -232,7 +233,7 @@ time.sleep(60)
 
 def test_rotation_truncation_and_recreation_of_a_watched_log_lose_and_repeat_nothing(experiments):
     (experiments.root / "expwatch.rules.yaml").write_text(
-        "rules:\n  - {name: BOOM, when: {log: {pattern: 'BOOM'}}, actions: [{alert: boom}]}\n"
+        "replace: true\nrules:\n  - {name: BOOM, when: {log: {pattern: 'BOOM'}}, actions: [{alert: boom}]}\n"
     )
     log = experiments.root / "rotating.log"
     log.write_text("")

@@ -92,7 +92,7 @@ def test_an_every_run_code_bug_is_halted_after_its_second_occurrence_with_a_diag
 
 def test_sigkill_of_the_watcher_during_a_wait_leads_to_exactly_one_restart(experiments):
     (experiments.root / "expwatch.rules.yaml").write_text(
-        "rules:\n"
+        "replace: true\nrules:\n"
         "  - {name: DEAD, when: {process_dead: true}, actions: [{wait: 2.5}, restart]}\n"
         "  - {name: COMPLETE, when: {complete: true}, actions: [complete]}\n"
     )

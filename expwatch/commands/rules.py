@@ -9,8 +9,9 @@ from collections import Counter
 from pathlib import Path
 
 from expwatch.layout import ExperimentsLayout
-from expwatch.rules.loader import RulesError, load_rules, shipped_rules_text
+from expwatch.display import provenance
 from expwatch.rules.decide import DecisionPolicy
+from expwatch.rules.loader import SHIPPED, RulesError, full_copy, load_rules, shipped_rules_text
 from expwatch.rules.replay import Replay, replay
 from expwatch.settings import load_settings, shipped_text
 
@@ -23,11 +24,17 @@ def register(sub: argparse._SubParsersAction) -> None:
                        epilog="examples:\n  expwatch rules init experiments/\n  expwatch rules test experiments/expwatch.rules.yaml experiments/gpt4o.log",
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     rs = p.add_subparsers(dest="rules_command", metavar="SUBCOMMAND", required=True)
-    init = rs.add_parser("init", help="write an editable copy of the default rules next to the experiments",
-                         epilog="example:\n  expwatch rules init experiments/", formatter_class=argparse.RawDescriptionHelpFormatter)
+    init = rs.add_parser("init", help="write a short override of the shipped rules next to the experiments",
+                         epilog="examples:\n  expwatch rules init experiments/\n  expwatch rules init --full experiments/   # a complete copy that ignores the shipped rules",
+                         formatter_class=argparse.RawDescriptionHelpFormatter)
     init.add_argument("dir", nargs="?", default=".")
     init.add_argument("--force", action="store_true", help="overwrite an existing rules file")
+    init.add_argument("--full", action="store_true", help="write a complete copy with 'replace: true' (shipped fixes no longer reach it)")
     init.set_defaults(func=run_init)
+    show = rs.add_parser("show", help="print the rules in force for a directory and where each field came from",
+                         epilog="example:\n  expwatch rules show experiments/", formatter_class=argparse.RawDescriptionHelpFormatter)
+    show.add_argument("dir", nargs="?", default=".")
+    show.set_defaults(func=run_show)
     check = rs.add_parser("check", help="validate a rules file (exit 0 valid, 2 invalid)",
                           epilog="example:\n  expwatch rules check experiments/expwatch.rules.yaml", formatter_class=argparse.RawDescriptionHelpFormatter)
     check.add_argument("file", nargs="?", default="expwatch.rules.yaml")
@@ -60,8 +67,10 @@ def run_init(args: argparse.Namespace) -> int:
     layout.root.mkdir(parents=True, exist_ok=True)
     schema = target.with_name(SCHEMA_NAME)
     schema.write_text(shipped_text("rules.schema.json"), encoding="utf-8")
-    target.write_text(f"# yaml-language-server: $schema=./{SCHEMA_NAME}\n" + shipped_rules_text(), encoding="utf-8")
-    print(f"wrote {target} (and {schema.name} for editors); a running watcher reloads it on save")
+    body = full_copy(shipped_rules_text()) if args.full else shipped_text("rules.local.yaml")
+    target.write_text(f"# yaml-language-server: $schema=./{SCHEMA_NAME}\n" + body, encoding="utf-8")
+    kind = "a complete copy of the shipped rules (replace: true)" if args.full else "an override of the shipped rules"
+    print(f"wrote {target}, {kind} (and {schema.name} for editors); a running watcher reloads it on save")
     return 0
 
 
@@ -75,7 +84,22 @@ def run_check(args: argparse.Namespace) -> int:
     except RulesError as exc:
         print(str(exc), file=sys.stderr)
         return 2
-    print(f"{path}: valid ({len(ruleset.enabled)} enabled of {len(ruleset.rules)} rules)")
+    counts = f"{len(ruleset.enabled)} enabled of {len(ruleset.rules)} rules"
+    if provenance.overrides(ruleset):
+        patched, added = provenance.changes(ruleset)
+        counts += f"; over {SHIPPED}: patches {', '.join(patched) or 'none'}; adds {', '.join(added) or 'none'}"
+    print(f"{path}: valid ({counts})")
+    return 0
+
+
+def run_show(args: argparse.Namespace) -> int:
+    layout = ExperimentsLayout.at(args.dir)
+    try:
+        ruleset = load_rules(layout.rules_path, set(load_settings(layout).profiles))
+    except RulesError as exc:
+        print(str(exc), file=sys.stderr)
+        return 2
+    print(provenance.render(ruleset, str(layout.root)))
     return 0
 
 

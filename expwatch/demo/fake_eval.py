@@ -18,6 +18,12 @@ Options:
     --workers W           only logged and recorded in the config (default 4)
     --seed S              makes answers, correctness, null and leak picks deterministic (default 0)
     --model NAME          model name in the config and in error messages (default gpt-4o)
+    --http-log MODE       verbose (default): the HTTP client libraries log at INFO, one
+                          "HTTP Request: ..." line per request and one "Retrying request ..."
+                          line per retry; quiet: they are silenced (logger level WARNING), as
+                          most scripts do, so a client failure shows only the traceback
+                          Python prints for the uncaught exception
+    --max-retries N       the openai client's max_retries (default 2, the client's own default)
     --null-rate F         fraction of items answered with a content-policy null (default 0)
     --leak-rate F         fraction of backward items (EPM, ASI, HLD) whose max_time is
                           missing or differs from realtime (default 0)
@@ -61,25 +67,32 @@ Faults, ``--fault KIND[:WHEN][@AT]``:
     Faults due at the same item fire in command-line order; the first
     terminal one ends the run.
 
-    KIND       what the log shows, then how the process ends
-    rate_limit 5 x (INFO httpx: HTTP Request: POST http://localhost:8000/v1/chat/completions "HTTP/1.1 429 Too Many Requests"
-                    INFO openai._base_client: Retrying request to /chat/completions in 2.000000 seconds)
-               within ~0.5 s, one more 429 line, then a traceback ending
-               openai.RateLimitError: Error code: 429 - {'error': {'message': 'Rate limit reached for MODEL in organization org-xxx on tokens per min (TPM): Limit 30000, Used 30000, Requested 1200.', 'type': 'tokens', 'param': None, 'code': 'rate_limit_exceeded'}}
+    KIND       what the log shows, then how the process ends (the client lines only with
+               --http-log verbose; the traceback in both modes)
+    rate_limit what the openai client prints when every attempt gets a 429: per attempt
+                    INFO httpx2: HTTP Request: POST http://localhost:8000/v1/chat/completions "HTTP/1.1 429 Too Many Requests"
+               and between attempts
+                    INFO openai._base_client: Retrying request in 0.421337 seconds (retry 1 of 2)
+               (max-retries + 1 attempts within ~0.5 s: the announced backoff is the client's,
+               the sleep is shortened), then a traceback ending
+               openai.RateLimitError: Error code: 429 - Rate limit reached for MODEL in organization org-xxx on tokens per min (TPM): Limit 30000, Used 30000, Requested 1200. Please try again in 2.4s. Visit https://platform.openai.com/account/rate-limits to learn more.
                exit 1
     traceback  a real bug: traceback through parse_answer ending  KeyError: 'choices'  exit 1
-    oom        traceback ending  torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB. GPU 0 has a total capacity of 79.15 GiB of which 1.02 GiB is free.  exit 1
-    proxy      2 x "Retrying request to /chat/completions in 0.500000 seconds", then a chained
-               traceback: httpcore.ConnectError: [Errno 111] Connection refused /
-               "The above exception was the direct cause of the following exception:" /
-               openai.APIConnectionError: Connection error.  exit 1
-    forbidden  10 x ... "HTTP/1.1 403 Forbidden" within ~0.5 s, then carries on normally
+    oom        traceback ending  torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB. GPU 0 has a total capacity of 79.15 GiB of which 1.02 GiB is free. Including non-PyTorch memory, ... (PyTorch 2.5+'s whole message)  exit 1
+    proxy      max-retries x "Retrying request in ... seconds (retry i of N)", then the openai
+               client's three-part chained traceback: httpcore2.ConnectError: [Errno 111]
+               Connection refused, httpx2.ConnectError: [Errno 111] Connection refused, each
+               followed by "The above exception was the direct cause of the following exception:",
+               then openai.APIConnectionError: Connection error.  exit 1
+    forbidden  10 x ... "HTTP/1.1 403 Forbidden" within ~0.5 s (the script retries each refused
+               request itself; the openai client never retries a 403), then carries on normally
     null       from AT on, this run's items are content-policy nulls, each logged with the WARNING above
     hang       logs nothing more and sleeps forever (alive and silent)
     die        exits with status 3 and no message
     sigkill    kills itself with SIGKILL
 No line ever announces an injected fault: the failure must be recognised from
-what a real run would print.
+what a real run would print. The client's texts, and where each was copied
+from, live in fake_client.py beside this file.
 """
 
 from __future__ import annotations
@@ -98,29 +111,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+if __package__:
+    from expwatch.demo.fake_client import CLIENT_LOGGERS, ENDPOINT, OOM_MESSAGE, FakeProxyClient, OutOfMemoryError, forbidden_storm
+else:  # run as a file (python path/to/fake_eval.py): stdlib only, its folder is on the path
+    from fake_client import CLIENT_LOGGERS, ENDPOINT, OOM_MESSAGE, FakeProxyClient, OutOfMemoryError, forbidden_storm
+
 BACKWARD_TASK_TYPES = frozenset({"EPM", "ASI", "HLD"})
 FAULT_KINDS = ("rate_limit", "traceback", "oom", "proxy", "hang", "die", "sigkill", "forbidden", "null")
-ENDPOINT = "http://localhost:8000/v1/chat/completions"
 ANSWER_LETTERS = "ABCD"
 
 log = logging.getLogger("eval")
-httpx_log = logging.getLogger("httpx")
-openai_log = logging.getLogger("openai._base_client")
-
-
-def _foreign_exception(module: str, name: str) -> type[Exception]:
-    """Make an exception whose traceback reads ``module.name: ...`` without importing ``module``.
-
-    Python prints the exception's ``__module__`` and ``__qualname__``, so the
-    last traceback line matches what openai/httpcore/torch would print.
-    """
-    return type(name, (Exception,), {"__module__": module, "__qualname__": name})
-
-
-RateLimitError = _foreign_exception("openai", "RateLimitError")
-APIConnectionError = _foreign_exception("openai", "APIConnectionError")
-ConnectError = _foreign_exception("httpcore", "ConnectError")
-OutOfMemoryError = _foreign_exception("torch", "OutOfMemoryError")
 
 
 @dataclass(frozen=True)
@@ -193,6 +193,13 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be at least 0, not {text}")
+    return value
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="fake_eval", description="Stand-in ML evaluation run with injectable faults.")
     parser.add_argument("--output", type=Path, required=True)
@@ -206,6 +213,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--leak-rate", type=_rate, default=0.0)
     parser.add_argument("--task-types", default="EPM,ASI,HLD,QA,OCR")
     parser.add_argument("--fault", type=FaultSpec.parse, action="append", default=[])
+    parser.add_argument("--http-log", choices=("verbose", "quiet"), default="verbose")
+    parser.add_argument("--max-retries", type=_non_negative_int, default=2)
     args = parser.parse_args(argv)
     args.task_types = [t.strip() for t in args.task_types.split(",") if t.strip()]
     if not args.task_types:
@@ -286,63 +295,7 @@ def load_fired(files: RunFiles) -> set[str]:
 
 def encode_frames(item: ItemSpec, fault: str | None) -> None:
     if fault == "oom":
-        raise OutOfMemoryError(
-            "CUDA out of memory. Tried to allocate 2.00 GiB. "
-            "GPU 0 has a total capacity of 79.15 GiB of which 1.02 GiB is free."
-        )
-
-
-class FakeProxyClient:
-    """Answers like a chat-completions endpoint behind a local proxy, and fails like one."""
-
-    def __init__(self, model: str, delay: float) -> None:
-        self.model = model
-        self.delay = delay
-
-    def create(self, item: ItemSpec, fault: str | None, filtered: bool) -> dict[str, Any]:
-        if fault == "rate_limit":
-            self._rate_limit_storm()
-        if fault == "proxy":
-            self._connect()
-        time.sleep(self.delay)
-        if fault == "traceback":
-            # The proxy passes an upstream error through with HTTP 200; parse_answer trips on it.
-            return {"error": {"message": "upstream timeout", "type": "server_error"}}
-        if filtered:
-            return {"choices": [{"finish_reason": "content_filter", "message": {"content": None}}]}
-        return {"choices": [{"finish_reason": "stop", "message": {"content": f"The answer is {item.predicted}"}}]}
-
-    def _rate_limit_storm(self) -> None:
-        for _ in range(5):
-            httpx_log.info('HTTP Request: POST %s "HTTP/1.1 429 Too Many Requests"', ENDPOINT)
-            openai_log.info("Retrying request to %s in %f seconds", "/chat/completions", 2.0)
-            time.sleep(0.1)  # the real client waits the 2 s it announces; compressed for tests
-        httpx_log.info('HTTP Request: POST %s "HTTP/1.1 429 Too Many Requests"', ENDPOINT)
-        body = {
-            "error": {
-                "message": f"Rate limit reached for {self.model} in organization org-xxx on tokens per min (TPM): "
-                "Limit 30000, Used 30000, Requested 1200.",
-                "type": "tokens",
-                "param": None,
-                "code": "rate_limit_exceeded",
-            }
-        }
-        raise RateLimitError(f"Error code: 429 - {body!r}")
-
-    def _connect(self) -> None:
-        for _ in range(2):
-            openai_log.info("Retrying request to %s in %f seconds", "/chat/completions", 0.5)
-            time.sleep(0.05)
-        try:
-            raise ConnectError("[Errno 111] Connection refused")
-        except ConnectError as exc:
-            raise APIConnectionError("Connection error.") from exc
-
-
-def forbidden_storm() -> None:
-    for _ in range(10):
-        httpx_log.info('HTTP Request: POST %s "HTTP/1.1 403 Forbidden"', ENDPOINT)
-        time.sleep(0.05)
+        raise OutOfMemoryError(OOM_MESSAGE)
 
 
 def parse_answer(payload: dict[str, Any]) -> str | None:
@@ -354,7 +307,7 @@ def parse_answer(payload: dict[str, Any]) -> str | None:
 
 def evaluate_item(item: ItemSpec, client: FakeProxyClient, fault: str | None, force_null: bool) -> dict[str, Any]:
     encode_frames(item, fault)
-    payload = client.create(item, fault, filtered=item.content_filtered or force_null)
+    payload = client.create(item.predicted, fault, filtered=item.content_filtered or force_null)
     answer = parse_answer(payload)
     if answer is None:
         log.warning("content policy violation for %s, recording null", item.item_id)
@@ -403,7 +356,7 @@ def run(args: argparse.Namespace) -> int:
     pending = [item for item in build_items(args) if item.item_id not in done]
     fired = load_fired(files)
     armed = [fault for fault in args.fault if fault.always or fault.key not in fired]
-    client = FakeProxyClient(args.model, args.delay)
+    client = FakeProxyClient(args.model, args.delay, args.max_retries, args.seed)
     nulls_forced = False
     for position, item in enumerate(pending):
         if args.limit is not None and position >= args.limit:
@@ -437,8 +390,12 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
     logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    return run(parse_args(argv))
+    if args.http_log == "quiet":
+        for name in CLIENT_LOGGERS:
+            logging.getLogger(name).setLevel(logging.WARNING)
+    return run(args)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,81 @@
+"""One rules file as read: its text, its YAML nodes (for line numbers) and its data.
+
+The shipped rules and a user's override are two documents; a merged rule set
+keeps pointing back at the one each field came from, so an error or a
+`rules show` line names the file and line the person has to look at.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class RulesError(Exception):
+    """An invalid rules file. ``str()`` is the one-line message."""
+
+    def __init__(self, source: str, line: int | None, message: str):
+        where = f"{source}:{line}" if line else source
+        super().__init__(f"{where}: {message}")
+        self.source = source
+        self.line = line
+
+
+def node_at(node: yaml.Node, path: list[Any]) -> yaml.Node:
+    """The YAML node at a JSON path, as deep as it exists (for line numbers)."""
+    for key in path:
+        if isinstance(node, yaml.MappingNode):
+            match = next((v for k, v in node.value if k.value == key), None)
+            if match is None:
+                match = next((k for k, _ in node.value if k.value == key), None)
+                return match or node
+            node = match
+        elif isinstance(node, yaml.SequenceNode) and isinstance(key, int) and key < len(node.value):
+            node = node.value[key]
+        else:
+            return node
+    return node
+
+
+def line_at(root: yaml.Node | None, path: list[Any]) -> int | None:
+    return node_at(root, path).start_mark.line + 1 if root is not None else None
+
+
+@dataclass(frozen=True)
+class RulesDocument:
+    source: str  # how errors and provenance name the file
+    text: str
+    root: yaml.Node
+    data: Any
+
+    def key_line(self, path: list[Any]) -> int:
+        """The line of the key that ends ``path`` (``when:``, not the first line under it)."""
+        parent = node_at(self.root, path[:-1])
+        if isinstance(parent, yaml.MappingNode):
+            for key, _ in parent.value:
+                if key.value == path[-1]:
+                    return key.start_mark.line + 1
+        return line_at(self.root, path) or 0
+
+
+def read_document(text: str, source: str) -> RulesDocument:
+    try:
+        root = yaml.compose(text)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        raise RulesError(source, mark.line + 1 if mark else None, f"not valid YAML: {getattr(exc, 'problem', None) or exc}") from None
+    if data is None:
+        raise RulesError(source, None, "the file is empty")
+    return RulesDocument(source, text, root, data)
+
+
+def read_file(path: Path) -> RulesDocument:
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise RulesError(str(path), None, f"not UTF-8 text ({exc.reason})") from None
+    return read_document(text, str(path))
