@@ -16,7 +16,7 @@ from typing import Any, Iterable
 
 from expwatch.files import NotReadyYet, read_json, read_json_lines
 from expwatch.results.config import ValidationSettings, shipped_validation_settings
-from expwatch.results.fields import FieldMap, Normalisation, lookup, read_sidecar, sidecar_path
+from expwatch.results.fields import FieldMap, FieldMapError, Normalisation, lookup, read_sidecar, sidecar_path
 
 # Where an object-shaped result keeps its items, first match wins.
 ITEM_KEYS = ("per_item", "results", "samples", "items", "predictions")
@@ -154,7 +154,12 @@ def read_progress(result: Path | None, checkpoint: Path | None) -> ResultSnapsho
     Returns None when neither file exists; NotReadyYet propagates so the
     caller retries instead of reporting a progress drop.
     """
-    fmap = field_map_for(result if result is not None else checkpoint)
+    named = result if result is not None else checkpoint
+    try:
+        fmap = field_map_for(named)
+    except FieldMapError as exc:
+        # The watcher and status retry NotReadyYet and show its reason; a bad map must not stop them.
+        raise NotReadyYet(Path(named or "."), str(exc)) from exc
     snapshots = [snap for snap in (_read_if_present(result, fmap), _read_if_present(checkpoint, fmap)) if snap]
     if not snapshots:
         return None
