@@ -7,6 +7,7 @@ import json
 import sys
 
 from expwatch.layout import ExperimentsLayout
+from expwatch.pipeline.state import all_states, render_states
 from expwatch.rules.loader import RulesError, load_rules
 from expwatch.runstate import RunReport, observe_all
 from expwatch.settings import SettingsError, load_settings
@@ -78,4 +79,6 @@ def run(args: argparse.Namespace) -> int:
     print(HEADER)
     for report in reports:
         print(format_row(report))
+    for line in render_states(all_states(layout)):
+        print(line)
     return 0

@@ -1,0 +1,158 @@
+"""`expwatch pipeline`: a serial ablation over the stand-in evaluation, run by real processes.
+
+Macro accuracies (mean over task types of correct/valid, 12 items, task types
+cycling EPM ASI HLD QA OCR) of the stand-in's seeded answers, counted from its
+per-task figures:
+  seed 3 (baseline): ASI 3/3 EPM 3/3 HLD 1/2 OCR 2/2 QA 1/2 -> (1+1+.5+1+.5)/5 = 80.00
+  seed 6:            ASI 3/3 EPM 2/3 HLD 2/2 OCR 1/2 QA 2/2 -> (1+2/3+1+.5+1)/5 = 83.33 (+3.33: gain)
+  seed 1:            ASI 2/3 EPM 1/3 HLD 1/2 OCR 2/2 QA 1/2 -> (2/3+1/3+.5+1+.5)/5 = 60.00 (-20: regression)
+Two identical baseline runs differ by 0, so the recorded floor is the minimum, 2 points.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import fast_rules, wait_for
+from expwatch.cli import main
+from expwatch.pipeline.state import load_state
+from expwatch.pipeline.watcher_keeper import watcher_holder
+
+ITEMS = 12
+
+
+def fake_eval(seed: int, delay: float) -> list[str]:
+    return [sys.executable, "-m", "expwatch.demo.fake_eval", "--items", str(ITEMS), "--delay", str(delay),
+            "--seed", str(seed), "--output", "{result}"]
+
+
+def phase(name: str, seed: int, delay: float = 0.02, **extra) -> dict:
+    return {"name": name, "command": fake_eval(seed, delay), "result": f"{name}.json", "log": f"{name}.log",
+            "expected": ITEMS, "smoke": 2, **extra}
+
+
+@pytest.fixture
+def ablation(experiments, tmp_path):
+    """A baseline (seed 3) with its criteria file, and fast pipeline settings."""
+    root = experiments.root
+    (root / "expwatch.rules.yaml").write_text(fast_rules(silent_s=10))
+    for name in ("e0", "e0-rerun"):
+        subprocess.run(fake_eval(3, 0)[:-1] + [str(root / f"{name}.json")], check=True, capture_output=True, timeout=60)
+    assert main(["noise", str(root / "e0.json"), str(root / "e0-rerun.json"), "--out", str(root / "criteria.yaml")]) == 0
+    config = json.loads((root / "e0.json").read_text())["config"]
+    (root / "base.yaml").write_text(yaml.safe_dump(config))
+    (tmp_path / "fast.yaml").write_text("pipeline: {poll_s: 0.1, watcher_start_timeout_s: 20}\n")
+    yield experiments
+    for _ in range(3):  # the watchers the pipeline started, one generation after another
+        pid = watcher_holder(experiments.layout)
+        if pid is None:
+            break
+        os.kill(pid, signal.SIGKILL)
+        wait_for(lambda: watcher_holder(experiments.layout) != pid, what="watcher gone")
+
+
+def write_plan(root: Path, phases: list[dict]) -> Path:
+    plan = {"name": "abl", "baseline": {"config": "base.yaml", "result": "e0.json", "criteria": "criteria.yaml"},
+            "phases": phases}
+    path = root / "plan.yaml"
+    path.write_text(yaml.safe_dump(plan, sort_keys=False))
+    return path
+
+
+def start_pipeline(exp, plan: Path, tmp_path: Path, out: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "expwatch", "pipeline", str(plan), "--dir", str(exp.root), "--settings", str(tmp_path / "fast.yaml")],
+        stdout=open(tmp_path / out, "w"), stderr=subprocess.STDOUT, start_new_session=True,
+    )
+
+
+def decisions(exp, gate: str) -> list[dict]:
+    return [r for r in exp.audit(event="pipeline decision") if r["gate"] == gate]
+
+
+def test_three_phases_gain_then_regression_stop_and_a_killed_watcher_and_pipeline_resume(ablation, tmp_path):
+    exp = ablation
+    plan = write_plan(exp.root, [
+        phase("e1", seed=6, delay=0.3, set={"mode.summary_prompt_variant": "v2"}, changes=["mode.summary_prompt_variant"]),
+        phase("e2", seed=1),
+        phase("e3", seed=6),
+    ])
+    first = start_pipeline(exp, plan, tmp_path, "first.out")
+    wait_for(lambda: (s := load_state(exp.layout, "abl")) and s.phase("e1").status == "running", timeout=60, what="e1 launched")
+    wait_for(lambda: len(exp.audit(run="e1", event="progress")) and exp.audit(run="e1", event="progress")[-1]["done"] >= 3,
+             timeout=30, what="e1 mid-phase")
+    watcher = watcher_holder(exp.layout)
+    os.kill(watcher, signal.SIGKILL)
+    os.kill(first.pid, signal.SIGKILL)
+    first.wait(timeout=10)
+
+    second = start_pipeline(exp, plan, tmp_path, "second.out")
+    assert second.wait(timeout=90) == 1, (tmp_path / "second.out").read_text()
+
+    state = load_state(exp.layout, "abl")
+    assert [(p.name, p.status, p.verdict) for p in state.phases] == [
+        ("e1", "passed", "gain"), ("e2", "stopped", "regression"), ("e3", "pending", None)]
+    assert state.status == "stopped"
+    assert state.phase("e1").delta == pytest.approx(10 / 3, abs=1e-5)
+    assert state.phase("e2").delta == pytest.approx(-20.0)
+    verdict = decisions(exp, "verdict")[-1]["numbers"]
+    assert (verdict["baseline_macro_acc"], verdict["candidate_macro_acc"], verdict["noise_floor"]) == (80.0, 60.0, 2.0)
+    # One launch per phase, across the killed pipeline and watcher; e3 never launched.
+    launches = [r["phase"] for r in exp.audit(event="pipeline phase launching")]
+    assert launches == ["e1", "e2"]
+    assert exp.manifest("e1").restarts == 0 and sorted(set(exp.items("e1"))) == exp.items("e1") and len(exp.items("e1")) == ITEMS
+    started = exp.audit(event="pipeline started watcher")
+    assert len(started) == 2 and started[1]["watcher_pid"] != watcher
+    assert [d["numbers"]["drifted"] for d in decisions(exp, "drift")][0] == {"mode.summary_prompt_variant": ["v1", "v2"]}
+    assert "pipeline stopped at phase e2: regression: macro accuracy 60.00 vs baseline 80.00 (-20.00 points" in (tmp_path / "second.out").read_text()
+
+    status = subprocess.run([sys.executable, "-m", "expwatch", "status", str(exp.root)], capture_output=True, text=True, timeout=60)
+    assert "pipeline abl: STOPPED" in status.stdout
+    assert "e1                   passed    gain +3.33 points" in status.stdout
+    # A stopped pipeline run again says so and launches nothing.
+    again = subprocess.run([sys.executable, "-m", "expwatch", "pipeline", str(plan), "--dir", str(exp.root)],
+                           capture_output=True, text=True, timeout=60)
+    assert again.returncode == 1 and "is stopped at e2" in again.stdout
+    assert len(exp.audit(event="pipeline phase launching")) == 2
+
+
+def test_a_phase_that_drifts_stops_before_launch_and_dry_run_says_so(ablation, tmp_path, capsys):
+    exp = ablation
+    plan = write_plan(exp.root, [phase("d1", seed=6, set={"pipeline.fps": 2, "workers": 8}), phase("d2", seed=3)])
+    subprocess.run(["git", "init", "-q"], cwd=exp.root, check=True)
+    subprocess.run(["git", "-c", "user.email=t@example.org", "-c", "user.name=t", "commit", "-q", "--allow-empty",
+                    "-m", "tweak the prompt after the plan was written"], cwd=exp.root, check=True)
+
+    assert main(["pipeline", str(plan), "--dir", str(exp.root), "--dry-run"]) == 0
+    dry = capsys.readouterr().out
+    assert "phase d1: drift STOP: cache-key drift the phase does not declare in `changes`: pipeline.fps: 1 -> 2" in dry
+    assert not exp.layout.runs_dir.exists() and load_state(exp.layout, "abl") is None
+
+    assert main(["pipeline", str(plan), "--dir", str(exp.root), "--settings", str(tmp_path / "fast.yaml")]) == 1
+    out = capsys.readouterr().out
+    assert "commit since the plan changed:" in out and "tweak the prompt" in out
+    drift = decisions(exp, "drift")[0]
+    assert (drift["ok"], drift["numbers"]["undeclared"], drift["numbers"]["drifted"]) == (False, ["pipeline.fps"], {"pipeline.fps": ["1", "2"]})
+    assert exp.audit(event="pipeline phase launching") == []
+    assert not exp.layout.runs_dir.exists()
+    assert [p.status for p in load_state(exp.layout, "abl").phases] == ["stopped", "pending"]
+
+
+def test_plan_errors_name_the_file_line_and_field(tmp_path, capsys):
+    plan = tmp_path / "plan.yaml"
+    plan.write_text("baseline: {config: a.yaml, result: r.json, criteria: c.yaml}\nphases:\n"
+                    "  - name: e1\n    command: [python, eval.py, --out, '{reslt}']\n    result: e1.json\n    log: e1.log\n")
+    assert main(["pipeline", str(plan), "--dry-run"]) == 2
+    assert f"{plan}:4: phases[0].command: '{{reslt}}': unknown placeholder 'reslt'" in capsys.readouterr().err
+    plan.write_text("baseline: {config: a.yaml, result: r.json, criteria: c.yaml}\nphases:\n"
+                    "  - name: e1\n    command: [python]\n    result: e1.json\n    log: e1.log\n    chnages: [x]\n")
+    assert main(["pipeline", str(plan)]) == 2
+    assert f"{plan}:7: phases[0].chnages: unknown key" in capsys.readouterr().err
