@@ -112,7 +112,7 @@ def test_three_phases_gain_then_regression_stop_and_a_killed_watcher_and_pipelin
     started = exp.audit(event="pipeline started watcher")
     assert len(started) == 2 and started[1]["watcher_pid"] != watcher
     assert [d["numbers"]["drifted"] for d in decisions(exp, "drift")][0] == {"mode.summary_prompt_variant": ["v1", "v2"]}
-    assert "pipeline stopped at phase e2: regression: macro accuracy 60.00 vs baseline 80.00 (-20.00 points" in (tmp_path / "second.out").read_text()
+    assert "pipeline abl stopped at phase e2: regression: macro accuracy 60.00 vs baseline 80.00 (-20.00 points" in (tmp_path / "second.out").read_text()
 
     status = subprocess.run([sys.executable, "-m", "expwatch", "status", str(exp.root)], capture_output=True, text=True, timeout=60)
     assert "pipeline abl: STOPPED" in status.stdout
