@@ -83,7 +83,8 @@ def test_three_phases_gain_then_regression_stop_and_a_killed_watcher_and_pipelin
     exp = ablation
     plan = write_plan(exp.root, [
         phase("e1", seed=6, delay=0.4, set={"mode.summary_prompt_variant": "v2"}, changes=["mode.summary_prompt_variant"]),
-        phase("e2", seed=1),
+        # The stand-in's `answer` is the model's parsed answer, not the gold: say so for this run.
+        phase("e2", seed=1, fields={"gold": None}),
         phase("e3", seed=6),
     ])
     def done(name: str) -> int:
@@ -118,6 +119,10 @@ def test_three_phases_gain_then_regression_stop_and_a_killed_watcher_and_pipelin
     assert len(started) == 2 and started[1]["watcher_pid"] != watcher
     assert [d["numbers"]["drifted"] for d in decisions(exp, "drift")][0] == {"mode.summary_prompt_variant": ["v1", "v2"]}
     assert "pipeline abl stopped at phase e2: regression: macro accuracy 60.00 vs baseline 80.00 (-20.00 points" in (tmp_path / "second.out").read_text()
+
+    # The run's field map was written beside its result, and the watcher's validation read through it.
+    assert yaml.safe_load((exp.root / "e2.fields.yaml").read_text()) == {"gold": None}
+    assert json.loads((exp.root / "e2.validation.json").read_text())["fields"]["gold"] is None
 
     status = subprocess.run([sys.executable, "-m", "expwatch", "status", str(exp.root)], capture_output=True, text=True, timeout=60)
     assert "pipeline abl: STOPPED" in status.stdout
