@@ -154,6 +154,16 @@ def test_a_phase_that_drifts_stops_before_launch_and_dry_run_says_so(ablation, t
     assert exp.audit(event="pipeline phase launching") == []
     assert not exp.layout.runs_dir.exists()
     assert [p.status for p in load_state(exp.layout, "abl").phases] == ["stopped", "pending"]
+    status = subprocess.run([sys.executable, "-m", "expwatch", "status", str(exp.root)], capture_output=True, text=True, timeout=60)
+    assert "pipeline abl: STOPPED" in status.stdout and "d1                   stopped   - cache-key drift" in status.stdout
+
+    # The human declares the change and takes the pipeline up again: d1 and then d2 run to their verdicts.
+    write_plan(exp.root, [phase("d1", seed=6, set={"pipeline.fps": 2, "workers": 8}, changes=["pipeline.fps"]),
+                          phase("d2", seed=3)])
+    assert main(["pipeline", str(plan), "--dir", str(exp.root), "--settings", str(tmp_path / "fast.yaml"), "--retry"]) == 0
+    state = load_state(exp.layout, "abl")
+    assert (state.status, [(p.status, p.verdict) for p in state.phases]) == ("done", [("passed", "gain"), ("passed", "noise")])
+    assert [r["phase"] for r in exp.audit(event="pipeline phase launching")] == ["d1", "d2"]
 
 
 def test_plan_errors_name_the_file_line_and_field(tmp_path, capsys):

@@ -20,6 +20,7 @@ EXAMPLE = """example:
   expwatch noise results/e0.json results/e0-rerun.json --out results/criteria.yaml
   expwatch pipeline ablation.yaml --dir experiments --dry-run
   expwatch pipeline ablation.yaml --dir experiments     # rerun the same line to resume
+  expwatch pipeline ablation.yaml --dir experiments --retry   # after fixing what stopped it
 """
 
 
@@ -34,6 +35,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("plan", type=Path, metavar="PLAN.yaml")
     p.add_argument("--dir", default=".", help="experiments directory the phases are launched into (default: .)")
     p.add_argument("--dry-run", action="store_true", help="print what would be done, do nothing")
+    p.add_argument("--retry", action="store_true",
+                   help="take a stopped pipeline up again at the phase that stopped it (a launched phase is not relaunched)")
     p.add_argument("--settings", type=Path, metavar="FILE", help="overrides for configs/validation.yaml")
     p.set_defaults(func=run)
 
@@ -50,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
         print("\n".join(runner.dry_run()))
         return 0
     try:
-        return runner.run()
+        return runner.run(retry=args.retry)
     except PipelineBusy as exc:
         print(f"expwatch pipeline: {exc}", file=sys.stderr)
         return 3

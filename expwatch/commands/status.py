@@ -75,10 +75,10 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if not reports:
         print(f"no runs under {layout.runs_dir}")
-        return 0
-    print(HEADER)
-    for report in reports:
-        print(format_row(report))
+    else:
+        print(HEADER)
+        for report in reports:
+            print(format_row(report))
     for line in render_states(all_states(layout)):
         print(line)
     return 0

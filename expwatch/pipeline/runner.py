@@ -55,13 +55,19 @@ class PipelineRunner:
 
     # -- the loop --------------------------------------------------------
 
-    def run(self) -> int:
-        """Drive the pipeline to its end: 0 every phase passed, 1 stopped."""
+    def run(self, retry: bool = False) -> int:
+        """Drive the pipeline to its end: 0 every phase passed, 1 stopped.
+
+        ``retry`` takes a stopped pipeline up again at the phase that stopped
+        it (after a human fixed the cause: a resumed halt, an edited plan).
+        """
         self.folder.mkdir(parents=True, exist_ok=True)
         lock = self._lock()
         self.audit = AuditLog(self.layout.audit_path)
         try:
             state = self._initial_state()
+            if state.status == STOPPED and retry:
+                state = self._retry(state)
             if state.status == STOPPED:
                 stopped = next((p for p in state.phases if p.status == STOPPED), None)
                 self.say(f"pipeline {self.plan.name} is stopped" + (f" at {stopped.name}: {stopped.reason}" if stopped else ""))
@@ -223,6 +229,15 @@ class PipelineRunner:
         state = replace(saved, phases=phases, status=status)
         self._record("pipeline resumed", plan=str(self.plan.path),
                      phases={p.name: p.status for p in state.phases})
+        return state
+
+    def _retry(self, state: PipelineState) -> PipelineState:
+        """A stopped phase that was launched is followed again, never relaunched; one that was not is redone."""
+        stopped = next(p for p in state.phases if p.status == STOPPED)
+        launched = stopped.launched_at is not None
+        retried = replace(stopped, status=RUNNING if launched else PENDING, reason=None, verdict=None, delta=None)
+        state = self._save(state, retried, RUNNING)
+        self._record("pipeline retried", phase=stopped.name, previous_reason=stopped.reason, status=retried.status)
         return state
 
     def _manifest(self, phase: Phase) -> RunManifest | None:
