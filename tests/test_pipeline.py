@@ -169,10 +169,28 @@ def test_a_phase_that_drifts_stops_before_launch_and_dry_run_says_so(ablation, t
 def test_plan_errors_name_the_file_line_and_field(tmp_path, capsys):
     plan = tmp_path / "plan.yaml"
     plan.write_text("baseline: {config: a.yaml, result: r.json, criteria: c.yaml}\nphases:\n"
-                    "  - name: e1\n    command: [python, eval.py, --out, '{reslt}']\n    result: e1.json\n    log: e1.log\n")
+                    "  - name: e1\n    command: [python, eval.py, --out, '{reslt}']\n    result: e1.json\n    log: e1.log\n"
+                    "    expected: 3\n")
     assert main(["pipeline", str(plan), "--dry-run"]) == 2
     assert f"{plan}:4: phases[0].command: '{{reslt}}': unknown placeholder 'reslt'" in capsys.readouterr().err
     plan.write_text("baseline: {config: a.yaml, result: r.json, criteria: c.yaml}\nphases:\n"
-                    "  - name: e1\n    command: [python]\n    result: e1.json\n    log: e1.log\n    chnages: [x]\n")
+                    "  - name: e1\n    command: [python]\n    result: e1.json\n    log: e1.log\n    expected: 3\n    chnages: [x]\n")
     assert main(["pipeline", str(plan)]) == 2
-    assert f"{plan}:7: phases[0].chnages: unknown key" in capsys.readouterr().err
+    assert f"{plan}:8: phases[0].chnages: unknown key" in capsys.readouterr().err
+
+
+def test_missing_baseline_files_and_a_failed_smoke_run_stop_without_launching(ablation, tmp_path, capsys):
+    exp = ablation
+    plan = write_plan(exp.root, [phase("s1", seed=6, command=fake_eval(6, 0.02) + ["--null-rate", "1"])])
+    criteria = (exp.root / "criteria.yaml").read_text()
+    (exp.root / "criteria.yaml").unlink()
+    assert main(["pipeline", str(plan), "--dir", str(exp.root), "--settings", str(tmp_path / "fast.yaml")]) == 1
+    assert f"files the plan names are gone: {exp.root / 'criteria.yaml'}" in capsys.readouterr().out
+    (exp.root / "criteria.yaml").write_text(criteria)
+    # Every smoke item is a content-policy null: `expwatch launch --smoke` refuses, and nothing runs.
+    assert main(["pipeline", str(plan), "--dir", str(exp.root), "--settings", str(tmp_path / "fast.yaml"), "--retry"]) == 1
+    stopped = load_state(exp.layout, "abl").phase("s1")
+    assert stopped.status == "stopped" and stopped.reason.startswith("launch failed")
+    launch = [d for d in exp.audit(event="pipeline decision") if d["gate"] == "launch"][0]
+    assert "smoke run on 2 items failed; nothing launched" in launch["message"] and "2 of 2 items have a null response" in launch["message"]
+    assert not exp.layout.manifest_path("s1").exists()

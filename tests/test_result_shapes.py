@@ -160,3 +160,22 @@ def test_a_bad_field_option_exits_2_and_names_it(seed_result):
     # The watcher and status retry and show the reason instead of failing.
     with pytest.raises(NotReadyYet, match="seed.fields.yaml: must be a mapping"):
         read_progress(seed_result, None)
+
+
+def test_the_smoke_run_reads_its_result_with_the_runs_field_map(tmp_path):
+    from expwatch.results.smoke import run_smoke
+
+    script = tmp_path / "eval_own.py"
+    script.write_text(
+        "import argparse, json\n"
+        "p = argparse.ArgumentParser(); p.add_argument('--output'); p.add_argument('--limit', type=int, default=5)\n"
+        "a = p.parse_args()\n"
+        "with open(a.output, 'w') as fh:\n"
+        "    for i in range(a.limit):\n"
+        "        fh.write(json.dumps({'uid': f'x{i}', 'pred': 'A', 'label': 'A', 'task': 'QA'}) + '\\n')\n"
+    )
+    argv = [sys.executable, str(script), "--output", "out.jsonl"]
+    without = run_smoke(argv, tmp_path, 2, workdir=tmp_path / "smoke1")
+    assert not without.ok and "2 of 2 items have a null response" in without.reasons[0]  # `response` is not its name
+    (tmp_path / "out.fields.yaml").write_text("id: uid\nresponse: pred\ngold: label\ntask_type: task\n")
+    assert run_smoke(argv, tmp_path, 2, workdir=tmp_path / "smoke2").ok

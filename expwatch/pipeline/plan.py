@@ -43,7 +43,7 @@ class Phase:
     command: tuple[str, ...]  # may hold {config} {result} {log} {name} {dir}
     result: Path
     log: Path
-    expected: int | None
+    expected: int
     profile: str | None
     overrides: tuple[Override, ...]
     changes: frozenset[str]  # cache-key fields this phase means to change
@@ -141,7 +141,8 @@ class _Reader:
 
     def phase(self, data: Any, index: int) -> Phase:
         at = ("phases", index)
-        data = self.mapping(data, at, PHASE_KEYS, {"name", "command", "result", "log"})
+        # `expected` is required: the watcher marks a run COMPLETE when done reaches it, and the pipeline waits for that.
+        data = self.mapping(data, at, PHASE_KEYS, {"name", "command", "result", "log", "expected"})
         command = data["command"]
         if not isinstance(command, list) or not command or not all(isinstance(a, (str, int, float)) for a in command):
             raise self.fail((*at, "command"), "must be a non-empty argv list (no shell is used)")
@@ -156,7 +157,7 @@ class _Reader:
             command=argv,
             result=self.file(data["result"], (*at, "result")),
             log=self.file(data["log"], (*at, "log")),
-            expected=self.count(data.get("expected"), (*at, "expected")),
+            expected=self.count(data["expected"], (*at, "expected")),
             profile=self.text(data.get("profile"), (*at, "profile")),
             overrides=self.overrides(data.get("set", {}), (*at, "set")),
             changes=frozenset(self.texts(data.get("changes", []), (*at, "changes"))),

@@ -165,9 +165,7 @@ class PipelineRunner:
                   "name": phase.name, "dir": str(self.layout.root)}
         argv = [sys.executable, "-m", "expwatch", "launch", "--name", phase.name, "--log", str(phase.log),
                 "--result", str(phase.result), "--dir", str(self.layout.root),
-                "--smoke" if phase.smoke is None else f"--smoke={phase.smoke}"]
-        if phase.expected is not None:
-            argv += ["--expected", str(phase.expected)]
+                "--expected", str(phase.expected), "--smoke" if phase.smoke is None else f"--smoke={phase.smoke}"]
         if phase.profile:
             argv += ["--profile", phase.profile]
         return argv + ["--", *(arg.format(**values) for arg in phase.command)]
