@@ -16,13 +16,13 @@ import subprocess
 import sys
 import time
 from dataclasses import replace
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
 import yaml
 
 from expwatch.audit.log import AuditLog
+from expwatch.commands.launch import now_iso  # the manifest's launched_at format, compared below
 from expwatch.files import NotReadyYet, atomic_write_text
 from expwatch.layout import ExperimentsLayout
 from expwatch.manifest import ManifestError, RunManifest, load_manifest
@@ -39,10 +39,6 @@ from expwatch.results.fields import sidecar_path
 
 class PipelineBusy(RuntimeError):
     """Another ``expwatch pipeline`` process is driving the same pipeline."""
-
-
-def now_iso() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
 
 
 class PipelineRunner:
@@ -188,16 +184,17 @@ class PipelineRunner:
             time.sleep(self.settings.pipeline.poll_s)
 
     def _after_complete(self, state: PipelineState, phase: Phase) -> PipelineState:
-        for gate in (validate_gate, lambda p, s: verdict_gate(self.plan, p, s)):
-            decision = gate(phase, self.settings)
-            self._decide(phase, decision)
-            current = state.phase(phase.name)
-            if decision.gate == "verdict":
-                current = replace(current, verdict=decision.numbers.get("verdict"), delta=decision.numbers.get("delta"))
-                state = state.with_phase(current)
-            if not decision.ok:
-                return self._stop(state, phase, decision.message)
-        return self._save(state, replace(state.phase(phase.name), status=PASSED, reason=decision.message))
+        validation = validate_gate(phase, self.settings)
+        self._decide(phase, validation)
+        if not validation.ok:
+            return self._stop(state, phase, validation.message)
+        verdict = verdict_gate(self.plan, phase, self.settings)
+        self._decide(phase, verdict)
+        judged = replace(state.phase(phase.name), verdict=verdict.numbers.get("verdict"), delta=verdict.numbers.get("delta"))
+        state = state.with_phase(judged)
+        if not verdict.ok:
+            return self._stop(state, phase, verdict.message)
+        return self._save(state, replace(judged, status=PASSED, reason=verdict.message))
 
     def _keep_watcher(self, phase: Phase) -> None:
         try:
