@@ -194,3 +194,16 @@ def test_missing_baseline_files_and_a_failed_smoke_run_stop_without_launching(ab
     launch = [d for d in exp.audit(event="pipeline decision") if d["gate"] == "launch"][0]
     assert "smoke run on 2 items failed; nothing launched" in launch["message"] and "2 of 2 items have a null response" in launch["message"]
     assert not exp.layout.manifest_path("s1").exists()
+
+
+def test_a_run_that_records_an_undeclared_cache_key_change_stops_after_it_completes(ablation, tmp_path):
+    exp = ablation
+    settings = tmp_path / "fast.yaml"
+    settings.write_text(settings.read_text() + "drift:\n  fields: [model.name, pipeline.fps]\n")
+    # Nothing in `set`: the plan's config does not drift, but the command's --model does.
+    plan = write_plan(exp.root, [phase("m1", seed=3, command=fake_eval(3, 0.01) + ["--model", "o3"])])
+    assert main(["pipeline", str(plan), "--dir", str(exp.root), "--settings", str(settings)]) == 1
+    gate = [d for d in exp.audit(event="pipeline decision") if d["gate"] == "result-drift"][0]
+    assert (gate["ok"], gate["numbers"]["drifted"]) == (False, {"model.name": ["gpt-4o", "o3"]})
+    assert load_state(exp.layout, "abl").phase("m1").reason == \
+        "the run recorded an undeclared cache-key change: model.name: gpt-4o -> o3"

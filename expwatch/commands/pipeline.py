@@ -11,6 +11,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from expwatch.files import NotReadyYet
 from expwatch.layout import ExperimentsLayout
 from expwatch.pipeline.plan import PlanError, load_plan
 from expwatch.pipeline.runner import PipelineBusy, PipelineRunner
@@ -57,6 +58,9 @@ def run(args: argparse.Namespace) -> int:
     except PipelineBusy as exc:
         print(f"expwatch pipeline: {exc}", file=sys.stderr)
         return 3
+    except NotReadyYet as exc:  # a state file that no longer parses: shown, never overwritten
+        print(f"expwatch pipeline: {exc}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print(f"expwatch pipeline: interrupted; rerun the same command to resume {plan.name}", file=sys.stderr)
         return 130

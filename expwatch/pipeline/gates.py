@@ -3,8 +3,8 @@
 Before a phase: the plan still holds (the files it names exist; what was
 committed since the plan was written is shown, since a commit can change
 what a phase measures) and the phase's config has not drifted from the
-baseline on a cache-key field it did not declare. After a phase: its result
-validates, and its verdict against the baseline's recorded noise floor is
+baseline on a cache-key field it did not declare. After a phase: the config
+its result records has not drifted either, its result validates, and its verdict against the baseline's recorded noise floor is
 not a regression. The checks reuse ``validate``, ``drift`` and ``verdict``
 code, so the pipeline is never more lenient than those commands.
 """
@@ -21,6 +21,7 @@ from expwatch.pipeline.plan import Phase, Plan
 from expwatch.results.config import ValidationSettings
 from expwatch.results.drift import ConfigError, compare_fields, load_config_file, render_value
 from expwatch.results.noise import GAIN, NOISE, NoiseError, judge_candidate
+from expwatch.results.progress import read_result
 from expwatch.results.validation import validate_result
 from expwatch.settings import deep_merge
 
@@ -81,6 +82,29 @@ def drift_gate(plan: Plan, phase: Phase, settings: ValidationSettings) -> Decisi
         return Decision("drift", False, f"cache-key drift the phase does not declare in `changes`: {shown}", numbers)
     shown = "; ".join(str(d) for d in drifts) or "none"
     return Decision("drift", True, f"cache-key changes: {shown}", numbers)
+
+
+def result_drift_gate(plan: Plan, phase: Phase, settings: ValidationSettings) -> Decision:
+    """The config each run recorded in its result, compared like ``drift_gate``.
+
+    The plan's ``set`` is what the phase meant to run; the result's
+    ``config`` is what the script says it ran (a flag in ``command`` can
+    change the model without any ``set``). Results without a config pass.
+    """
+    try:
+        baseline, current = read_result(plan.baseline.result).config, read_result(phase.result).config
+    except (OSError, ValueError) as exc:
+        return Decision("result-drift", False, f"result cannot be read: {exc}")
+    if not baseline or not current:
+        return Decision("result-drift", True, "no config recorded in the results; nothing to compare")
+    drifts = compare_fields(baseline, current, settings.drift_fields)
+    undeclared = [d for d in drifts if d.field not in phase.changes]
+    numbers = {"drifted": {d.field: [render_value(d.old), render_value(d.new)] for d in drifts},
+               "undeclared": [d.field for d in undeclared]}
+    if undeclared:
+        shown = "; ".join(str(d) for d in undeclared)
+        return Decision("result-drift", False, f"the run recorded an undeclared cache-key change: {shown}", numbers)
+    return Decision("result-drift", True, f"recorded config: {len(drifts)} declared change(s)", numbers)
 
 
 def validate_gate(phase: Phase, settings: ValidationSettings) -> Decision:

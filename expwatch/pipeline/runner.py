@@ -26,7 +26,9 @@ from expwatch.commands.launch import now_iso  # the manifest's launched_at forma
 from expwatch.files import NotReadyYet, atomic_write_text
 from expwatch.layout import ExperimentsLayout
 from expwatch.manifest import ManifestError, RunManifest, load_manifest
-from expwatch.pipeline.gates import Decision, drift_gate, phase_config, plan_validity, validate_gate, verdict_gate
+from expwatch.pipeline.gates import (
+    Decision, drift_gate, phase_config, plan_validity, result_drift_gate, validate_gate, verdict_gate,
+)
 from expwatch.pipeline.plan import Phase, Plan
 from expwatch.pipeline.state import (
     DONE, LAUNCHING, PASSED, PENDING, RUNNING, STOPPED, PhaseState, PipelineState, load_state, pipelines_dir, save_state,
@@ -48,6 +50,7 @@ class PipelineRunner:
         self.folder = pipelines_dir(layout) / plan.name
         self.keeper = WatcherKeeper(layout, self.folder / "watcher.log", settings.pipeline.watcher_start_timeout_s)
         self.audit: AuditLog | None = None
+        self._watcher_error: str | None = None
 
     # -- the loop --------------------------------------------------------
 
@@ -184,10 +187,10 @@ class PipelineRunner:
             time.sleep(self.settings.pipeline.poll_s)
 
     def _after_complete(self, state: PipelineState, phase: Phase) -> PipelineState:
-        validation = validate_gate(phase, self.settings)
-        self._decide(phase, validation)
-        if not validation.ok:
-            return self._stop(state, phase, validation.message)
+        for check in (result_drift_gate(self.plan, phase, self.settings), validate_gate(phase, self.settings)):
+            self._decide(phase, check)
+            if not check.ok:
+                return self._stop(state, phase, check.message)
         verdict = verdict_gate(self.plan, phase, self.settings)
         self._decide(phase, verdict)
         judged = replace(state.phase(phase.name), verdict=verdict.numbers.get("verdict"), delta=verdict.numbers.get("delta"))
@@ -200,9 +203,12 @@ class PipelineRunner:
         try:
             pid, started = self.keeper.ensure()
         except RuntimeError as exc:
-            self._record("pipeline watcher failed", phase=phase.name, error=str(exc))
-            self.say(f"  {exc}")
+            if str(exc) != self._watcher_error:  # once per distinct failure, not once per poll
+                self._record("pipeline watcher failed", phase=phase.name, error=str(exc))
+                self.say(f"  {exc}")
+            self._watcher_error = str(exc)
             return
+        self._watcher_error = None
         if started:
             self._record("pipeline started watcher", phase=phase.name, watcher_pid=pid, log=str(self.keeper.log_path))
             self.say(f"  started a watcher (pid {pid}) for {self.layout.root}")

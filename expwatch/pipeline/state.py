@@ -64,10 +64,14 @@ def state_path(layout: ExperimentsLayout, name: str) -> Path:
 
 
 def load_state(layout: ExperimentsLayout, name: str) -> PipelineState | None:
+    """None when the pipeline never ran; NotReadyYet when the file is not a pipeline state."""
+    path = state_path(layout, name)
     try:
-        return _parse(read_json(state_path(layout, name)))
+        return _parse(read_json(path))
     except FileNotFoundError:
         return None
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise NotReadyYet(path, f"not a pipeline state ({type(exc).__name__}: {exc})") from exc
 
 
 def save_state(layout: ExperimentsLayout, state: PipelineState) -> None:
