@@ -79,7 +79,7 @@ def decisions(exp, gate: str) -> list[dict]:
     return [r for r in exp.audit(event="pipeline decision") if r["gate"] == gate]
 
 
-def test_three_phases_gain_then_regression_stop_and_a_killed_watcher_and_pipeline_resume(ablation, tmp_path):
+def test_three_phases_gain_then_regression_stop_and_killed_pipelines_and_watcher_never_launch_twice(ablation, tmp_path):
     exp = ablation
     plan = write_plan(exp.root, [
         phase("e1", seed=6, delay=0.4, set={"mode.summary_prompt_variant": "v2"}, changes=["mode.summary_prompt_variant"]),
@@ -91,17 +91,25 @@ def test_three_phases_gain_then_regression_stop_and_a_killed_watcher_and_pipelin
         snap = read_progress(exp.root / f"{name}.json", None)
         return snap.done if snap else 0
 
+    # 1. The pipeline is killed while `expwatch launch` is still in e1's smoke run.
     first = start_pipeline(exp, plan, tmp_path, "first.out")
-    wait_for(lambda: (s := load_state(exp.layout, "abl")) and s.phase("e1").status == "running", timeout=60, what="e1 launched")
-    wait_for(lambda: done("e1") >= 3, timeout=30, what="e1 mid-phase")
-    watcher = watcher_holder(exp.layout)
-    os.kill(watcher, signal.SIGKILL)
+    wait_for(lambda: (s := load_state(exp.layout, "abl")) and s.phase("e1").launch_pid, timeout=60, what="e1 launching")
     os.kill(first.pid, signal.SIGKILL)
     first.wait(timeout=10)
+    assert not exp.layout.manifest_path("e1").exists()
+    # 2. The next pipeline waits for that launch instead of launching again.
+    second = start_pipeline(exp, plan, tmp_path, "second.out")
+    wait_for(lambda: load_state(exp.layout, "abl").phase("e1").status == "running", timeout=60, what="e1 launched")
+    # 3. Mid-phase, the watcher and the pipeline are SIGKILLed together.
+    wait_for(lambda: done("e1") >= 3, timeout=30, what="e1 mid-phase")
+    watcher = wait_for(lambda: watcher_holder(exp.layout), what="the watcher the pipeline started")
+    os.kill(watcher, signal.SIGKILL)
+    os.kill(second.pid, signal.SIGKILL)
+    second.wait(timeout=10)
     assert done("e1") < ITEMS  # truly mid-phase: the run goes on unwatched for a while
 
-    second = start_pipeline(exp, plan, tmp_path, "second.out")
-    assert second.wait(timeout=90) == 1, (tmp_path / "second.out").read_text()
+    third = start_pipeline(exp, plan, tmp_path, "third.out")
+    assert third.wait(timeout=90) == 1, (tmp_path / "third.out").read_text()
 
     state = load_state(exp.layout, "abl")
     assert [(p.name, p.status, p.verdict) for p in state.phases] == [
@@ -114,11 +122,13 @@ def test_three_phases_gain_then_regression_stop_and_a_killed_watcher_and_pipelin
     # One launch per phase, across the killed pipeline and watcher; e3 never launched.
     launches = [r["phase"] for r in exp.audit(event="pipeline phase launching")]
     assert launches == ["e1", "e2"]
+    assert [r["phase"] for r in exp.audit(event="pipeline awaits earlier launch")] == ["e1"]
+    assert len({r["pid"] for r in exp.audit(run="e1", event="run discovered")}) == 1
     assert exp.manifest("e1").restarts == 0 and sorted(set(exp.items("e1"))) == exp.items("e1") and len(exp.items("e1")) == ITEMS
     started = exp.audit(event="pipeline started watcher")
     assert len(started) == 2 and started[1]["watcher_pid"] != watcher
     assert [d["numbers"]["drifted"] for d in decisions(exp, "drift")][0] == {"mode.summary_prompt_variant": ["v1", "v2"]}
-    assert "pipeline abl stopped at phase e2: regression: macro accuracy 60.00 vs baseline 80.00 (-20.00 points" in (tmp_path / "second.out").read_text()
+    assert "pipeline abl stopped at phase e2: regression: macro accuracy 60.00 vs baseline 80.00 (-20.00 points" in (tmp_path / "third.out").read_text()
 
     # The run's field map was written beside its result, and the watcher's validation read through it.
     assert yaml.safe_load((exp.root / "e2.fields.yaml").read_text()) == {"gold": None}

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -19,6 +20,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Callable
 
+import psutil
 import yaml
 
 from expwatch.audit.log import AuditLog
@@ -34,6 +36,7 @@ from expwatch.pipeline.state import (
     DONE, LAUNCHING, PASSED, PENDING, RUNNING, STOPPED, PhaseState, PipelineState, load_state, pipelines_dir, save_state,
 )
 from expwatch.pipeline.watcher_keeper import WatcherKeeper
+from expwatch.processes import verified_process
 from expwatch.results.config import ValidationSettings
 from expwatch.results.drift import ConfigError
 from expwatch.results.fields import sidecar_path
@@ -138,26 +141,55 @@ class PipelineRunner:
 
     def _launch(self, state: PipelineState, phase: Phase) -> PipelineState:
         current = state.phase(phase.name)
-        manifest = self._manifest(phase)
-        if manifest is not None and (manifest.launched_at or "") >= (current.launch_started_at or ""):
+        self._await_earlier_launch(phase, current)
+        if self._launched_by(current):
             # Killed after `expwatch launch` wrote the manifest: the phase is launched already.
+            manifest = self._manifest(phase)
             self._record("pipeline phase launched", phase=phase.name, resumed=True, pid=manifest.pid)
             return self._save(state, replace(current, status=RUNNING, launched_at=manifest.launched_at))
         argv = self._launch_argv(phase, self._config_path(phase))
         self.say(f"phase {phase.name}: launching (smoke run first)")
         self._record("pipeline phase launching", phase=phase.name, argv=argv)
+        # Its own session and a file for its output (a pipe would break): a killed pipeline leaves the
+        # launch to finish, and the next pipeline waits for it.
+        launch_log = self.folder / f"{phase.name}.launch.log"
+        with open(launch_log, "wb") as out:
+            proc = subprocess.Popen(argv, cwd=self.plan.root, stdin=subprocess.DEVNULL, stdout=out,
+                                    stderr=subprocess.STDOUT, start_new_session=True)
         try:
-            proc = subprocess.run(argv, cwd=self.plan.root, capture_output=True, text=True,
-                                  timeout=self.settings.pipeline.launch_timeout_s)
-            output, code = (proc.stdout + proc.stderr).strip(), proc.returncode
+            created = psutil.Process(proc.pid).create_time()
+        except psutil.NoSuchProcess:
+            created = None
+        current = replace(current, launch_pid=proc.pid, launch_created=created)
+        state = self._save(state, current)
+        try:
+            code = proc.wait(timeout=self.settings.pipeline.launch_timeout_s)
+            output = launch_log.read_text(encoding="utf-8", errors="replace").strip()
         except subprocess.TimeoutExpired:
-            output, code = "expwatch launch did not return in time", None
-        manifest = self._manifest(phase)
-        if manifest is None or (manifest.launched_at or "") < (current.launch_started_at or ""):
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            output, code = f"expwatch launch did not return within {self.settings.pipeline.launch_timeout_s:g}s", None
+        if not self._launched_by(current):
             self._decide(phase, Decision("launch", False, f"nothing launched (exit {code}): {output}"))
             return self._stop(state, phase, f"launch failed: {output.splitlines()[-1] if output else code}")
+        manifest = self._manifest(phase)
         self._record("pipeline phase launched", phase=phase.name, pid=manifest.pid, exit=code, output=output)
         return self._save(state, replace(current, status=RUNNING, launched_at=manifest.launched_at))
+
+    def _launched_by(self, current: PhaseState) -> bool:
+        """Whether the run's manifest was written by the launch this phase started (not an older run's)."""
+        manifest = self._manifest_named(current.name)
+        return manifest is not None and (manifest.launched_at or "") >= (current.launch_started_at or "")
+
+    def _await_earlier_launch(self, phase: Phase, current: PhaseState) -> None:
+        """A launch left running by a killed pipeline may still be in its smoke run: let it finish first."""
+        if verified_process(current.launch_pid, current.launch_created) is None:
+            return
+        self._record("pipeline awaits earlier launch", phase=phase.name, launch_pid=current.launch_pid)
+        self.say(f"phase {phase.name}: an earlier `expwatch launch` (pid {current.launch_pid}) is still running; waiting")
+        deadline = time.monotonic() + self.settings.pipeline.launch_timeout_s
+        while verified_process(current.launch_pid, current.launch_created) is not None and time.monotonic() < deadline:
+            time.sleep(self.settings.pipeline.poll_s)
 
     def _launch_argv(self, phase: Phase, config: Path) -> list[str]:
         values = {"config": str(config), "result": str(phase.result), "log": str(phase.log),
@@ -242,8 +274,11 @@ class PipelineRunner:
         return state
 
     def _manifest(self, phase: Phase) -> RunManifest | None:
+        return self._manifest_named(phase.name)
+
+    def _manifest_named(self, name: str) -> RunManifest | None:
         try:
-            return load_manifest(self.layout.manifest_path(phase.name))
+            return load_manifest(self.layout.manifest_path(name))
         except (FileNotFoundError, NotReadyYet, ManifestError):
             return None
 

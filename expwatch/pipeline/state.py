@@ -26,6 +26,8 @@ class PhaseState:
     status: str = PENDING
     run: str | None = None
     launch_started_at: str | None = None
+    launch_pid: int | None = None  # the `expwatch launch` process, with its create time: it may outlive us
+    launch_created: float | None = None
     launched_at: str | None = None
     verdict: str | None = None
     delta: float | None = None
