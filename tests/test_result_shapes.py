@@ -157,8 +157,11 @@ def test_a_bad_field_option_exits_2_and_names_it(seed_result):
     sidecar_path(seed_result).write_text("- response\n")
     with pytest.raises(FieldMapError, match="seed.fields.yaml: must be a mapping"):
         validate_result(seed_result)
+    sidecar_path(seed_result).write_text("response: pred\nanwser: label\n")
+    with pytest.raises(FieldMapError, match=r"seed\.fields\.yaml:2: anwser: unknown field"):
+        validate_result(seed_result)
     # The watcher and status retry and show the reason instead of failing.
-    with pytest.raises(NotReadyYet, match="seed.fields.yaml: must be a mapping"):
+    with pytest.raises(NotReadyYet, match=r"seed\.fields\.yaml:2: anwser: unknown field"):
         read_progress(seed_result, None)
 
 

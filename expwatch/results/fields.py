@@ -131,4 +131,13 @@ def read_sidecar(result_path: Path) -> dict[str, str | None]:
         return {}
     if not isinstance(data, dict):
         raise FieldMapError(f"{path}: must be a mapping of field -> name in the result, got {type(data).__name__}")
+    root = yaml.compose(text)
+    for key_node, value_node in root.value if isinstance(root, yaml.MappingNode) else ():
+        name, value = key_node.value, data.get(key_node.value)
+        if name not in FieldMap.names():
+            raise FieldMapError(f"{path}:{key_node.start_mark.line + 1}: {name}: unknown field"
+                                f" (known: {', '.join(FieldMap.names())})")
+        if value is not None and (not isinstance(value, str) or not value):
+            raise FieldMapError(f"{path}:{value_node.start_mark.line + 1}: {name}: must be a field name or null,"
+                                f" got {value!r}")
     return data
