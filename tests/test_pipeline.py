@@ -60,10 +60,10 @@ def ablation(experiments, tmp_path):
         wait_for(lambda: watcher_holder(experiments.layout) != pid, what="watcher gone")
 
 
-def write_plan(root: Path, phases: list[dict]) -> Path:
-    plan = {"name": "abl", "baseline": {"config": "base.yaml", "result": "e0.json", "criteria": "criteria.yaml"},
+def write_plan(root: Path, phases: list[dict], name: str = "abl") -> Path:
+    plan = {"name": name, "baseline": {"config": "base.yaml", "result": "e0.json", "criteria": "criteria.yaml"},
             "phases": phases}
-    path = root / "plan.yaml"
+    path = root / f"{name}.plan.yaml"
     path.write_text(yaml.safe_dump(plan, sort_keys=False))
     return path
 
@@ -225,3 +225,16 @@ def test_a_run_that_records_an_undeclared_cache_key_change_stops_after_it_comple
     assert (gate["ok"], gate["numbers"]["drifted"]) == (False, {"model.name": ["gpt-4o", "o3"]})
     assert load_state(exp.layout, "abl").phase("m1").reason == \
         "the run recorded an undeclared cache-key change: model.name: gpt-4o -> o3"
+
+
+def test_noise_stops_when_the_setting_says_so_and_other_task_types_are_not_comparable(ablation, tmp_path):
+    exp = ablation
+    settings = tmp_path / "strict.yaml"
+    settings.write_text((tmp_path / "fast.yaml").read_text().replace("poll_s", "noise_goes_on: false, poll_s"))
+    noisy = write_plan(exp.root, [phase("n1", seed=3)], name="noisy")  # the baseline's own seed: delta 0
+    assert main(["pipeline", str(noisy), "--dir", str(exp.root), "--settings", str(settings)]) == 1
+    assert load_state(exp.layout, "noisy").phase("n1").reason.startswith("noise: macro accuracy 80.00 vs baseline 80.00 (+0.00 points")
+    # Two task types only: a macro over QA and OCR is no measure against one over five.
+    tasks = write_plan(exp.root, [phase("t1", seed=3, command=fake_eval(3, 0.01) + ["--task-types", "QA,OCR"])], name="tasks")
+    assert main(["pipeline", str(tasks), "--dir", str(exp.root), "--settings", str(tmp_path / "fast.yaml")]) == 1
+    assert load_state(exp.layout, "tasks").phase("t1").reason.startswith("not comparable with the baseline: task types differ")

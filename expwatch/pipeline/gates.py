@@ -20,7 +20,7 @@ from typing import Any
 from expwatch.pipeline.plan import Phase, Plan
 from expwatch.results.config import ValidationSettings
 from expwatch.results.drift import ConfigError, compare_fields, load_config_file, render_value
-from expwatch.results.noise import GAIN, NOISE, NoiseError, judge_candidate
+from expwatch.results.noise import GAIN, NOISE, NoiseError, judge_candidate, task_mismatch
 from expwatch.results.progress import read_result
 from expwatch.results.validation import validate_result
 from expwatch.settings import deep_merge
@@ -126,6 +126,10 @@ def verdict_gate(plan: Plan, phase: Phase, settings: ValidationSettings) -> Deci
         return Decision("verdict", False, f"no verdict: {exc}")
     numbers = {"verdict": verdict.verdict, "delta": verdict.delta, "noise_floor": verdict.noise_floor,
                "baseline_macro_acc": verdict.baseline.points, "candidate_macro_acc": verdict.candidate.points}
+    mismatch = task_mismatch(verdict.baseline, verdict.candidate)
+    if mismatch:
+        # `expwatch verdict` only warns; unattended, a macro over other task types must not decide.
+        return Decision("verdict", False, f"not comparable with the baseline: {mismatch}", numbers)
     goes_on = verdict.verdict == GAIN or (verdict.verdict == NOISE and settings.pipeline.noise_goes_on)
     text = (f"{verdict.verdict}: macro accuracy {verdict.candidate.points:.2f} vs baseline {verdict.baseline.points:.2f}"
             f" ({verdict.delta:+.2f} points, noise floor {verdict.noise_floor:.2f})")
