@@ -238,3 +238,16 @@ def test_noise_stops_when_the_setting_says_so_and_other_task_types_are_not_compa
     tasks = write_plan(exp.root, [phase("t1", seed=3, command=fake_eval(3, 0.01) + ["--task-types", "QA,OCR"])], name="tasks")
     assert main(["pipeline", str(tasks), "--dir", str(exp.root), "--settings", str(tmp_path / "fast.yaml")]) == 1
     assert load_state(exp.layout, "tasks").phase("t1").reason.startswith("not comparable with the baseline: task types differ")
+
+
+def test_a_phase_whose_run_is_halted_stops_the_pipeline(ablation, tmp_path):
+    exp = ablation
+    # A genuine bug at item 6 on every run: the watcher's rules retry it, then its guard halts the run.
+    plan = write_plan(exp.root, [phase("h1", seed=3, command=fake_eval(3, 0.02) + ["--fault", "traceback:always@6"]),
+                                 phase("h2", seed=3)], name="halts")
+    assert main(["pipeline", str(plan), "--dir", str(exp.root), "--settings", str(tmp_path / "fast.yaml")]) == 1
+    state = load_state(exp.layout, "halts")
+    assert [p.status for p in state.phases] == ["stopped", "pending"]
+    assert state.phase("h1").reason == f"run HALTED: {exp.manifest('h1').halted.reason}"
+    assert "TRACEBACK fired 2 times in a row with no progress" in state.phase("h1").reason
+    assert [r["phase"] for r in exp.audit(event="pipeline phase launching")] == ["h1"]
