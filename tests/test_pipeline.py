@@ -144,6 +144,7 @@ def test_three_phases_gain_drift_regression_with_killed_pipelines_and_watcher_ne
     assert len(started) == 2 and started[1]["watcher_pid"] != watcher
     assert decisions(exp, "drift")[0]["numbers"]["drifted"] == {"mode.summary_prompt_variant": ["v1", "v2"]}
     assert [d["ok"] for d in decisions(exp, "drift") if d["phase"] == "e2"] == [False, True]
+    assert [r["gate"] for r in exp.audit(run="e3", event="pipeline decision")] == ["plan", "drift", "result-drift", "validate", "verdict"]
 
     # The run's field map was written beside its result, and the watcher's validation read through it.
     assert yaml.safe_load((exp.root / "e2.fields.yaml").read_text()) == {"gold": None}

@@ -303,7 +303,9 @@ class PipelineRunner:
 
     def _record(self, event: str, **fields: object) -> None:
         assert self.audit is not None
-        self.audit.record(event, pipeline=self.plan.name, **fields)
+        # A phase's run has the phase's name: `expwatch audit --run e1` then shows its pipeline decisions too.
+        run = {"run": fields["phase"]} if "phase" in fields else {}
+        self.audit.record(event, **run, pipeline=self.plan.name, **fields)
 
     def _lock(self) -> int:
         fd = os.open(self.folder.with_suffix(".lock"), os.O_RDWR | os.O_CREAT, 0o644)
