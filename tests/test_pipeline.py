@@ -106,6 +106,7 @@ def test_three_phases_gain_drift_regression_with_killed_pipelines_and_watcher_ne
     # 2. The next pipeline waits for that launch instead of launching again.
     second = start_pipeline(exp, plan, tmp_path, "second.out")
     wait_for(lambda: load_state(exp.layout, "abl").phase("e1").status == "running", timeout=60, what="e1 launched")
+    assert main(["pipeline", str(plan), "--dir", str(exp.root)]) == 3  # one driver per pipeline
     # 3. Mid-phase, the watcher and the pipeline are SIGKILLed together.
     wait_for(lambda: done("e1") >= 3, timeout=30, what="e1 mid-phase")
     watcher = wait_for(lambda: watcher_holder(exp.layout), what="the watcher the pipeline started")
