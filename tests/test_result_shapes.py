@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import wait_for
 from expwatch.cli import main
 from expwatch.files import NotReadyYet
 from expwatch.results.fields import FieldMapError, sidecar_path
@@ -182,3 +183,25 @@ def test_the_smoke_run_reads_its_result_with_the_runs_field_map(tmp_path):
     assert not without.ok and "2 of 2 items have a null response" in without.reasons[0]  # `response` is not its name
     (tmp_path / "out.fields.yaml").write_text("id: uid\nresponse: pred\ngold: label\ntask_type: task\n")
     assert run_smoke(argv, tmp_path, 2, workdir=tmp_path / "smoke2").ok
+
+
+def test_status_of_a_launched_run_shows_the_figures_validate_gives(experiments, capsys):
+    root = experiments.root
+    script = root / "eval_own.py"
+    script.write_text(
+        "import json, sys\n"
+        f"records = {OWN_NAMES!r}\n"
+        "with open(sys.argv[sys.argv.index('--output') + 1], 'w') as fh:\n"
+        "    fh.writelines(json.dumps(r) + '\\n' for r in records)\n"
+    )
+    result = root / "own.jsonl"
+    (root / "own.fields.yaml").write_text("id: uid\nresponse: pred\ngold: label\ntask_type: task\ncorrect: null\n")
+    assert main(["launch", "--name", "own", "--log", str(root / "own.log"), "--result", str(result), "--expected", "4",
+                 "--dir", str(root), "--", sys.executable, str(script), "--output", str(result)]) == 0
+    capsys.readouterr()
+    wait_for(lambda: experiments.state("own") == "COMPLETE", what="the run to finish")
+    assert main(["status", str(root), "--json"]) == 0
+    row, = json.loads(capsys.readouterr().out)
+    report = validate_result(result, expected=4)
+    assert (row["done"], row["null_count"], row["accuracy"]) == (report.done, report.null_count, report.raw_acc) == (4, 1, 0.5)
+    assert row["null_reasons"] == report.null_reasons == {"unknown": 1}
