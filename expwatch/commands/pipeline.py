@@ -16,6 +16,7 @@ from expwatch.layout import ExperimentsLayout
 from expwatch.pipeline.plan import PlanError, load_plan
 from expwatch.pipeline.runner import PipelineBusy, PipelineRunner
 from expwatch.results.config import ValidationSettingsError, load_validation_settings
+from expwatch.settings import SettingsError
 
 EXAMPLE = """example:
   expwatch noise results/e0.json results/e0-rerun.json --out results/criteria.yaml
@@ -58,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
     except PipelineBusy as exc:
         print(f"expwatch pipeline: {exc}", file=sys.stderr)
         return 3
-    except NotReadyYet as exc:  # a state file that no longer parses: shown, never overwritten
+    except (NotReadyYet, SettingsError) as exc:  # e.g. a state file that no longer parses: shown, never overwritten
         print(f"expwatch pipeline: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

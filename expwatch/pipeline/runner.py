@@ -40,6 +40,7 @@ from expwatch.processes import verified_process
 from expwatch.results.config import ValidationSettings
 from expwatch.results.drift import ConfigError
 from expwatch.results.fields import sidecar_path
+from expwatch.settings import load_settings
 
 
 class PipelineBusy(RuntimeError):
@@ -63,9 +64,11 @@ class PipelineRunner:
         ``retry`` takes a stopped pipeline up again at the phase that stopped
         it (after a human fixed the cause: a resumed halt, an edited plan).
         """
+        watch_settings = load_settings(self.layout)  # the watcher's rotation bounds for the file we share
         self.folder.mkdir(parents=True, exist_ok=True)
         lock = self._lock()
-        self.audit = AuditLog(self.layout.audit_path)
+        self.audit = AuditLog(self.layout.audit_path, int(watch_settings.number("audit.max_bytes")),
+                              int(watch_settings.number("audit.backups")))
         try:
             state = self._initial_state()
             if state.status == STOPPED and retry:
