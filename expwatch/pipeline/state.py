@@ -98,7 +98,7 @@ def render_states(states: list[PipelineState]) -> list[str]:
         lines.append(f"pipeline {state.name}: {state.status.upper()} ({state.plan})")
         for p in state.phases:
             verdict = f" {p.verdict} {p.delta:+.2f} points" if p.verdict and p.delta is not None else ""
-            reason = f" - {p.reason}" if p.reason else ""
+            reason = f" - {p.reason}" if p.reason and p.status == STOPPED else ""
             lines.append(f"  {p.name:<20} {p.status:<9}{verdict}{reason}")
     return lines
 
