@@ -2,9 +2,10 @@
 
 Evaluation scripts are not ours: their files come in several shapes, any
 field may be missing, be named otherwise (see ``fields.FieldMap``) or be of an
-unexpected type, and the files are read while the script rewrites them. So parsing is tolerant field by field (a missing field becomes
-``None``), while a file that cannot be parsed at all is reported as
-``NotReadyYet`` for the caller to retry, never as a crash.
+unexpected type, and the files are read while the script rewrites them. So
+parsing is tolerant field by field (a missing field becomes ``None``), while a
+file that cannot be parsed at all is reported as ``NotReadyYet`` for the
+caller to retry, never as a crash.
 """
 
 from __future__ import annotations
