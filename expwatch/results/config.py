@@ -76,6 +76,8 @@ class ValidationSettings:
     noise: NoiseRule
     field_map: FieldMap
     normalise: Normalisation
+    item_keys: tuple[str, ...]
+    jsonl_suffixes: tuple[str, ...]
     pipeline: PipelineOptions
 
 
@@ -111,6 +113,8 @@ def load_validation_settings(override: Path | None = None) -> ValidationSettings
             case=fields.flag("correct_from_response", "case"),
             whitespace=fields.flag("correct_from_response", "whitespace"),
         ),
+        item_keys=fields.texts("readers", "item_keys"),
+        jsonl_suffixes=fields.texts("readers", "jsonl_suffixes"),
         pipeline=PipelineOptions(
             noise_goes_on=fields.flag("pipeline", "noise_goes_on"),
             poll_s=fields.number("pipeline", "poll_s"),

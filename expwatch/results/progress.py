@@ -19,10 +19,6 @@ from expwatch.files import NotReadyYet, read_json, read_json_lines
 from expwatch.results.config import ValidationSettings, shipped_validation_settings
 from expwatch.results.fields import FieldMap, FieldMapError, Normalisation, lookup, read_sidecar, sidecar_path
 
-# Where an object-shaped result keeps its items, first match wins.
-ITEM_KEYS = ("per_item", "results", "samples", "items", "predictions")
-JSONL_SUFFIXES = (".jsonl", ".ndjson")
-
 
 @dataclass(frozen=True)
 class ItemRecord:
@@ -116,9 +112,9 @@ def field_map_for(result_path: Path | None, overrides: dict[str, str | None] | N
 def read_result(path: Path, fmap: FieldMap | None = None, settings: ValidationSettings | None = None) -> ResultSnapshot:
     """Parse a result or checkpoint file of any supported shape.
 
-    Shapes: JSON Lines (``.jsonl``, one item per line), a top-level list of
-    items, or an object with the items under the first of ``ITEM_KEYS`` that
-    holds a list (``per_item`` may also map ids to items) and optionally
+    Shapes: JSON Lines (``readers.jsonl_suffixes``, one item per line), a
+    top-level list of items, or an object with the items under the first of
+    ``readers.item_keys`` that holds a list (``per_item`` may also map ids to items) and optionally
     ``config`` and ``completed_ids``. Raises FileNotFoundError when absent
     and NotReadyYet when it cannot be parsed (yet), including a top level that
     holds no items: a script that is mid-write can leave that behind.
@@ -126,7 +122,7 @@ def read_result(path: Path, fmap: FieldMap | None = None, settings: ValidationSe
     path = Path(path)
     settings = settings or shipped_validation_settings()
     fmap = fmap or field_map_for(path, settings=settings)
-    data = read_json_lines(path) if path.suffix in JSONL_SUFFIXES else read_json(path)
+    data = read_json_lines(path) if path.suffix in settings.jsonl_suffixes else read_json(path)
     config: Any = {}
     completed: Any = None
     if isinstance(data, list):
@@ -135,7 +131,7 @@ def read_result(path: Path, fmap: FieldMap | None = None, settings: ValidationSe
             raise NotReadyYet(path, "top level is a list without item objects")
     elif isinstance(data, dict):
         config, completed = data.get("config"), data.get("completed_ids")
-        records = _item_list(data)
+        records = _item_list(data, settings.item_keys)
     else:
         raise NotReadyYet(path, f"top level is {type(data).__name__}, not an object or a list")
     return ResultSnapshot(
@@ -190,8 +186,8 @@ def _read_if_present(path: Path | None, fmap: FieldMap) -> ResultSnapshot | None
         return None
 
 
-def _item_list(data: dict) -> Any:
-    for key in ITEM_KEYS:
+def _item_list(data: dict, item_keys: tuple[str, ...]) -> Any:
+    for key in item_keys:
         value = data.get(key)
         # Only the seed's per_item may map ids to items: lm-eval's aggregate
         # ``results`` maps task names to metrics, which are not items.
