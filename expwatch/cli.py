@@ -24,6 +24,7 @@ COMMAND_MODULES = (
     "expwatch.commands.validate",
     "expwatch.commands.drift",
     "expwatch.commands.noise",
+    "expwatch.commands.pipeline",
     "expwatch.commands.report",
     "expwatch.commands.completion",
     "expwatch.commands.demo",

@@ -61,3 +61,29 @@ def read_json(path: Path) -> Any:
         return json.loads(raw.decode("utf-8", errors="replace"))
     except json.JSONDecodeError as exc:
         raise NotReadyYet(path, f"invalid JSON at line {exc.lineno} column {exc.colno}") from exc
+
+
+def read_json_lines(path: Path) -> list[Any]:
+    """Parse a JSON Lines file, one value per line; FileNotFoundError if absent.
+
+    A last line without its newline that does not parse is a record being
+    written: it is left out (the next read picks it up), never an error. A
+    broken line anywhere else is NotReadyYet naming its line number.
+    """
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except IsADirectoryError as exc:
+        raise NotReadyYet(path, "is a directory") from exc
+    lines = raw.split(b"\n")
+    values = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            values.append(json.loads(line.decode("utf-8", errors="replace")))
+        except json.JSONDecodeError as exc:
+            if number == len(lines):
+                break
+            raise NotReadyYet(path, f"invalid JSON at line {number} column {exc.colno}") from exc
+    return values

@@ -50,7 +50,7 @@ def test_unparseable_files_are_not_ready_yet(tmp_path):
     truncated.write_text('{"config": {}, "per_item": [{"id": "a", "resp')
     with pytest.raises(NotReadyYet):
         read_result(truncated)
-    with pytest.raises(NotReadyYet, match="not an object"):
+    with pytest.raises(NotReadyYet, match="list without item objects"):
         read_result(write(tmp_path / "list.json", [1, 2]))
     with pytest.raises(FileNotFoundError):
         read_result(tmp_path / "absent.json")

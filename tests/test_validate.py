@@ -19,10 +19,9 @@ JSON_KEYS = {
 }
 
 
-def rec(item_id, answer="A", correct=True, task="QA", **fields) -> dict:
-    """One per_item record; ``answer=None`` makes a null response."""
-    record = {"id": item_id, "task_type": task, "answer": answer, "correct": correct,
-              "response": None if answer is None else f"The answer is {answer}"}
+def rec(item_id, response="A", correct=True, task="QA", **fields) -> dict:
+    """One per_item record in the seed's shape; ``response=None`` makes a null response."""
+    record = {"id": item_id, "task_type": task, "response": response, "correct": correct}
     return {**record, **fields}
 
 
@@ -33,7 +32,7 @@ def write_result(path: Path, per_item: list[dict]) -> Path:
 
 def varied(n: int, correct: int, start: int = 0) -> list[dict]:
     """n valid items, answers spread over A-D so no answer dominates."""
-    return [rec(f"q{start + i}", answer="ABCD"[i % 4], correct=i < correct) for i in range(n)]
+    return [rec(f"q{start + i}", response="ABCD"[i % 4], correct=i < correct) for i in range(n)]
 
 
 @pytest.fixture
@@ -50,10 +49,10 @@ def test_clean_result_has_no_issues(clean):
 
 def test_nulls_with_mixed_reasons_report_raw_and_valid_accuracy(tmp_path):
     nulls = [
-        rec("n1", answer=None, correct=False, null_reason="content_policy"),
-        rec("n2", answer=None, correct=False, null_reason="content_policy"),
-        rec("n3", answer=None, correct=False, null_reason="timeout"),
-        rec("n4", answer=None, correct=False),
+        rec("n1", response=None, correct=False, null_reason="content_policy"),
+        rec("n2", response=None, correct=False, null_reason="content_policy"),
+        rec("n3", response=None, correct=False, null_reason="timeout"),
+        rec("n4", response=None, correct=False),
     ]
     report = validate_result(write_result(tmp_path / "out.json", varied(16, correct=12) + nulls))
     assert report.null_count == 4
@@ -68,16 +67,16 @@ def test_nulls_with_mixed_reasons_report_raw_and_valid_accuracy(tmp_path):
 
 
 def test_one_null_in_twenty_stays_under_the_warning(tmp_path):
-    per_item = varied(19, correct=10) + [rec("n1", answer=None, correct=False)]
+    per_item = varied(19, correct=10) + [rec("n1", response=None, correct=False)]
     report = validate_result(write_result(tmp_path / "out.json", per_item))
     assert report.null_rate == pytest.approx(0.05)
     assert report.issues == ()
 
 
 def test_a_seventy_percent_answer_is_a_bias(tmp_path):
-    per_item = [rec(f"b{i}", answer="B") for i in range(6)] + [
-        rec("b6", answer=None, response="B"),  # unparsed: the raw response stands in for the answer
-        rec("c1", answer="C"), rec("d1", answer="D"), rec("a1", answer="A"),
+    # The gold `answer` is spread over A-D; only what the model said (`response`) is biased.
+    per_item = [rec(f"b{i}", response="B", answer="ABCD"[i % 4]) for i in range(7)] + [
+        rec("c1", response="C", answer="C"), rec("d1", response="D", answer="B"), rec("a1", response="A", answer="A"),
     ]
     report = validate_result(write_result(tmp_path / "out.json", per_item))
     assert report.answer_bias is not None
@@ -87,30 +86,30 @@ def test_a_seventy_percent_answer_is_a_bias(tmp_path):
 
 
 def test_sixty_percent_is_not_yet_a_bias(tmp_path):
-    per_item = [rec(f"b{i}", answer="B") for i in range(6)] + [rec(f"x{i}", answer=x) for i, x in enumerate("ACDA")]
+    per_item = [rec(f"b{i}", response="B") for i in range(6)] + [rec(f"x{i}", response=x) for i, x in enumerate("ACDA")]
     assert validate_result(write_result(tmp_path / "out.json", per_item)).answer_bias is None
 
 
 def test_backward_items_without_a_matching_max_time_leak(tmp_path):
     per_item = [
-        rec("epm-missing", task="EPM", answer="A", realtime=10.0),
-        rec("asi-ahead", task="ASI", answer="B", realtime=10.0, max_time=10.5),
-        rec("hld-close", task="HLD", answer="C", realtime=10.0, max_time=10.05),
-        rec("epm-exact", task="EPM", answer="D", realtime=42.0, max_time=42.0, correct=False),
-        rec("qa-no-time", task="QA", answer="A", realtime=5.0),
+        rec("epm-missing", task="EPM", response="A", realtime=10.0),
+        rec("asi-ahead", task="ASI", response="B", realtime=10.0, max_time=10.5),
+        rec("hld-close", task="HLD", response="C", realtime=10.0, max_time=10.05),
+        rec("epm-exact", task="EPM", response="D", realtime=42.0, max_time=42.0, correct=False),
+        rec("qa-no-time", task="QA", response="A", realtime=5.0),
     ]
     report = validate_result(write_result(tmp_path / "out.json", per_item))
     assert report.leaked_ids == ("epm-missing", "asi-ahead")
     assert report.issues == (
         "data leak: 2 backward items without a max_time matching realtime: epm-missing, asi-ahead",
     )
-    assert {task: (t.correct, t.n, t.acc) for task, t in report.per_task.items()} == {
+    assert {task: (t.correct, t.n_valid, t.acc_valid) for task, t in report.per_task.items()} == {
         "ASI": (1, 1, 1.0), "EPM": (1, 2, 0.5), "HLD": (1, 1, 1.0), "QA": (1, 1, 1.0),
     }
 
 
 def test_duplicates_and_missing_items_are_reported(tmp_path):
-    per_item = varied(3, correct=3) + [rec("q1", answer="B"), rec("q2", answer="C"), rec("q2", answer="C")]
+    per_item = varied(3, correct=3) + [rec("q1", response="B"), rec("q2", response="C"), rec("q2", response="C")]
     report = validate_result(write_result(tmp_path / "out.json", per_item), expected=5)
     assert report.duplicate_ids == ("q1", "q2")
     assert (report.items, report.done) == (6, 3)
@@ -137,7 +136,7 @@ def test_log_warnings_and_errors_are_counted_by_configured_patterns(clean, tmp_p
 
 
 def test_cli_exit_codes_and_json_keys(tmp_path, clean, capsys):
-    broken = write_result(tmp_path / "dups.json", varied(2, correct=1) + [rec("q0", answer="C")])
+    broken = write_result(tmp_path / "dups.json", varied(2, correct=1) + [rec("q0", response="C")])
     truncated = tmp_path / "truncated.json"
     truncated.write_text(clean.read_text()[:40])
 
@@ -145,7 +144,8 @@ def test_cli_exit_codes_and_json_keys(tmp_path, clean, capsys):
     data = json.loads(capsys.readouterr().out)
     assert JSON_KEYS <= set(data)
     assert data["duplicate_ids"] == ["q0"]
-    assert data["per_task"] == {"QA": {"correct": 2, "n": 3, "acc": pytest.approx(2 / 3)}}
+    assert data["per_task"] == {"QA": {"correct": 2, "n": 3, "acc": pytest.approx(2 / 3), "n_valid": 3,
+                                       "acc_valid": pytest.approx(2 / 3), "n_raw": 3, "acc_raw": pytest.approx(2 / 3)}}
 
     assert main(["validate", str(truncated)]) == 2
     err = capsys.readouterr().err
@@ -156,7 +156,7 @@ def test_cli_exit_codes_and_json_keys(tmp_path, clean, capsys):
 
 
 def test_human_report_is_compact_and_names_the_issues(tmp_path, capsys):
-    per_item = varied(3, correct=2) + [rec("n1", answer=None, correct=False, null_reason="content_policy")]
+    per_item = varied(3, correct=2) + [rec("n1", response=None, correct=False, null_reason="content_policy")]
     assert main(["validate", str(write_result(tmp_path / "out.json", per_item))]) == 1
     out = capsys.readouterr().out
     assert "4 items, 1 issue" in out
@@ -174,7 +174,7 @@ def test_cli_runs_as_a_real_process(clean, tmp_path):
 def test_settings_override_changes_thresholds_and_bad_values_name_their_place(tmp_path, clean):
     lenient = tmp_path / "lenient.yaml"
     lenient.write_text("nulls:\n  warn_rate: 0.5\n")
-    per_item = varied(3, correct=2) + [rec("n1", answer=None, correct=False)]
+    per_item = varied(3, correct=2) + [rec("n1", response=None, correct=False)]
     result = write_result(tmp_path / "out.json", per_item)
     assert validate_result(result, settings=load_validation_settings(lenient)).issues == ()
     assert main(["validate", str(result), "--settings", str(lenient)]) == 0

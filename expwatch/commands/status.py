@@ -8,6 +8,7 @@ import sys
 
 from expwatch.display.rows import HEADER, format_row, stale_after_s
 from expwatch.layout import ExperimentsLayout
+from expwatch.pipeline.state import all_states, render_states
 from expwatch.runstate import observe_all
 from expwatch.settings import SettingsError
 
@@ -41,11 +42,13 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if not reports:
         print(f"no runs under {layout.runs_dir}")
-        return 0
-    print(HEADER)
-    for report in reports:
-        print(format_row(report))
+    else:
+        print(HEADER)
+        for report in reports:
+            print(format_row(report))
     for report in reports:
         if report.manifest.waiting_for_slot:
             print(f"{report.manifest.name}: switch_profile is waiting for a slot on profile {report.manifest.waiting_for_slot!r}")
+    for line in render_states(all_states(layout)):
+        print(line)
     return 0

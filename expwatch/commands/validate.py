@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from expwatch.files import NotReadyYet
+from expwatch.results.fields import FieldMapError, parse_field_options
 from expwatch.results.validation import ValidationReport, id_list, validate_result
 from expwatch.results.config import ValidationSettingsError, load_validation_settings
 
@@ -28,14 +29,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--expected", type=int, metavar="N", help="number of items the run should have")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of the report")
     parser.add_argument("--settings", type=Path, metavar="FILE", help="overrides for configs/validation.yaml")
+    parser.add_argument("--field", action="append", default=[], metavar="NAME=FIELD",
+                        help="read NAME (id, response, gold, correct, task_type, null_reason, max_time, realtime)"
+                        " from FIELD of each item, e.g. response=pred; NAME= means absent (repeatable)")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     try:
         settings = load_validation_settings(args.settings)
-        report = validate_result(args.result, log_path=args.log, expected=args.expected, settings=settings)
-    except (ValidationSettingsError, NotReadyYet) as exc:
+        report = validate_result(args.result, log_path=args.log, expected=args.expected, settings=settings,
+                                 field_overrides=parse_field_options(args.field))
+    except (ValidationSettingsError, FieldMapError, NotReadyYet) as exc:
         return _unreadable(str(exc))
     except OSError as exc:
         return _unreadable(f"{exc.filename or args.result}: cannot read ({exc.strerror or exc})")
@@ -49,6 +54,8 @@ def run(args: argparse.Namespace) -> int:
 def render_report(report: ValidationReport) -> str:
     verdict = "OK" if report.ok else f"{len(report.issues)} issue{'s' * (len(report.issues) != 1)}"
     lines = [f"{report.result_path}: {report.items} items, {verdict}"]
+    fmap = report.field_map
+    lines.append(f"  fields      response={fmap.response} gold={fmap.gold} correct={fmap.correct} task={fmap.task_type}")
     valid_n = report.items - report.null_count
     accuracy = f"raw {report.raw_acc:.1%} ({report.correct}/{report.items})"
     if report.valid_acc is not None:
@@ -65,9 +72,10 @@ def render_report(report: ValidationReport) -> str:
         lines.append(f"  complete    {report.done} of {report.expected} expected")
     if report.per_task:
         width = max(len(task) for task in report.per_task)
-        lines.append("  per task")
+        lines.append(f"  per task    {'':<{width}}  valid items        all items")
         for task, t in report.per_task.items():
-            lines.append(f"    {task:<{width}}  {t.correct:>5}/{t.n:<5} {t.acc:6.1%}")
+            lines.append(f"    {task:<{width}}  {t.correct:>5}/{t.n_valid:<5} {t.acc_valid:6.1%}"
+                         f"   {t.correct:>5}/{t.n:<5} {t.acc_raw:6.1%}")
     if report.log_path:
         counts = ", ".join(f"{name} {n}" for name, n in report.log_counts.items())
         lines.append(f"  log         {counts}")

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from functools import reduce
+from functools import lru_cache, reduce
 from importlib import resources
 from pathlib import Path
 from typing import Any, NoReturn
 
 import yaml
 
+from expwatch.results.fields import FieldMap, Normalisation
 from expwatch.settings import deep_merge, yaml_mapping
 
 SHIPPED_NAME = "validation.yaml"
@@ -53,6 +54,16 @@ class NoiseRule:
 
 
 @dataclass(frozen=True)
+class PipelineOptions:
+    """How ``expwatch pipeline`` moves from phase to phase."""
+
+    noise_goes_on: bool
+    poll_s: float
+    watcher_start_timeout_s: float
+    launch_timeout_s: float
+
+
+@dataclass(frozen=True)
 class ValidationSettings:
     null_warn_rate: float
     bias_max_share: float
@@ -63,6 +74,11 @@ class ValidationSettings:
     smoke_scripts: dict[str, SmokeOptions]
     drift_fields: tuple[str, ...]
     noise: NoiseRule
+    field_map: FieldMap
+    normalise: Normalisation
+    item_keys: tuple[str, ...]
+    jsonl_suffixes: tuple[str, ...]
+    pipeline: PipelineOptions
 
 
 def load_validation_settings(override: Path | None = None) -> ValidationSettings:
@@ -92,7 +108,28 @@ def load_validation_settings(override: Path | None = None) -> ValidationSettings
         smoke_scripts={name: _smoke_override(fields, name, default) for name in fields.mapping("smoke", "scripts")},
         drift_fields=fields.texts("drift", "fields"),
         noise=NoiseRule(min_points=fields.number("noise", "min_points"), factor=fields.number("noise", "factor")),
+        field_map=_field_map(fields),
+        normalise=Normalisation(
+            case=fields.flag("correct_from_response", "case"),
+            whitespace=fields.flag("correct_from_response", "whitespace"),
+        ),
+        item_keys=fields.texts("readers", "item_keys"),
+        jsonl_suffixes=fields.texts("readers", "jsonl_suffixes"),
+        pipeline=PipelineOptions(
+            noise_goes_on=fields.flag("pipeline", "noise_goes_on"),
+            poll_s=fields.number("pipeline", "poll_s"),
+            watcher_start_timeout_s=fields.number("pipeline", "watcher_start_timeout_s"),
+            launch_timeout_s=fields.number("pipeline", "launch_timeout_s"),
+        ),
     )
+
+
+def _field_map(fields: _Fields) -> FieldMap:
+    declared = fields.mapping("fields")
+    unknown = sorted(set(declared) - set(FieldMap.names()))
+    if unknown:
+        fields.fail(("fields", unknown[0]), f"unknown field (known: {', '.join(FieldMap.names())})")
+    return FieldMap(**{name: fields.optional_text("fields", name) for name in FieldMap.names()})
 
 
 def _smoke_override(fields: _Fields, script: str, default: SmokeOptions) -> SmokeOptions:
@@ -179,6 +216,17 @@ class _Fields:
             self.fail(parts, f"must be a non-empty string, got {value!r}")
         return value
 
+    def optional_text(self, *parts: str) -> str | None:
+        if self.get(*parts) is None:
+            return None
+        return self.text(*parts)
+
+    def flag(self, *parts: str) -> bool:
+        value = self.get(*parts)
+        if not isinstance(value, bool):
+            self.fail(parts, f"must be true or false, got {value!r}")
+        return value
+
     def texts(self, *parts: str) -> tuple[str, ...]:
         value = self.get(*parts)
         if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
@@ -197,3 +245,9 @@ class _Fields:
             return re.compile(value)
         except re.error as exc:
             self.fail(parts, f"not a valid regular expression ({exc})")
+
+
+@lru_cache(maxsize=1)
+def shipped_validation_settings() -> ValidationSettings:
+    """The shipped settings, parsed once: the watcher reads progress many times a second."""
+    return load_validation_settings()

@@ -78,7 +78,8 @@ def macro_accuracy(path: Path) -> MacroAccuracy:
     per_task = per_task_accuracy(read_result(path).items)
     if not per_task:
         raise NoiseError(f"{path}: no per-item records to score")
-    points = 100 * sum(t.acc for t in per_task.values()) / len(per_task)
+    # The seed's per-task figures: accuracy over valid items.
+    points = 100 * sum(t.acc_valid for t in per_task.values()) / len(per_task)
     return MacroAccuracy(path=Path(path), points=round(points, PRECISION), tasks=frozenset(per_task))
 
 

@@ -1,10 +1,11 @@
 """Reading evaluation result and checkpoint files, whatever state they are in.
 
-Evaluation scripts are not ours: any field of their output may be missing or
-of an unexpected type, and the files are read while the script rewrites
-them. So parsing is tolerant field by field (a missing field becomes
-``None``), while a file that cannot be parsed at all is reported as
-``NotReadyYet`` for the caller to retry, never as a crash.
+Evaluation scripts are not ours: their files come in several shapes, any
+field may be missing, be named otherwise (see ``fields.FieldMap``) or be of an
+unexpected type, and the files are read while the script rewrites them. So
+parsing is tolerant field by field (a missing field becomes ``None``), while a
+file that cannot be parsed at all is reported as ``NotReadyYet`` for the
+caller to retry, never as a crash.
 """
 
 from __future__ import annotations
@@ -14,16 +15,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
-from expwatch.files import NotReadyYet, read_json
+from expwatch.files import NotReadyYet, read_json, read_json_lines
+from expwatch.results.config import ValidationSettings, shipped_validation_settings
+from expwatch.results.fields import FieldMap, FieldMapError, Normalisation, lookup, read_sidecar, sidecar_path
 
 
 @dataclass(frozen=True)
 class ItemRecord:
-    """One evaluated item, as the script reported it."""
+    """One evaluated item, as the script reported it, read through a ``FieldMap``.
+
+    ``response`` is what the model said (None: a null) and ``gold`` the
+    expected answer; ``correct`` is the script's own flag, or response vs
+    gold when the script writes none.
+    """
 
     id: str | None
     response: Any
-    answer: Any
+    gold: Any
     correct: bool | None
     task_type: str | None
     null_reason: str | None
@@ -32,16 +40,22 @@ class ItemRecord:
     raw: dict = field(compare=False, repr=False)
 
     @classmethod
-    def from_json(cls, data: dict, fallback_id: Any = None) -> ItemRecord:
+    def from_json(cls, data: dict, fmap: FieldMap, normalise: Normalisation, fallback_id: Any = None) -> ItemRecord:
+        response, gold = lookup(data, fmap.response), lookup(data, fmap.gold)
+        flag = lookup(data, fmap.correct)
+        correct = _flag(flag)
+        if flag is None and gold is not None:
+            correct = response is not None and normalise.same(response, gold)
+        item_id = lookup(data, fmap.id)
         return cls(
-            id=_text(data.get("id", fallback_id)),
-            response=data.get("response"),
-            answer=data.get("answer"),
-            correct=_flag(data.get("correct")),
-            task_type=_text(data.get("task_type")),
-            null_reason=_text(data.get("null_reason")),
-            max_time=_number(data.get("max_time")),
-            realtime=_number(data.get("realtime")),
+            id=_text(fallback_id if item_id is None else item_id),
+            response=response,
+            gold=gold,
+            correct=correct,
+            task_type=_text(lookup(data, fmap.task_type)),
+            null_reason=_text(lookup(data, fmap.null_reason)),
+            max_time=_number(lookup(data, fmap.max_time)),
+            realtime=_number(lookup(data, fmap.realtime)),
             raw=data,
         )
 
@@ -85,22 +99,45 @@ def checkpoint_path_for(result_path: Path) -> Path:
     return result_path.with_name(f"{result_path.stem}_checkpoint{result_path.suffix or '.json'}")
 
 
-def read_result(path: Path) -> ResultSnapshot:
-    """Parse a result or checkpoint file.
+def field_map_for(result_path: Path | None, overrides: dict[str, str | None] | None = None,
+                  settings: ValidationSettings | None = None) -> FieldMap:
+    """Shipped map, then the run's ``STEM.fields.yaml``, then ``overrides`` (``--field``)."""
+    settings = settings or shipped_validation_settings()
+    fmap = settings.field_map
+    if result_path is not None:
+        fmap = fmap.with_overrides(read_sidecar(Path(result_path)), str(sidecar_path(Path(result_path))))
+    return fmap.with_overrides(overrides or {}, "--field")
 
-    Raises FileNotFoundError when absent and NotReadyYet when it cannot be
-    parsed, including valid JSON that is not an object: a script that is
-    mid-write can leave e.g. a bare list behind.
+
+def read_result(path: Path, fmap: FieldMap | None = None, settings: ValidationSettings | None = None) -> ResultSnapshot:
+    """Parse a result or checkpoint file of any supported shape.
+
+    Shapes: JSON Lines (``readers.jsonl_suffixes``, one item per line), a
+    top-level list of items, or an object with the items under the first of
+    ``readers.item_keys`` that holds a list (``per_item`` may also map ids to items) and optionally
+    ``config`` and ``completed_ids``. Raises FileNotFoundError when absent
+    and NotReadyYet when it cannot be parsed (yet), including a top level that
+    holds no items: a script that is mid-write can leave that behind.
     """
     path = Path(path)
-    data = read_json(path)
-    if not isinstance(data, dict):
-        raise NotReadyYet(path, f"top level is {type(data).__name__}, not an object")
-    config = data.get("config")
+    settings = settings or shipped_validation_settings()
+    fmap = fmap or field_map_for(path, settings=settings)
+    data = read_json_lines(path) if path.suffix in settings.jsonl_suffixes else read_json(path)
+    config: Any = {}
+    completed: Any = None
+    if isinstance(data, list):
+        records = data
+        if records and not any(isinstance(record, dict) for record in records):
+            raise NotReadyYet(path, "top level is a list without item objects")
+    elif isinstance(data, dict):
+        config, completed = data.get("config"), data.get("completed_ids")
+        records = _item_list(data, settings.item_keys)
+    else:
+        raise NotReadyYet(path, f"top level is {type(data).__name__}, not an object or a list")
     return ResultSnapshot(
-        items=tuple(_items(data.get("per_item"))),
+        items=tuple(_items(records, fmap, settings.normalise)),
         config=config if isinstance(config, dict) else {},
-        completed_ids=frozenset(_ids(data.get("completed_ids"))),
+        completed_ids=frozenset(_ids(completed)),
     )
 
 
@@ -109,11 +146,18 @@ def read_progress(result: Path | None, checkpoint: Path | None) -> ResultSnapsho
 
     The result file is authoritative for the items it holds; the checkpoint
     adds the items and completed ids the result does not have yet (scripts
-    often write the checkpoint often and the result only at the end).
+    often write the checkpoint often and the result only at the end). Both
+    are read with the result's field map, the one ``validate`` uses.
     Returns None when neither file exists; NotReadyYet propagates so the
     caller retries instead of reporting a progress drop.
     """
-    snapshots = [snap for snap in (_read_if_present(result), _read_if_present(checkpoint)) if snap]
+    named = result if result is not None else checkpoint
+    try:
+        fmap = field_map_for(named)
+    except FieldMapError as exc:
+        # The watcher and status retry NotReadyYet and show its reason; a bad map must not stop them.
+        raise NotReadyYet(Path(named or "."), str(exc)) from exc
+    snapshots = [snap for snap in (_read_if_present(result, fmap), _read_if_present(checkpoint, fmap)) if snap]
     if not snapshots:
         return None
     if len(snapshots) == 1:
@@ -133,25 +177,34 @@ def read_progress(result: Path | None, checkpoint: Path | None) -> ResultSnapsho
     )
 
 
-def _read_if_present(path: Path | None) -> ResultSnapshot | None:
+def _read_if_present(path: Path | None, fmap: FieldMap) -> ResultSnapshot | None:
     if path is None:
         return None
     try:
-        return read_result(path)
+        return read_result(path, fmap)
     except FileNotFoundError:
         return None
 
 
-def _items(per_item: Any) -> Iterable[ItemRecord]:
-    # Some scripts key per_item by item id instead of listing it.
-    if isinstance(per_item, dict):
-        for key, data in per_item.items():
+def _item_list(data: dict, item_keys: tuple[str, ...]) -> Any:
+    for key in item_keys:
+        value = data.get(key)
+        # Only the seed's per_item may map ids to items: lm-eval's aggregate
+        # ``results`` maps task names to metrics, which are not items.
+        if isinstance(value, list) or (key == "per_item" and isinstance(value, dict)):
+            return value
+    return None
+
+
+def _items(records: Any, fmap: FieldMap, normalise: Normalisation) -> Iterable[ItemRecord]:
+    if isinstance(records, dict):
+        for key, data in records.items():
             if isinstance(data, dict):
-                yield ItemRecord.from_json(data, fallback_id=key)
-    elif isinstance(per_item, list):
-        for data in per_item:
+                yield ItemRecord.from_json(data, fmap, normalise, fallback_id=key)
+    elif isinstance(records, list):
+        for data in records:
             if isinstance(data, dict):
-                yield ItemRecord.from_json(data)
+                yield ItemRecord.from_json(data, fmap, normalise)
 
 
 def _ids(values: Any) -> Iterable[str]:

@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from expwatch.files import NotReadyYet
-from expwatch.results.progress import ResultSnapshot, read_result
+from expwatch.results.fields import FieldMapError
+from expwatch.results.progress import ResultSnapshot, field_map_for, read_result
 from expwatch.results.validation import id_list, item_label, leaked_ids
 from expwatch.results.config import SmokeOptions, ValidationSettings, load_validation_settings
 
@@ -93,10 +94,12 @@ def run_smoke(
     if proc.returncode != 0:
         return report([_exit_reason(proc.returncode, log_text)], log_text)
     try:
-        snapshot = read_result(result_path)
+        # The run's own field map (STEM.fields.yaml beside the real output) applies to its smoke result too.
+        real_output = Path(cwd) / original if original else result_path
+        snapshot = read_result(result_path, field_map_for(real_output, settings=settings), settings)
     except FileNotFoundError:
         return report([f"no result written at {result_path} (does the script take {output_flag}?)"], log_text)
-    except NotReadyYet as exc:
+    except (NotReadyYet, FieldMapError) as exc:
         return report([f"result unreadable: {exc}"], log_text)
     return report(check_smoke_result(snapshot, settings), log_text)
 

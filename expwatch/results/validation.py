@@ -15,7 +15,8 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Iterable
 
-from expwatch.results.progress import ItemRecord, ResultSnapshot, read_result
+from expwatch.results.fields import FieldMap
+from expwatch.results.progress import ItemRecord, ResultSnapshot, field_map_for, read_result
 from expwatch.results.config import ValidationSettings, load_validation_settings
 
 UNKNOWN_TASK = "unknown"
@@ -23,12 +24,24 @@ UNKNOWN_TASK = "unknown"
 
 @dataclass(frozen=True)
 class TaskAccuracy:
+    """One task type: the seed's figure over valid (non-null) items, and the raw one over all."""
+
     correct: int
+    n_valid: int
     n: int
 
     @property
-    def acc(self) -> float:
+    def acc_valid(self) -> float:
+        return self.correct / self.n_valid if self.n_valid else 0.0
+
+    @property
+    def acc_raw(self) -> float:
         return self.correct / self.n if self.n else 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        # `n`/`acc` keep their old place and mean the valid-item figures, as in the seed's report.
+        return {"correct": self.correct, "n": self.n_valid, "acc": self.acc_valid, "n_valid": self.n_valid,
+                "acc_valid": self.acc_valid, "n_raw": self.n, "acc_raw": self.acc_raw}
 
 
 @dataclass(frozen=True)
@@ -60,6 +73,7 @@ class ValidationReport:
     duplicate_ids: tuple[str, ...]
     log_counts: dict[str, int]
     issues: tuple[str, ...]
+    field_map: FieldMap
 
     @property
     def ok(self) -> bool:
@@ -86,12 +100,13 @@ class ValidationReport:
             "raw_acc": self.raw_acc,
             "valid_acc": self.valid_acc,
             "acc_gap_points": self.acc_gap_points,
-            "per_task": {task: {**asdict(t), "acc": t.acc} for task, t in self.per_task.items()},
+            "per_task": {task: t.to_json() for task, t in self.per_task.items()},
             "answer_bias": asdict(self.answer_bias) if self.answer_bias else None,
             "leaked_ids": list(self.leaked_ids),
             "duplicate_ids": list(self.duplicate_ids),
             "log_counts": dict(self.log_counts),
             "issues": list(self.issues),
+            "fields": self.field_map.to_json(),
         }
 
 
@@ -100,17 +115,20 @@ def validate_result(
     log_path: Path | None = None,
     expected: int | None = None,
     settings: ValidationSettings | None = None,
+    field_overrides: dict[str, str | None] | None = None,
 ) -> ValidationReport:
-    """Read and check one result file (and its log).
+    """Read and check one result file (and its log), through the run's field map.
 
-    Raises FileNotFoundError / NotReadyYet for the result and OSError for the
-    log: an unreadable input is the caller's to report, not an issue found.
+    Raises FileNotFoundError / NotReadyYet for the result, FieldMapError for a
+    bad map and OSError for the log: an unreadable input is the caller's to
+    report, not an issue found.
     """
     settings = settings or load_validation_settings()
-    snapshot = read_result(Path(result_path))
+    fmap = field_map_for(Path(result_path), field_overrides, settings)
+    snapshot = read_result(Path(result_path), fmap, settings)
     log_text = Path(log_path).read_text(encoding="utf-8", errors="replace") if log_path else None
     return check_snapshot(
-        snapshot, Path(result_path), settings, log_path=log_path, log_text=log_text, expected=expected
+        snapshot, Path(result_path), settings, log_path=log_path, log_text=log_text, expected=expected, fmap=fmap
     )
 
 
@@ -121,6 +139,7 @@ def check_snapshot(
     log_path: Path | None = None,
     log_text: str | None = None,
     expected: int | None = None,
+    fmap: FieldMap | None = None,
 ) -> ValidationReport:
     items = snapshot.items
     valid = [item for item in items if item.response is not None]
@@ -142,6 +161,7 @@ def check_snapshot(
         duplicate_ids=duplicate_ids(items),
         log_counts=count_log_lines(log_text, settings.log_patterns) if log_text is not None else {},
         issues=(),
+        field_map=fmap or settings.field_map,
     )
     return _with_issues(report, settings)
 
@@ -152,24 +172,29 @@ def accuracy(items: Iterable[ItemRecord]) -> float:
 
 
 def per_task_accuracy(items: Iterable[ItemRecord]) -> dict[str, TaskAccuracy]:
+    """Per task type; a null is never correct, so ``correct`` counts the same items for both views."""
     correct: dict[str, int] = defaultdict(int)
+    valid: dict[str, int] = defaultdict(int)
     total: dict[str, int] = defaultdict(int)
     for item in items:
         task = item.task_type or UNKNOWN_TASK
         total[task] += 1
-        correct[task] += bool(item.correct)
-    return {task: TaskAccuracy(correct=correct[task], n=total[task]) for task in sorted(total)}
+        if item.response is not None:
+            valid[task] += 1
+            correct[task] += bool(item.correct)
+    return {task: TaskAccuracy(correct=correct[task], n_valid=valid[task], n=total[task]) for task in sorted(total)}
 
 
 def answer_bias(valid: list[ItemRecord], max_share: float) -> AnswerBias | None:
-    """The most common answer when it exceeds ``max_share`` of the valid responses.
+    """The most common response when it exceeds ``max_share`` of the valid responses.
 
-    The parsed ``answer`` is what the model chose; scripts that do not parse
-    leave only the raw ``response``.
+    It counts what the model said (the map's ``response``), never the gold:
+    in the seed's files ``answer`` is the gold label, and counting it hid a
+    model that answered "A" 80% of the time.
     """
     if not valid:
         return None
-    chosen = [item.answer if item.answer is not None else item.response for item in valid]
+    chosen = [item.response for item in valid]
     counts = Counter(_hashable(value) for value in chosen)
     key, count = counts.most_common(1)[0]
     share = count / len(valid)
