@@ -29,19 +29,22 @@ from expwatch.layout import ExperimentsLayout
 from expwatch.manifest import ManifestError, RunManifest, discover, load_manifest
 from expwatch.results.progress import read_progress
 from expwatch.rules.classify import LineClassifier
+from expwatch.rules.crashmatch import CrashMatcher
 from expwatch.rules.engine import RuleEngine
 from expwatch.rules.facts import RunFacts
 from expwatch.rules.guard import GuardLimits, GuardState, judge, record_restart, reset
 from expwatch.rules.incidents import Incident, new_incident_id
 from expwatch.rules.loader import RulesError, load_rules
 from expwatch.rules.model import INFORMATIONAL_ACTIONS, Rule
+from expwatch.rules.retry_hint import CrashPolicy, adjust as adjust_to_crash
 from expwatch.processes import verified_process
 from expwatch.runners.registry import Runners
 from expwatch.runners.slurm import JobState, SlurmError
 from expwatch.runstate import RunObservation, classify, log_age
 from expwatch.settings import Settings, load_settings
 from expwatch.state import IncidentRow, StateStore
-from expwatch.watcher.events import ActionDone, Deadline, FileChanged, ProbeResult, ProcessExit, Shutdown
+from expwatch.watcher.crash import CrashAssembler, CrashLimits
+from expwatch.watcher.events import ActionDone, Crash, Deadline, FileChanged, ProbeResult, ProcessExit, Shutdown
 from expwatch.watcher.exits import ExitWaiter
 from expwatch.watcher.jobcomp import JobCompFollower
 from expwatch.kernel_log import oom_killed
@@ -92,6 +95,7 @@ class WatchedRun:
     saved_at: float = 0.0  # when its state was last written to the store
     progress_noted: tuple[int, int] | None = None  # (done, restarts) of the last `progress` record
     progress_noted_at: float = 0.0
+    crashes: CrashAssembler = field(default_factory=CrashAssembler)  # the log's tracebacks, assembled line by line
 
     @property
     def name(self) -> str:
@@ -166,6 +170,9 @@ class Supervisor:
         self.ruleset = load_rules(self.layout.rules_path, set(self.settings.profiles))
         self.engine = RuleEngine(self.ruleset)
         self.classifier = LineClassifier(self.ruleset)
+        self.crash_matcher = CrashMatcher(self.ruleset)
+        self.crash_limits = CrashLimits.from_settings(self.settings.get("crash"))
+        self.crash_policy = CrashPolicy.from_settings(self.settings.get("crash"))
         self.audit = AuditLog(self.layout.audit_path, int(self.settings.number("audit.max_bytes")), int(self.settings.number("audit.backups")))
         for listener in self.audit_listeners:
             self.audit.add_listener(listener)
@@ -306,7 +313,7 @@ class Supervisor:
         position = TailPosition(**saved["position"]) if saved.get("position") else None
         tailer = LogTailer(Path(manifest.log), position, int(self.settings.number("tail.max_line_bytes")))
         now = time.time()
-        run = WatchedRun(manifest, tailer, RunFacts(self.ruleset, started_at=now))
+        run = WatchedRun(manifest, tailer, RunFacts(self.ruleset, started_at=now), crashes=CrashAssembler(self.crash_limits))
         if saved.get("guard"):
             g = saved["guard"]
             run.guard = GuardState(g["last_rule"], g["streak"], g["done_at_last"], tuple(g["restarts"]))
@@ -449,7 +456,19 @@ class Supervisor:
         keys = run.facts.on_line(hits, now, replay)
         if keys and not run.finished:
             self._evaluate(run, keys, {"file": run.manifest.log, "offset": line.offset, "line": line.text})
+        for crash in run.crashes.feed(line.text, line.offset) if not replay else ():
+            self._on_crash(run, crash)
         return bool(hits)
+
+    def _on_crash(self, run: WatchedRun, crash: Crash) -> None:
+        """A whole crash read from the log: evaluated with the crash conditions it satisfies, itself the evidence."""
+        data = crash.to_json()
+        if run.incident and not run.incident.acting and run.incident.crash is None:
+            run.incident.crash = data  # the cause of an incident a log line opened (a bare traceback)
+        keys = self.crash_matcher.satisfied(crash)
+        if keys and not run.finished:
+            self._evaluate(run, keys, {"file": run.manifest.log, "offset": crash.offset, "line": crash.lines[-1] if crash.lines else "",
+                                       "cause": data["cause"], "crash": data})
 
     def _read_progress(self, run: WatchedRun) -> None:
         m = run.manifest
@@ -493,6 +512,8 @@ class Supervisor:
             return  # the completion record and the poll both saw this job end
         self.runners.local.reap()  # if this watcher started it
         self._read_log(run)
+        for crash in run.crashes.flush():  # nothing more will be written: an open traceback is complete
+            self._on_crash(run, crash)
         self._read_progress(run)
         run.facts.alive = False
         run.facts.exit_signal = event.signal
@@ -622,7 +643,7 @@ class Supervisor:
         run.latched_for = (run.manifest.pid, run.manifest.create_time)
         for name in matched:
             rule = self.ruleset.by_name(name)
-            via_log = any(a.key in log_keys for a in rule.log_atoms)
+            via_log = any(a.key in log_keys for a in rule.trigger_atoms)
             if not via_log and name in run.latches:
                 continue
             state_evidence = {"facts": {k: v for k, v in facts.items() if not k.startswith("log_")}}
@@ -675,8 +696,10 @@ class Supervisor:
                 decision, reason = "halt", verdict.reason
                 plan = [{"name": "halt", "arg": verdict.reason}]
                 evidence["reason"] = verdict.reason
+        plan, evidence = adjust_to_crash(plan, evidence, self.crash_policy, time.time())
         self.audit.record("incident classified", run=run.name, rule=rule.name, incident=inc.id, priority=rule.priority,
                           candidates=evidence["candidates"], guard_streak=streak, decision=decision, reason=reason,
+                          cause=evidence.get("cause"),
                           captured_lines=len(evidence["captured"]) or None)
         for index, step in enumerate(plan):
             self.audit.record("action planned", run=run.name, rule=rule.name, incident=inc.id, action=step["name"],
@@ -746,6 +769,7 @@ class Supervisor:
         if ruleset.digest == self.ruleset.digest and ruleset.source == self.ruleset.source:
             return
         self.ruleset, self.engine, self.classifier = ruleset, RuleEngine(ruleset), LineClassifier(ruleset)
+        self.crash_matcher = CrashMatcher(ruleset)
         for run in self.runs.values():
             run.facts.rebind(ruleset)
             run.latches &= {r.name for r in ruleset.rules}

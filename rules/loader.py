@@ -18,7 +18,7 @@ from typing import Any
 import jsonschema
 import yaml
 
-from expwatch.rules.model import ActionSpec, Condition, Counter, LogAtom, NullRateAtom, RatioAtom, Rule, RuleSet
+from expwatch.rules.model import CRASH_FIELDS, ActionSpec, Condition, Counter, CrashAtom, LogAtom, NullRateAtom, RatioAtom, Rule, RuleSet
 from expwatch.settings import shipped_text
 
 ACTION_NAMES = ("kill", "wait", "set_env", "switch_profile", "scale_workers", "restart", "free_gpu", "halt", "alert", "exec", "complete")
@@ -136,6 +136,8 @@ class _Builder:
                 raise RulesError(self.source, line, f"{where}: min_count > 1 needs window_s")
             atom = LogAtom(self.keys.next("log"), patterns, min_count, window, int(value.get("capture_lines", 0)))
             return Condition("log", atom=atom)
+        if key in CRASH_FIELDS:
+            return Condition("crash", atom=self.crash_atom(key, value, where, line))
         if key == "null_rate":
             atom = NullRateAtom(
                 self.keys.next("nulls"),
@@ -176,6 +178,14 @@ class _Builder:
         if key == "probe_failing_s":
             return Condition("compare", fact="probe_failing_s", cmp="gte", value=float(value))
         raise RulesError(self.source, line, f"{where}: unknown condition")
+
+    def crash_atom(self, key: str, value: Any, where: str, line: int | None) -> CrashAtom:
+        if key == "message":
+            _compile_regex(value, where, self.source, line)
+            return CrashAtom(self.keys.next("crash"), key, (value,))
+        if key == "status":
+            return CrashAtom(self.keys.next("crash"), key, tuple(int(v) for v in value))
+        return CrashAtom(self.keys.next("crash"), key, tuple(str(v) for v in value))
 
     def actions(self, items: list[Any], name: str) -> tuple[ActionSpec, ...]:
         specs = []

@@ -66,6 +66,11 @@ class CrashLimits:
     message_lines: int = 8  # continuation lines a multi-line exception message may have
     context_lines: int = 5  # non-crash lines remembered before a crash (what the script said last)
 
+    @classmethod
+    def from_settings(cls, crash: dict) -> "CrashLimits":
+        known = {k: int(crash[k]) for k in ("max_lines", "max_chain", "max_message_chars", "message_lines", "context_lines") if k in crash}
+        return cls(**known)
+
 
 @dataclass
 class _Entry:
@@ -79,7 +84,7 @@ class _Python:
     """A Python traceback being read: sections, frames, exception lines."""
 
     def __init__(self, offset: int, limits: CrashLimits):
-        self.offset, self.limits = offset, limits
+        self.offset, self.end, self.limits = offset, offset, limits
         self.lines: list[str] = []
         self.dropped = 0
         self.entries: list[_Entry] = []
@@ -88,13 +93,15 @@ class _Python:
         self.message_left = 0
 
     def keep(self, text: str) -> None:
+        self.end = self.at
         if len(self.lines) < self.limits.max_lines:
             self.lines.append(text)
         else:
             self.dropped += 1
 
-    def feed(self, text: str) -> bool:
+    def feed(self, text: str, offset: int) -> bool:
         """Take the line if it belongs to this traceback; False means the traceback ended before it."""
+        self.at = offset
         if HEADER.match(text):
             self.frames, self.state = [], "frames"
             self.keep(text)
@@ -163,7 +170,7 @@ class _Python:
             chain=tuple((e.type, e.message) for e in chain),
             status=parsed.status, error_code=parsed.error_code, error_type=parsed.error_type,
             retry_after_s=parsed.retry_after_s, frame=frame, lines=tuple(self.lines),
-            lines_dropped=self.dropped, offset=self.offset,
+            lines_dropped=self.dropped, offset=self.offset, end_offset=self.end,
         )
 
 
@@ -205,12 +212,14 @@ def _user_frame(entries: list[_Entry]) -> Frame | None:
 
 class _Faulthandler:
     def __init__(self, offset: int, message: str, text: str, limits: CrashLimits):
-        self.offset, self.message, self.limits = offset, message, limits
+        self.offset, self.end, self.message, self.limits = offset, offset, message, limits
         self.lines, self.dropped, self.frames = [text], 0, []
 
-    def feed(self, text: str) -> bool:
+    def feed(self, text: str, offset: int) -> bool:
         if not FAULT_BODY.match(text):
             return False
+        if text.strip():
+            self.end = offset
         if m := FAULT_FRAME.match(text):
             self.frames.append(Frame(m["file"], int(m["line"]), m["func"].strip()))
         if len(self.lines) < self.limits.max_lines:
@@ -223,7 +232,8 @@ class _Faulthandler:
         # faulthandler prints the most recent call first.
         frame = next((f for f in self.frames if frame_is_users(f.file)), None)
         return Crash(kind="faulthandler", chain=(("faulthandler.FatalError", self.message),), frame=frame,
-                     lines=tuple(self.lines), lines_dropped=self.dropped, offset=self.offset)
+                     lines=tuple(self.lines), lines_dropped=self.dropped, offset=self.offset,
+                     end_offset=self.end)
 
 
 class CrashAssembler:
@@ -242,12 +252,12 @@ class CrashAssembler:
     def feed(self, text: str, offset: int = -1) -> list[Crash]:
         done: list[Crash] = []
         if self._open is not None:
-            if self._open.feed(text):
+            if self._open.feed(text, offset):
                 return done
             done.extend(self._close())
         if HEADER.match(text):
             self._open = _Python(offset, self.limits)
-            self._open.feed(text)
+            self._open.feed(text, offset)
             return done
         if m := FAULTHANDLER.match(text):
             self._open = _Faulthandler(offset, m["msg"], text, self.limits)
@@ -255,7 +265,7 @@ class CrashAssembler:
         for pattern, kind, type_ in FATAL_LINES:
             if pattern.search(text):
                 done.append(self._with_context(Crash(kind=kind, chain=((type_, text.strip()[: self.limits.max_message_chars]),),
-                                                     lines=(text,), offset=offset)))
+                                                     lines=(text,), offset=offset, end_offset=offset)))
                 break
         else:
             self._context.append(text)

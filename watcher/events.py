@@ -123,8 +123,8 @@ class Crash:
     lines: tuple[str, ...] = ()
     lines_dropped: int = 0  # lines beyond ``crash.max_lines``, counted, not kept
     offset: int = -1  # byte offset of the crash's first line in the log
+    end_offset: int = -1  # byte offset of its last line
     before: tuple[str, ...] = ()  # the last few lines the script printed before it
-    run: str = ""
 
     @property
     def final(self) -> tuple[str, str]:
@@ -151,6 +151,6 @@ class Crash:
             "kind": self.kind, "chain": [list(p) for p in self.chain], "status": self.status, "error_code": self.error_code,
             "error_type": self.error_type, "retry_after_s": self.retry_after_s,
             "frame": {"file": self.frame.file, "line": self.frame.line, "function": self.frame.function} if self.frame else None,
-            "lines": list(self.lines), "lines_dropped": self.lines_dropped, "offset": self.offset, "before": list(self.before),
+            "lines": list(self.lines), "lines_dropped": self.lines_dropped, "offset": self.offset, "end_offset": self.end_offset, "before": list(self.before),
             "cause": self.cause(),
         }

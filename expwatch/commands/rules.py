@@ -9,7 +9,7 @@ from pathlib import Path
 
 from expwatch.layout import ExperimentsLayout
 from expwatch.rules.loader import RulesError, load_rules, shipped_rules_text
-from expwatch.rules.replay import replay
+from expwatch.rules.replay import CrashReport, explain_crash, replay
 from expwatch.settings import load_settings, shipped_text
 
 
@@ -84,9 +84,12 @@ def run_test(args: argparse.Namespace) -> int:
     except OSError as exc:
         print(f"{args.log}: {exc.strerror}", file=sys.stderr)
         return 2
-    firings = replay(ruleset, lines)
+    crashes: list[CrashReport] = []
+    firings = replay(ruleset, lines, crashes=crashes)
     for f in firings:
         print(f"{args.log}:{f.line_no}: {f.rule} (priority {f.priority}) matched {f.why}\n    {f.text[:200]}")
+    for report in crashes:
+        print(explain_crash(args.log, report))
     counts = Counter(f.rule for f in firings)
     summary = ", ".join(f"{rule} x{n}" for rule, n in counts.most_common()) or "no rule would fire"
     print(f"{len(lines)} lines, {len(firings)} matches: {summary}")
