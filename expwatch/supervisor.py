@@ -207,7 +207,7 @@ class Supervisor:
         # before the first step) are then resumed by it.
         for run in self.runs.values():
             if run.incident and not run.incident.acting:
-                self._settle(run)
+                self._settle(run, stopping=True)
         self.executor.join(timeout=self.settings.number("kill.grace_s") + 5)
         for prober in self._probers.values():
             prober.stop()
@@ -678,8 +678,12 @@ class Supervisor:
         self.audit.record("rule matched", run=run.name, rule=rule.name, incident=inc.id, severity=rule.severity, **fields)
         return True
 
-    def _settle(self, run: WatchedRun) -> None:
+    def _settle(self, run: WatchedRun, stopping: bool = False) -> None:
         if run.incident is not None and not run.incident.acting:
+            # A traceback still being read is the incident's cause: wait for its end (bounded).
+            if not stopping and run.crashes.reading and time.time() - run.incident.opened_at < self.settings.number("crash.settle_max_s"):
+                self._arm(run.name, "settle", self.settings.number("watch.settle_s"))
+                return
             self._decide(run, run.incident, guarded=True)
 
     def _decide(self, run: WatchedRun, inc: Incident, guarded: bool) -> None:
