@@ -521,8 +521,10 @@ class Supervisor:
         if event.job_id:
             run.facts.job_state = event.job_state
             run.facts.oom_killed = event.job_state == "OUT_OF_MEMORY"
-        elif event.signal == 9 or (event.returncode is None and event.signal is None):
-            run.facts.oom_killed = bool(oom_killed([event.pid]))
+        elif event.signal == 9 or event.returncode == 137 or (event.returncode is None and event.signal is None):
+            verdict = oom_killed([event.pid])
+            run.facts.oom_killed = bool(verdict)
+            run.facts.oom_unknown = verdict is None and (event.signal == 9 or event.returncode == 137)
         self.audit.record("process exited", run=run.name, pid=event.pid, job_id=event.job_id, job_state=event.job_state,
                           node=event.node, returncode=event.returncode, signal=event.signal,
                           oom_killed=run.facts.oom_killed or None)

@@ -169,7 +169,7 @@ class _Builder:
         if key == "job_state":
             states = tuple(Condition("compare", fact="job_state", cmp="eq", value=str(v)) for v in value)
             return states[0] if len(states) == 1 else Condition("any", states)
-        if key in ("alive", "complete", "oom_killed"):
+        if key in ("alive", "complete", "oom_killed", "oom_likely"):
             return Condition("compare", fact=key, cmp="eq", value=int(bool(value)))
         if key == "exit_signal":
             return Condition("compare", fact="exit_signal", cmp="eq", value=int(value))
