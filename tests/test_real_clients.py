@@ -9,6 +9,7 @@ with httpx silenced, or with every request line at INFO.
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -60,7 +61,7 @@ def test_a_429_crash_with_the_real_openai_client_waits_the_hint_and_recovers_wit
     assert sorted(items) == [f"item-{i:04d}" for i in range(8)]  # every item exactly once
 
 
-def test_a_401_from_the_real_openai_client_halts_at_once_and_names_the_fix(experiments, endpoint):
+def test_a_401_from_the_real_openai_client_halts_at_once_and_names_the_fix(experiments, endpoint, capsys):
     (experiments.root / "expwatch.rules.yaml").write_text(fast_rules())
     watcher = experiments.start_watcher()
     launch(experiments, "badkey", endpoint.url("unauthorized"), items=4)
@@ -76,6 +77,17 @@ def test_a_401_from_the_real_openai_client_halts_at_once_and_names_the_fix(exper
     assert not [r for r in experiments.audit(run="badkey", event="action planned") if r["action"] == "restart"]
     bundle = experiments.layout.run_files_dir("badkey") / f"diagnosis-{manifest.halted.incident}.md"
     assert bundle.read_text().splitlines()[0] == fix
+    # The operator sees the cause, not only "Traceback (most recent call last):".
+    cause = "openai.AuthenticationError 401 at openai_eval.py:"
+    assert first["cause"].startswith(cause)
+    capsys.readouterr()
+    assert cli(["status", str(experiments.root)]) == 0
+    assert f"    cause: {cause}" in capsys.readouterr().out
+    assert cli(["status", str(experiments.root), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)[0]["last_cause"].startswith(cause)
+    report = experiments.root / "report.html"
+    assert cli(["report", str(experiments.root), "-o", str(report)]) == 0
+    assert f"cause: <code>{cause}" in report.read_text()
 
 
 def test_a_content_filter_crash_halts_naming_the_item(experiments, endpoint):

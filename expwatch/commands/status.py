@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 
+from expwatch.audit.causes import last_causes
 from expwatch.layout import ExperimentsLayout
 from expwatch.rules.loader import RulesError, load_rules
 from expwatch.runstate import RunReport, observe_all
@@ -69,13 +70,15 @@ def run(args: argparse.Namespace) -> int:
     reports, note = observe_all(layout, stale)
     if note:
         print(f"expwatch status: {note}", file=sys.stderr)
+    causes = last_causes(layout.audit_path)
     if args.json:
-        print(json.dumps([r.to_json() for r in reports], indent=2))
+        print(json.dumps([{**r.to_json(), "last_cause": causes.get(r.manifest.name)} for r in reports], indent=2))
         return 0
     if not reports:
         print(f"no runs under {layout.runs_dir}")
         return 0
     print(HEADER)
     for report in reports:
-        print(format_row(report))
+        cause = causes.get(report.manifest.name)
+        print(format_row(report) + (f"\n    cause: {cause}" if cause else ""))
     return 0
