@@ -77,6 +77,7 @@ class RunView:
     alive: bool
     last_incident: str | None
     job: str | None = None  # SLURM runs: "job 12 RUNNING on node1"
+    last_cause: str | None = None  # the last incident's crash, in one line
 
 
 @dataclass
@@ -92,6 +93,7 @@ class WatchedRun:
     silence_at: float | None = None
     last_incident: str | None = None  # "RULE: outcome", for displays
     last_incident_id: str | None = None
+    last_cause: str | None = None  # the crash behind the last incident, for displays
     saved_at: float = 0.0  # when its state was last written to the store
     progress_noted: tuple[int, int] | None = None  # (done, restarts) of the last `progress` record
     progress_noted_at: float = 0.0
@@ -149,7 +151,8 @@ class Supervisor:
                                  exit_code=f.exit_code, pending=f.job_state == "PENDING")
             job = f"job {m.job_id} {f.job_state or ''}".rstrip() if m.job_id else None
             rows.append(RunView(m.name, classify(obs, stale).value, f.done, m.expected, f.correct,
-                                sum(f.null_reasons.values()), age, m.restarts, m.pid, bool(f.alive), run.last_incident, job))
+                                sum(f.null_reasons.values()), age, m.restarts, m.pid, bool(f.alive), run.last_incident, job,
+                                run.last_cause))
         return rows
 
     def _lock(self) -> None:
@@ -715,6 +718,7 @@ class Supervisor:
         inc.acting = True
         run.last_incident = f"{rule.name}: {'halting' if decision == 'halt' else 'acting'}"
         run.last_incident_id = inc.id
+        run.last_cause = evidence.get("cause")
         self.store.open_incident(inc.id, run.name, rule.name, plan, evidence)
         self._save(run)
         self.executor.start(IncidentRow(inc.id, run.name, rule.name, "acting", plan, 0, False, {}, evidence))
