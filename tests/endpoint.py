@@ -12,6 +12,8 @@ are the services' own error shapes (cited per scenario):
 - ``not_found``: OpenAI's 404 ``model_not_found`` (issue https://github.com/shobrook/wut/issues/14).
 - ``content_filter``: Azure's 400 ``content_filter`` (issue https://github.com/openai/openai-python/issues/331).
 - ``overloaded``: Anthropic's 529 ``overloaded_error`` (issue https://github.com/anthropics/anthropic-sdk-typescript/issues/616).
+- ``gemini_quota``: the Gemini API's 429 ``RESOURCE_EXHAUSTED`` (issue https://github.com/googleapis/python-genai/issues/17).
+- ``plain_429``: a bare 429 with ``retry-after: 1`` and a text body, as proxies and the Hub answer.
 - ``slow:S``: answers after S seconds (read timeouts).
 A closed port is ``closed_port()``: bound, then released, so nothing listens.
 """
@@ -33,6 +35,8 @@ ERRORS = {
     "content_filter": (400, {"error": {"message": "The response was filtered due to the prompt triggering Azure OpenAI's content management policy. "
                                                   "Please modify your prompt and retry.", "type": None, "param": "prompt", "code": "content_filter", "status": 400}}),
     "overloaded": (529, {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}),
+    "gemini_quota": (429, {"error": {"code": 429, "message": "Resource has been exhausted (e.g. check quota).", "status": "RESOURCE_EXHAUSTED"}}),
+    "plain_429": (429, {"detail": "Too Many Requests"}),
 }
 
 

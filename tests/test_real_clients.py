@@ -109,3 +109,32 @@ def test_a_closed_port_is_proxy_down_on_first_sight(experiments):
     experiments.stop_watcher(watcher)
     assert first["rule"] == "PROXY_DOWN"
     assert first["cause"].startswith("openai.APIConnectionError")
+
+
+CRASHER = Path(__file__).parent / "clients" / "client_crash.py"
+
+
+@pytest.mark.parametrize("client, scenario, rule, cause", [
+    ("anthropic", "overloaded", "RATE_LIMIT", "anthropic.OverloadedError 529"),
+    ("genai", "gemini_quota", "RATE_LIMIT", "google.genai.errors.ClientError 429 RESOURCE_EXHAUSTED"),
+    ("requests", "plain_429", "RATE_LIMIT", "requests.exceptions.HTTPError 429"),
+    ("httpx", "plain_429", "RATE_LIMIT", "httpx.HTTPStatusError 429"),
+    ("aiohttp", "plain_429", "RATE_LIMIT", "aiohttp.client_exceptions.ClientResponseError 429"),
+    ("requests", "unauthorized", "API_REJECTED", "requests.exceptions.HTTPError 401"),
+    ("aiohttp", None, "PROXY_DOWN", "aiohttp.client_exceptions.ClientConnectorError"),
+    ("httpx", None, "PROXY_DOWN", "httpx.ConnectError"),
+])
+def test_each_real_client_crash_is_classified_by_its_cause_on_first_sight(experiments, endpoint, client, scenario, rule, cause):
+    (experiments.root / "expwatch.rules.yaml").write_text(fast_rules())
+    watcher = experiments.start_watcher()
+    base = endpoint.url(scenario) if scenario else f"http://127.0.0.1:{closed_port()}/v1"
+    if client == "genai" and scenario:
+        base = f"http://127.0.0.1:{endpoint.port}/{scenario}"
+    result = experiments.root / f"{client}.json"
+    assert cli(["launch", "--name", client, "--log", str(experiments.root / f"{client}.log"), "--result", str(result),
+                "--expected", "2", "--dir", str(experiments.root), "--", sys.executable, str(CRASHER), "--client", client,
+                "--base-url", base, "--items", "2", "--output", str(result)]) == 0
+    first = first_classified(experiments, client)
+    experiments.stop_watcher(watcher)
+    assert first["rule"] == rule, (experiments.root / f"{client}.log").read_text()[-2000:]
+    assert first["cause"].startswith(cause), first["cause"]
