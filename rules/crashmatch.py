@@ -46,10 +46,6 @@ class RuleExplanation:
     rule: str
     verdicts: tuple[AtomVerdict, ...]
 
-    @property
-    def any_held(self) -> bool:
-        return any(v.held for v in self.verdicts)
-
 
 def _type_matches(glob: str, type_: str) -> bool:
     return fnmatchcase(type_, glob) or ("." not in glob and fnmatchcase(type_.rsplit(".", 1)[-1], glob))

@@ -173,3 +173,11 @@ def test_rules_check_names_file_line_and_field_for_crash_conditions(condition, m
     with pytest.raises(RulesError) as info:
         parse_rules(text, "expwatch.rules.yaml")
     assert str(info.value).startswith("expwatch.rules.yaml:5:") and message in str(info.value)
+
+
+def test_a_stray_traceback_header_does_not_hold_the_assembler_open():
+    lines = ["Traceback (most recent call last):"] + [f"plain output {i}" for i in range(30)]
+    assembler = CrashAssembler(CrashLimits(max_lines=10))
+    for line in lines:
+        assert assembler.feed(line) == []
+    assert not assembler.reading

@@ -90,10 +90,11 @@ class _Python:
         self.entries: list[_Entry] = []
         self.frames: list[Frame] = []  # frames of the section being read
         self.state = "frames"  # frames | message | between
+        self.ignored = 0  # other output since the last line of ours
         self.message_left = 0
 
     def keep(self, text: str) -> None:
-        self.end = self.at
+        self.end, self.ignored = self.at, 0
         if len(self.lines) < self.limits.max_lines:
             self.lines.append(text)
         else:
@@ -123,7 +124,7 @@ class _Python:
         if LOG_LINE.match(text):
             if self.state in ("message", "between") and self.entries:
                 return False
-            return True  # another thread's line in the middle: not ours, not the end
+            return self._other_output()
         prefix = GROUP_PREFIX.match(text).group(0)
         body = text[len(prefix):]
         indented = body[:1] in (" ", "\t")
@@ -150,8 +151,17 @@ class _Python:
             self.keep(text)
             return True
         if self.state == "frames":
-            return True  # an unrelated line between frames: another thread's output
+            return self._other_output()
         return False
+
+    def _other_output(self) -> bool:
+        """Another thread's line in the middle: not ours, and not the end, unless the traceback went quiet for good.
+
+        A stray ``Traceback`` header (a logged string) followed by ordinary
+        output must not hold the crash open forever.
+        """
+        self.ignored += 1
+        return self.ignored <= self.limits.max_lines
 
     def _is_exception(self, m: re.Match) -> bool:
         if m["type"] in LEVEL_WORDS:

@@ -91,6 +91,9 @@ class Shutdown:
     reason: str = "signal"
 
 
+EVIDENCE_LINES = 40  # lines of a crash carried in incident evidence and audit records
+
+
 @dataclass(frozen=True)
 class Frame:
     """One ``File "x", line N, in f`` of a traceback."""
@@ -151,6 +154,7 @@ class Crash:
             "kind": self.kind, "chain": [list(p) for p in self.chain], "status": self.status, "error_code": self.error_code,
             "error_type": self.error_type, "retry_after_s": self.retry_after_s,
             "frame": {"file": self.frame.file, "line": self.frame.line, "function": self.frame.function} if self.frame else None,
-            "lines": list(self.lines), "lines_dropped": self.lines_dropped, "offset": self.offset, "end_offset": self.end_offset, "before": list(self.before),
+            # The tail is enough for evidence; the audit gets this once per matched rule.
+            "lines": list(self.lines[-EVIDENCE_LINES:]), "lines_dropped": self.lines_dropped + max(0, len(self.lines) - EVIDENCE_LINES), "offset": self.offset, "end_offset": self.end_offset, "before": list(self.before),
             "cause": self.cause(),
         }
