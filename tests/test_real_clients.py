@@ -46,7 +46,7 @@ def test_a_429_crash_with_the_real_openai_client_waits_the_hint_and_recovers_wit
     (experiments.root / "expwatch.rules.yaml").write_text(fast_rules())
     watcher = experiments.start_watcher()
     launch(experiments, "gpt4o", endpoint.url("rate_limit:3:1.5"), items=8, workers=4, http_log=http_log)
-    wait_for(lambda: experiments.manifest("gpt4o").completed_at, timeout=40, what="recovery")
+    wait_for(lambda: experiments.manifest("gpt4o").completed_at, timeout=60, what="recovery")
     experiments.stop_watcher(watcher)
 
     first = experiments.audit(run="gpt4o", event="incident classified")[0]
@@ -65,7 +65,7 @@ def test_a_401_from_the_real_openai_client_halts_at_once_and_names_the_fix(exper
     (experiments.root / "expwatch.rules.yaml").write_text(fast_rules())
     watcher = experiments.start_watcher()
     launch(experiments, "badkey", endpoint.url("unauthorized"), items=4)
-    wait_for(lambda: experiments.manifest("badkey").halted, timeout=30, what="halt")
+    wait_for(lambda: experiments.manifest("badkey").halted, timeout=45, what="halt")
     experiments.stop_watcher(watcher)
 
     first = first_classified(experiments, "badkey")
@@ -94,7 +94,7 @@ def test_a_content_filter_crash_halts_naming_the_item(experiments, endpoint):
     (experiments.root / "expwatch.rules.yaml").write_text(fast_rules())
     watcher = experiments.start_watcher()
     launch(experiments, "filtered", endpoint.url("content_filter"), items=1, workers=1)
-    wait_for(lambda: experiments.manifest("filtered").halted, timeout=30, what="halt")
+    wait_for(lambda: experiments.manifest("filtered").halted, timeout=45, what="halt")
     experiments.stop_watcher(watcher)
     assert first_classified(experiments, "filtered")["rule"] == "CONTENT_FILTER"
     assert experiments.manifest("filtered").halted.reason == (
