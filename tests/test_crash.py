@@ -181,3 +181,12 @@ def test_a_stray_traceback_header_does_not_hold_the_assembler_open():
     for line in lines:
         assert assembler.feed(line) == []
     assert not assembler.reading
+
+
+def test_an_exception_raised_while_handling_another_keeps_both_in_the_chain():
+    (crash,) = feed(["Traceback (most recent call last):", '  File "/home/me/run.py", line 3, in f', "    return cache[key]",
+                     "KeyError: 'item-7'", "", "During handling of the above exception, another exception occurred:", "",
+                     "Traceback (most recent call last):", '  File "/home/me/run.py", line 5, in f', "    raise RuntimeError('no answer')",
+                     "RuntimeError: no answer"])
+    assert crash.chain == (("KeyError", "'item-7'"), ("RuntimeError", "no answer"))
+    assert crash.frame.short() == "run.py:3 f"

@@ -56,6 +56,10 @@ FATAL_LINES: tuple[tuple[re.Pattern, str, str], ...] = (
 )
 
 
+# Every crash starts with one of these words: most log lines are skipped by this one search.
+STARTS = re.compile(r"Traceback \(|Fatal Python error|slurmstepd|\*\*\* (?:JOB|STEP)|Killed|Segmentation fault|Aborted")
+
+
 @dataclass(frozen=True)
 class CrashLimits:
     """How much of one crash is kept (the ``crash`` section of the settings)."""
@@ -265,6 +269,9 @@ class CrashAssembler:
             if self._open.feed(text, offset):
                 return done
             done.extend(self._close())
+        if not STARTS.search(text):
+            self._context.append(text)
+            return done
         if HEADER.match(text):
             self._open = _Python(offset, self.limits)
             self._open.feed(text, offset)
