@@ -190,3 +190,25 @@ def test_an_exception_raised_while_handling_another_keeps_both_in_the_chain():
                      "RuntimeError: no answer"])
     assert crash.chain == (("KeyError", "'item-7'"), ("RuntimeError", "no answer"))
     assert crash.frame.short() == "run.py:3 f"
+
+
+def crash_evidence(message: str) -> dict:
+    (crash,) = feed(["Traceback (most recent call last):", '  File "/home/me/run.py", line 9, in ask', f"openai.RateLimitError: {message}"])
+    return {"crash": crash.to_json(), "cause": crash.cause(), "candidates": ["RATE_LIMIT"]}
+
+
+def test_waits_obey_the_server_and_a_day_long_hint_halts_saying_when():
+    from expwatch.rules.retry_hint import CrashPolicy, adjust
+
+    policy = CrashPolicy(retry_wait_max_s=60, retry_halt_above_s=3600)
+    plan = [{"name": "kill", "arg": None}, {"name": "wait", "arg": 5}, {"name": "restart", "arg": None}]
+    _, evidence = adjust(plan, crash_evidence("Error code: 429 - Please try again in 20s."), policy, now=0.0)
+    assert evidence["wait_at_least_s"] == 20
+    _, evidence = adjust(plan, crash_evidence("Error code: 429 - Please try again in 30m0s."), policy, now=0.0)
+    assert evidence["wait_at_least_s"] == 60  # bounded by the setting
+    bare, _ = adjust([{"name": "restart", "arg": None}], crash_evidence("Error code: 429 - Please try again in 2s."), policy, now=0.0)
+    assert bare == [{"name": "wait", "arg": 2.0}, {"name": "restart", "arg": None}]
+    halted, evidence = adjust(plan, crash_evidence("Error code: 429 - Please retry after 86400 seconds."), policy, now=0.0)
+    assert halted == [{"name": "halt", "arg": "quota exhausted: the server asks to retry after 86400 s (at 1970-01-02T00:00:00+00:00)"}]
+    assert evidence["fix"] == halted[0]["arg"]
+    assert adjust(plan, {"candidates": ["DEAD"]}, policy, now=0.0) == (plan, {"candidates": ["DEAD"]})
