@@ -20,6 +20,8 @@ from endpoint import ModelEndpoint, closed_port
 from expwatch.cli import main as cli
 
 CLIENT = Path(__file__).parent / "clients" / "openai_eval.py"
+# Importing a client library can take seconds on a loaded machine: no STALE before the first line.
+RULES = fast_rules(silent_s=60)
 
 
 @pytest.fixture
@@ -43,7 +45,7 @@ def first_classified(experiments, name: str) -> dict:
 
 @pytest.mark.parametrize("http_log", ["quiet", "info"])
 def test_a_429_crash_with_the_real_openai_client_waits_the_hint_and_recovers_with_half_the_workers(experiments, endpoint, http_log):
-    (experiments.root / "expwatch.rules.yaml").write_text(fast_rules())
+    (experiments.root / "expwatch.rules.yaml").write_text(RULES)
     watcher = experiments.start_watcher()
     launch(experiments, "gpt4o", endpoint.url("rate_limit:3:1.5"), items=8, workers=4, http_log=http_log)
     wait_for(lambda: experiments.manifest("gpt4o").completed_at, timeout=60, what="recovery")
@@ -62,7 +64,7 @@ def test_a_429_crash_with_the_real_openai_client_waits_the_hint_and_recovers_wit
 
 
 def test_a_401_from_the_real_openai_client_halts_at_once_and_names_the_fix(experiments, endpoint, capsys):
-    (experiments.root / "expwatch.rules.yaml").write_text(fast_rules())
+    (experiments.root / "expwatch.rules.yaml").write_text(RULES)
     watcher = experiments.start_watcher()
     launch(experiments, "badkey", endpoint.url("unauthorized"), items=4)
     wait_for(lambda: experiments.manifest("badkey").halted, timeout=45, what="halt")
@@ -91,7 +93,7 @@ def test_a_401_from_the_real_openai_client_halts_at_once_and_names_the_fix(exper
 
 
 def test_a_content_filter_crash_halts_naming_the_item(experiments, endpoint):
-    (experiments.root / "expwatch.rules.yaml").write_text(fast_rules())
+    (experiments.root / "expwatch.rules.yaml").write_text(RULES)
     watcher = experiments.start_watcher()
     launch(experiments, "filtered", endpoint.url("content_filter"), items=1, workers=1)
     wait_for(lambda: experiments.manifest("filtered").halted, timeout=45, what="halt")
@@ -102,7 +104,7 @@ def test_a_content_filter_crash_halts_naming_the_item(experiments, endpoint):
 
 
 def test_a_closed_port_is_proxy_down_on_first_sight(experiments):
-    (experiments.root / "expwatch.rules.yaml").write_text(fast_rules())
+    (experiments.root / "expwatch.rules.yaml").write_text(RULES)
     watcher = experiments.start_watcher()
     launch(experiments, "noproxy", f"http://127.0.0.1:{closed_port()}/v1", items=2, workers=1)
     first = first_classified(experiments, "noproxy")
@@ -125,7 +127,7 @@ CRASHER = Path(__file__).parent / "clients" / "client_crash.py"
     ("httpx", None, "PROXY_DOWN", "httpx.ConnectError"),
 ])
 def test_each_real_client_crash_is_classified_by_its_cause_on_first_sight(experiments, endpoint, client, scenario, rule, cause):
-    (experiments.root / "expwatch.rules.yaml").write_text(fast_rules())
+    (experiments.root / "expwatch.rules.yaml").write_text(RULES)
     watcher = experiments.start_watcher()
     base = endpoint.url(scenario) if scenario else f"http://127.0.0.1:{closed_port()}/v1"
     if client == "genai" and scenario:
