@@ -76,6 +76,7 @@ def diagnosis(ctx: ActionContext, manifest: RunManifest, reason: str) -> str:
     captured = evidence.get("captured") or []
     oom = kernel_oom_lines()
     parts = [
+        *([evidence["fix"], ""] if evidence.get("fix") else []),  # what to fix comes first
         f"# expwatch diagnosis: run {manifest.name}, incident {ctx.incident}",
         f"halted at {_now()} by rule {ctx.rule}: {reason}",
         "",
@@ -87,6 +88,7 @@ def diagnosis(ctx: ActionContext, manifest: RunManifest, reason: str) -> str:
         "## Exit",
         exit_status(ctx),
         "",
+        *(["## Cause", f"    {evidence['cause']}", ""] if evidence.get("cause") else []),
         "## Matched evidence",
         *[f"    {line}" for line in ([evidence.get("line")] if evidence.get("line") else [])],
         *[f"    {k} = {v}" for k, v in (evidence.get("facts") or {}).items()],

@@ -22,7 +22,8 @@ def wait(ctx: ActionContext, arg: Any) -> ActionResult:
     mid-wait waits only for what is left.
     """
     if "until" not in ctx.step_info:
-        ctx.remember(until=time.time() + float(arg))
+        # Never shorter than the server's retry hint (rules/retry_hint.py put it in the evidence).
+        ctx.remember(until=time.time() + max(float(arg), float((ctx.evidence or {}).get("wait_at_least_s") or 0)))
     remaining = max(0.0, ctx.step_info["until"] - time.time())
     interrupted = ctx.stop.wait(remaining)
     return ActionResult("interrupted" if interrupted else "waited", {"seconds": float(arg), "remaining_at_start": round(remaining, 3)})

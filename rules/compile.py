@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from expwatch.rules.model import Condition, LogAtom, NullRateAtom, RatioAtom, RuleSet
+from expwatch.rules.model import Condition, CrashAtom, LogAtom, NullRateAtom, RatioAtom, RuleSet
 
 
 def expression(cond: Condition) -> dict[str, Any]:
@@ -19,7 +19,7 @@ def expression(cond: Condition) -> dict[str, Any]:
         parts = [expression(c) for c in cond.children]
         return parts[0] if len(parts) == 1 else {"$and" if cond.op == "all" else "$or": parts}
     atom = cond.atom
-    if isinstance(atom, LogAtom):
+    if isinstance(atom, (LogAtom, CrashAtom)):
         return {atom.key: 1}
     if isinstance(atom, NullRateAtom):
         return {"$gt": {atom.key: atom.above}}

@@ -15,12 +15,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from expwatch.rules.classify import LineClassifier, LineHits
+from expwatch.rules.crashmatch import CrashMatcher
 from expwatch.rules.engine import RuleEngine
 from expwatch.rules.facts import RunFacts
 from expwatch.rules.guard import GuardLimits, GuardState, judge, record_restart, reset
 from expwatch.rules.incidents import Incident, new_incident_id
 from expwatch.rules.model import Rule, RuleSet
+from expwatch.rules.retry_hint import CrashPolicy, adjust
 from expwatch.settings import Settings
+from expwatch.watcher.events import Crash
 
 SUPPRESSED_IN_PROGRESS = "incident in progress"
 
@@ -31,12 +34,15 @@ class DecisionPolicy:
 
     settle_s: float
     limits: GuardLimits
+    crash: CrashPolicy = field(default_factory=CrashPolicy)
+    settle_max_s: float = 10.0  # how long an incident waits for a traceback still being written
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "DecisionPolicy":
         return cls(settings.number("watch.settle_s"), GuardLimits(
             int(settings.number("guard.same_rule_limit")), int(settings.number("guard.restart_budget")),
-            settings.number("guard.restart_window_s")))
+            settings.number("guard.restart_window_s")), CrashPolicy.from_settings(settings.get("crash")),
+            settings.number("crash.settle_max_s"))
 
 
 @dataclass(frozen=True)
@@ -115,6 +121,7 @@ class Decider:
         self.policy = policy
         self.engine = RuleEngine(ruleset)
         self.classifier = LineClassifier(ruleset)
+        self.crash_matcher = CrashMatcher(ruleset)
 
     # ----- inputs ------------------------------------------------------------------
 
@@ -133,6 +140,23 @@ class Decider:
         outcome = self.evaluate(run, state, facts, now, keys, evidence)
         return Outcome(outcome.matches, outcome.decisions, outcome.settle_at, counted=True)
 
+    def on_crash(self, run: str, state: RunDecisions, facts: RunFacts, crash: Crash, now: float,
+                 evidence: dict[str, Any], finished: bool = False) -> Outcome:
+        """A whole crash read from the log: evaluated with the crash conditions it satisfies, itself the evidence.
+
+        A crash that satisfies none still becomes the cause of an incident a
+        log line opened (a bare traceback), so the operator sees what it was.
+        """
+        data = crash.to_json()
+        if state.collecting and state.incident.crash is None:
+            state.incident.crash = data
+        keys = self.crash_matcher.satisfied(crash)
+        if not keys or finished:
+            return NOTHING
+        found = {**evidence, "line": crash.lines[-1] if crash.lines else "", "cause": data["cause"], "crash": data}
+        outcome = self.evaluate(run, state, facts, now, keys, found)
+        return Outcome(outcome.matches, outcome.decisions, outcome.settle_at, counted=True)
+
     def evaluate(self, run: str, state: RunDecisions, facts: RunFacts, now: float,
                  log_keys: tuple[str, ...] = (), evidence: dict[str, Any] | None = None) -> Outcome:
         """Match every rule against the run's facts now; open or join incidents.
@@ -149,7 +173,7 @@ class Decider:
         settle_at = None
         for name in matched:
             rule = self.ruleset.by_name(name)
-            via_log = any(a.key in log_keys for a in rule.log_atoms)
+            via_log = any(a.key in log_keys for a in rule.trigger_atoms)
             if not via_log and name in state.latches:
                 continue
             found = evidence if via_log and evidence is not None else {"facts": {k: v for k, v in snapshot.items() if not k.startswith("log_")}}
@@ -175,6 +199,10 @@ class Decider:
             state.latches.add(name)
             matches.append(Match(rule, inc.id, found, opened=opened))
         return Outcome(tuple(matches), tuple(decisions), settle_at)
+
+    def settle_waits(self, state: RunDecisions, crash_reading: bool, now: float) -> bool:
+        """A traceback still being written is the incident's cause: wait for its end (bounded by ``settle_max_s``)."""
+        return state.collecting and crash_reading and now - state.incident.opened_at < self.policy.settle_max_s
 
     def settle(self, state: RunDecisions, done: int, now: float) -> Decision | None:
         """The settle window closed (or the watcher stops): decide the collecting incident."""
@@ -229,6 +257,9 @@ class Decider:
                 act, reason = False, verdict.reason
                 plan = (PlanStep("halt", verdict.reason),)
                 evidence["reason"] = verdict.reason
+        # What the crash says can change the plan: wait at least the server's retry hint, or halt naming the fix.
+        adjusted, evidence = adjust([step.to_json() for step in plan], evidence, self.policy.crash, now)
+        plan = tuple(PlanStep(step["name"], step.get("arg")) for step in adjusted)
         inc.acting = True
         return Decision(inc.id, rule, tuple(evidence["candidates"]), act, reason, streak, plan, evidence,
                         informational=not guarded)

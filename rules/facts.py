@@ -30,6 +30,7 @@ class RunFacts:
     exit_signal: int | None = None
     exit_code: int | None = None
     oom_killed: bool = False
+    oom_unknown: bool = False  # killed by SIGKILL (or exit 137) and the kernel log could not say why
     probe_failing_since: float | None = None
     job_state: str | None = None  # SLURM's word for the run's job, for SLURM runs
     _windows: dict[str, deque] = field(default_factory=dict)
@@ -78,6 +79,7 @@ class RunFacts:
         self.exit_signal = None
         self.exit_code = None
         self.oom_killed = False
+        self.oom_unknown = False
         self.job_state = None
         self.last_log_at = now
         self._windows.clear()
@@ -116,6 +118,7 @@ class RunFacts:
             "complete": int(self.complete),
             "items": self.done,
             "oom_killed": int(self.oom_killed),
+            "oom_likely": int(self.oom_unknown),
             "job_cancelled": int(self.job_state == "CANCELLED"),
         }
         if self.job_state:

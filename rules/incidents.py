@@ -38,6 +38,7 @@ class Incident:
     captured: list[str] = field(default_factory=list)
     capture_left: int = 0
     acting: bool = False
+    crash: dict[str, Any] | None = None  # the crash read while collecting evidence, when no candidate carries one
 
     def add(self, rule: Rule, evidence: dict[str, Any], now: float) -> None:
         self.candidates.append(Candidate(rule, evidence, now))
@@ -57,7 +58,9 @@ class Incident:
 
     def evidence(self) -> dict[str, Any]:
         best = self.winner()
+        crash = best.evidence.get("crash") or self.crash
         return {
+            **({"crash": crash, "cause": crash["cause"]} if crash else {}),
             **best.evidence,
             "captured": list(self.captured),
             "candidates": [c.rule.name for c in self.candidates],

@@ -21,7 +21,7 @@ import yaml
 
 from expwatch.catalog import ACTION_NAMES
 from expwatch.rules.document import RulesDocument, RulesError, line_at, read_document, read_file
-from expwatch.rules.model import ActionSpec, Condition, Counter, FieldOrigin, LogAtom, NullRateAtom, RatioAtom, Rule, RuleSet
+from expwatch.rules.model import CRASH_FIELDS, ActionSpec, Condition, Counter, CrashAtom, FieldOrigin, LogAtom, NullRateAtom, RatioAtom, Rule, RuleSet
 from expwatch.rules.overrides import RuleEntry, entries_of, merge
 from expwatch.settings import shipped_text
 
@@ -120,6 +120,8 @@ class _Builder:
                 raise RulesError(self.source, line, f"{where}: min_count > 1 needs window_s")
             atom = LogAtom(self.keys.next("log"), patterns, min_count, window, int(value.get("capture_lines", 0)))
             return Condition("log", atom=atom)
+        if key in CRASH_FIELDS:
+            return Condition("crash", atom=self.crash_atom(key, value, where, line))
         if key == "null_rate":
             atom = NullRateAtom(
                 self.keys.next("nulls"),
@@ -151,7 +153,7 @@ class _Builder:
         if key == "job_state":
             states = tuple(Condition("compare", fact="job_state", cmp="eq", value=str(v)) for v in value)
             return states[0] if len(states) == 1 else Condition("any", states)
-        if key in ("alive", "complete", "oom_killed"):
+        if key in ("alive", "complete", "oom_killed", "oom_likely"):
             return Condition("compare", fact=key, cmp="eq", value=int(bool(value)))
         if key == "exit_signal":
             return Condition("compare", fact="exit_signal", cmp="eq", value=int(value))
@@ -160,6 +162,14 @@ class _Builder:
         if key == "probe_failing_s":
             return Condition("compare", fact="probe_failing_s", cmp="gte", value=float(value))
         raise RulesError(self.source, line, f"{where}: unknown condition")
+
+    def crash_atom(self, key: str, value: Any, where: str, line: int | None) -> CrashAtom:
+        if key == "message":
+            _compile_regex(value, where, self.source, line)
+            return CrashAtom(self.keys.next("crash"), key, (value,))
+        if key == "status":
+            return CrashAtom(self.keys.next("crash"), key, tuple(int(v) for v in value))
+        return CrashAtom(self.keys.next("crash"), key, tuple(str(v) for v in value))
 
     def actions(self, items: list[Any], name: str) -> tuple[ActionSpec, ...]:
         specs = []

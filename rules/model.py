@@ -45,12 +45,24 @@ class RatioAtom:
 
 
 @dataclass(frozen=True)
+class CrashAtom:
+    """A test on a structured crash (rules/crashmatch.py): one of ``CRASH_FIELDS`` against its values."""
+
+    key: str  # fact property, e.g. "crash_7"
+    field: str  # exception | status | error_code | message
+    values: tuple[Any, ...]  # globs, status codes, codes, or one regex
+
+
+CRASH_FIELDS = ("exception", "status", "error_code", "message")
+
+
+@dataclass(frozen=True)
 class Condition:
     """A node of the condition tree: ``op`` is all/any (with children) or an atom."""
 
-    op: str  # all | any | log | null_rate | ratio | compare
+    op: str  # all | any | log | crash | null_rate | ratio | compare
     children: tuple["Condition", ...] = ()
-    atom: LogAtom | NullRateAtom | RatioAtom | None = None
+    atom: LogAtom | CrashAtom | NullRateAtom | RatioAtom | None = None
     fact: str = ""  # for compare: the fact property
     cmp: str = ""  # eq | gte
     value: Any = None
@@ -81,13 +93,22 @@ class Rule:
         return tuple(a for a in atoms(self.when) if isinstance(a, LogAtom))
 
     @property
+    def crash_atoms(self) -> tuple[CrashAtom, ...]:
+        return tuple(a for a in atoms(self.when) if isinstance(a, CrashAtom))
+
+    @property
+    def trigger_atoms(self) -> tuple[LogAtom | CrashAtom, ...]:
+        """Atoms that hold for one moment (a line, a crash), not as a state."""
+        return tuple(a for a in atoms(self.when) if isinstance(a, (LogAtom, CrashAtom)))
+
+    @property
     def informational(self) -> bool:
         return all(a.name in INFORMATIONAL_ACTIONS for a in self.actions)
 
     @property
     def edge_triggered(self) -> bool:
-        """Rules with a log condition fire per matching line; the rest on a rising edge."""
-        return bool(self.log_atoms)
+        """Rules with a log or crash condition fire per matching line or crash; the rest on a rising edge."""
+        return bool(self.trigger_atoms)
 
 
 @dataclass(frozen=True)

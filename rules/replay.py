@@ -8,7 +8,9 @@ shares the last time seen), so counting and settle windows behave as they
 did when the log was written. Effects are simulated the way the watcher
 would see them: a plan that restarts gives a new process (its counting
 windows start over, the restart counts toward the budget), a halt or a
-completion ends the replay.
+completion ends the replay. Crashes are assembled from the lines as the
+watcher assembles them (``watcher/crash.py``); the end of the log ends an
+open traceback, as the watcher's flush at the process's exit does.
 """
 
 from __future__ import annotations
@@ -18,9 +20,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Iterable
 
+from expwatch.rules.crashmatch import RuleExplanation
 from expwatch.rules.decide import Decider, Decision, DecisionPolicy, Match, Outcome, RunDecisions
 from expwatch.rules.facts import RunFacts
-from expwatch.rules.model import LogAtom, Rule, RuleSet
+from expwatch.rules.model import CrashAtom, Rule, RuleSet
+from expwatch.watcher.crash import CrashAssembler, CrashLimits
+from expwatch.watcher.events import Crash
 
 TIMESTAMP = re.compile(r"^\[?(\d{4}-\d{2}-\d{2})[ T](\d{2}:\d{2}:\d{2})(?:[.,](\d{1,6}))?")
 RUN = "replay"
@@ -45,11 +50,35 @@ class ReplayedIncident:
 
 
 @dataclass(frozen=True)
+class CrashReport:
+    """One crash of the replayed log: where it ended, what it was, which rules it fired and why (not)."""
+
+    line_no: int
+    crash: Crash
+    fired: tuple[str, ...]
+    explanations: tuple[RuleExplanation, ...]
+
+
+@dataclass(frozen=True)
 class Replay:
     lines: int
     matches: tuple[ReplayedMatch, ...]
     incidents: tuple[ReplayedIncident, ...]
+    crashes: tuple[CrashReport, ...] = ()
     ended: str | None = None  # "halted" / "completed" when a decision ended the run
+
+
+def explain_crash(source: str, report: CrashReport) -> str:
+    """The parsed crash and, per rule with crash conditions, which held and which did not."""
+    crash = report.crash
+    lines = [f"{source}:{report.line_no}: crash: {crash.cause()}",
+             f"    chain (outermost last): {' <- '.join(t for t, _ in reversed(crash.chain))}",
+             f"    status {crash.status}, code {crash.error_code}, type {crash.error_type}, retry hint {crash.retry_after_s} s",
+             f"    fires: {', '.join(report.fired) or 'no crash rule'}"]
+    for rule in report.explanations:
+        lines.append(f"    {rule.rule}: {'matched' if rule.rule in report.fired else 'not matched'}")
+        lines.extend(f"      {v.line()}" for v in rule.verdicts)
+    return "\n".join(lines)
 
 
 def line_time(text: str, fallback: float) -> float:
@@ -63,11 +92,13 @@ def line_time(text: str, fallback: float) -> float:
         return fallback
 
 
-def why(rule: Rule, keys: tuple[str, ...]) -> str:
-    hit = [a for a in rule.log_atoms if a.key in keys]
+def why(rule: Rule, keys: tuple[str, ...], cause: str = "") -> str:
+    hit = [a for a in rule.trigger_atoms if a.key in keys]
     if not hit:
         return "state: " + rule.description.split(".")[0] if rule.description else "state condition"
-    atom: LogAtom = hit[0]
+    atom = hit[0]
+    if isinstance(atom, CrashAtom):
+        return f"crash {atom.field} {list(atom.values)[:4]}: {cause}"
     text = " | ".join(atom.patterns)
     if atom.window_s is not None:
         text += f" (>= {atom.min_count} within {atom.window_s:g}s)"
@@ -75,8 +106,10 @@ def why(rule: Rule, keys: tuple[str, ...]) -> str:
 
 
 class _Replayer:
-    def __init__(self, ruleset: RuleSet, policy: DecisionPolicy):
+    def __init__(self, ruleset: RuleSet, policy: DecisionPolicy, limits: CrashLimits | None):
         self.decider = Decider(ruleset, policy)
+        self.assembler = CrashAssembler(limits)
+        self.crashes: list[CrashReport] = []
         self.state = RunDecisions()
         self.facts = RunFacts(ruleset, started_at=0.0, alive=True)
         self.matches: list[ReplayedMatch] = []
@@ -85,21 +118,36 @@ class _Replayer:
         self.settle_at: float | None = None
         self.ended: str | None = None
 
-    def take(self, outcome: Outcome, line_no: int, text: str, keys: tuple[str, ...], now: float) -> None:
+    def take(self, outcome: Outcome, line_no: int, text: str, keys: tuple[str, ...], now: float, cause: str = "") -> None:
         for m in outcome.matches:
-            self._match(m, line_no, text, keys)
+            self._match(m, line_no, text, keys, cause)
         if outcome.settle_at is not None:
             self.settle_at = outcome.settle_at
         for decision in outcome.decisions:
             self._decided(decision, now)
 
-    def _match(self, m: Match, line_no: int, text: str, keys: tuple[str, ...]) -> None:
-        self.matches.append(ReplayedMatch(line_no, m.rule.name, m.rule.priority, text, why(m.rule, keys), m.incident, m.suppressed))
+    def _match(self, m: Match, line_no: int, text: str, keys: tuple[str, ...], cause: str) -> None:
+        self.matches.append(ReplayedMatch(line_no, m.rule.name, m.rule.priority, text, why(m.rule, keys, cause), m.incident, m.suppressed))
         if m.suppressed is None:
             self.lines_of.setdefault(m.incident, []).append(line_no)
 
-    def settle_due(self, now: float) -> None:
+    def on_crash(self, crash: Crash, line_no: int, now: float) -> None:
+        before = len(self.matches)
+        outcome = self.decider.on_crash(RUN, self.state, self.facts, crash, now, {"line_no": line_no}, finished=bool(self.ended))
+        self.take(outcome, line_no, crash.lines[-1] if crash.lines else "", self.decider.crash_matcher.satisfied(crash), now, crash.cause())
+        fired = tuple(m.rule for m in self.matches[before:])
+        self.crashes.append(CrashReport(line_no, crash, fired, tuple(self.decider.crash_matcher.explain(crash))))
+
+    def settle_due(self, now: float, last_line_at: float) -> None:
+        """The watcher's settle deadline, on the lines' clock (``now``: the next line's time, or the log's end)."""
         if self.settle_at is not None and now >= self.settle_at:
+            if self.state.collecting and self.assembler.reading:
+                quiet = self.settle_at - last_line_at >= self.decider.policy.settle_s
+                if not quiet and self.decider.settle_waits(self.state, True, self.settle_at):
+                    self.settle_at += self.decider.policy.settle_s
+                    return self.settle_due(now, last_line_at)
+                for crash in self.assembler.flush():
+                    self.on_crash(crash, crash.end_offset, self.settle_at)
             self.settle_at = None
             decision = self.decider.settle(self.state, self.facts.done, now)
             if decision is not None:
@@ -119,27 +167,33 @@ class _Replayer:
 
 
 def replay(ruleset: RuleSet, lines: Iterable[str], policy: DecisionPolicy, exit_code: int | None = None,
-           exit_signal: int | None = None) -> Replay:
+           exit_signal: int | None = None, limits: CrashLimits | None = None) -> Replay:
     """Every match and decision a live watcher would make on these lines.
 
     ``exit_code``/``exit_signal``: the process ends after the last line, as
     the watcher would see it through the exit record.
     """
-    r = _Replayer(ruleset, policy)
+    r = _Replayer(ruleset, policy, limits)
     clock, count = 0.0, 0
     for number, text in enumerate(lines, start=1):
         count = number
-        clock = line_time(text, clock)
-        r.settle_due(clock)
+        previous, clock = clock, line_time(text, clock)
+        r.settle_due(clock, previous)
         if r.ended:
             break
         outcome = r.decider.on_line(RUN, r.state, r.facts, text, clock, {"line": text, "line_no": number})
         if outcome.matches or outcome.decisions:
             r.take(outcome, number, text, r.decider.classifier.classify(text).log_keys, clock)
+        # The assembler is fed line numbers as offsets, so a crash says on which line it ended.
+        for crash in r.assembler.feed(text, number):
+            r.on_crash(crash, crash.end_offset, clock)
+    if not r.ended:
+        for crash in r.assembler.flush():
+            r.on_crash(crash, crash.end_offset, clock)
     if not r.ended and (exit_code is not None or exit_signal is not None):
         r.facts.alive, r.facts.exit_code, r.facts.exit_signal = False, exit_code, exit_signal
         r.take(r.decider.evaluate(RUN, r.state, r.facts, clock), 0, "(process exited)", (), clock)
     if not r.ended and r.settle_at is not None:
-        r.settle_due(r.settle_at)
+        r.settle_due(r.settle_at + r.decider.policy.settle_max_s, clock)
     r.decider.forget(RUN)
-    return Replay(count, tuple(r.matches), tuple(r.incidents), r.ended)
+    return Replay(count, tuple(r.matches), tuple(r.incidents), tuple(r.crashes), r.ended)

@@ -74,7 +74,7 @@ def test_the_live_table_shows_each_run_fits_80_columns_and_redraws_cleanly_after
         assert len(rows["code-bug"]) == len(rows["long-healthy-run"]) == 1
         assert re.search(r"\d+/400", rows["long-healthy-run"][0]) and re.search(r"5/12", rows["code-bug"][0])
         # Too narrow for the last incident beside the row: it gets its own line, under its run.
-        assert any(line.strip().endswith("TRACEBACK: halted") for line in screen)
+        assert any(line.strip().startswith("↳ TRACEBACK: halted · KeyError") for line in screen)  # with the crash's cause
         assert "latest incidents and actions" in "\n".join(screen) and "HALTED:" in "\n".join(screen)
 
         watcher = psutil.Process(int((experiments.layout.lock_path).read_text().split()[0]))
@@ -94,7 +94,7 @@ def test_the_live_table_shows_each_run_fits_80_columns_and_redraws_cleanly_after
         # Exactly the new frame above the feed: title, header, one line per run; nothing left from the old one.
         table = screen[:next(i for i, line in enumerate(screen) if "latest incidents and actions" in line)]
         assert [line[:9] for line in table if line.strip()] == ["expwatch ", "NAME     ", "code-bug ", "long-heal"]
-        assert table[3].rstrip().endswith("TRACEBACK: halted") and len(table[3].rstrip()) > 80
+        assert "TRACEBACK: halted · " in table[3] and len(table[3].rstrip()) > 80  # the cause follows, cut to the width
         assert all(len(line) <= 110 for line in screen)
         pane.keys("C-c")
         screen = wait_for(lambda: (s := pane.screen()) and any("stopped; audit log:" in line for line in s) and s,

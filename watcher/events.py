@@ -55,6 +55,7 @@ class ProcessExit:
     job_state: str | None = None
     node: str | None = None
     oom_killed: bool | None = None  # the kernel log names the pid as OOM-killed; None: not asked or unreadable
+    oom_unreadable: bool = False  # asked, and the kernel log could not be read
 
 
 @dataclass(frozen=True)
@@ -81,3 +82,72 @@ class Shutdown:
     """Ask the engine thread to stop (SIGINT/SIGTERM)."""
 
     reason: str = "signal"
+
+
+EVIDENCE_LINES = 40  # lines of a crash carried in incident evidence and audit records
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One ``File "x", line N, in f`` of a traceback."""
+
+    file: str
+    line: int
+    function: str
+
+    def short(self) -> str:
+        return f"{Path(self.file).name}:{self.line} {self.function}".rstrip()
+
+
+@dataclass(frozen=True)
+class Crash:
+    """One crash read from a run's log: a whole traceback or one fatal line (watcher/crash.py).
+
+    ``chain`` holds (qualified type, message) pairs, outermost last: the
+    exception that ended the program is ``chain[-1]``. Non-Python crashes
+    carry a pseudo type (``slurm.OutOfMemory``, ``signal.SIGKILL``,
+    ``faulthandler.FatalError``) so rules match them the same way.
+    """
+
+    kind: str  # python | faulthandler | slurm | shell
+    chain: tuple[tuple[str, str], ...]
+    status: int | None = None  # HTTP status the message carries
+    error_code: str | None = None  # the provider's error code (rate_limit_exceeded, RESOURCE_EXHAUSTED, ...)
+    error_type: str | None = None  # the provider's error type (insufficient_quota, rate_limit_error, ...)
+    retry_after_s: float | None = None  # what the server asked us to wait
+    frame: Frame | None = None  # innermost frame in the user's own code
+    lines: tuple[str, ...] = ()
+    lines_dropped: int = 0  # lines beyond ``crash.max_lines``, counted, not kept
+    offset: int = -1  # byte offset of the crash's first line in the log
+    end_offset: int = -1  # byte offset of its last line
+    before: tuple[str, ...] = ()  # the last few lines the script printed before it
+
+    @property
+    def final(self) -> tuple[str, str]:
+        return self.chain[-1]
+
+    def cause(self) -> str:
+        """One line an operator reads: ``openai.RateLimitError 429 rate_limit_exceeded at run_eval.py:188 call_model``."""
+        parts = [self.final[0]]
+        if self.status is not None:
+            parts.append(str(self.status))
+        code = self.error_code or self.error_type
+        if code:
+            parts.append(code)
+        if self.kind != "python" or len(parts) == 1:
+            message = self.final[1].splitlines()[0] if self.final[1] else ""
+            if message and not code:
+                parts.append(message[:80])
+        if self.frame is not None:
+            parts.append(f"at {self.frame.short()}")
+        return " ".join(parts)
+
+    def to_json(self) -> dict:
+        return {
+            "kind": self.kind, "chain": [list(p) for p in self.chain], "status": self.status, "error_code": self.error_code,
+            "error_type": self.error_type, "retry_after_s": self.retry_after_s,
+            "frame": {"file": self.frame.file, "line": self.frame.line, "function": self.frame.function} if self.frame else None,
+            # The tail is enough for evidence; the audit gets this once per matched rule.
+            "lines": list(self.lines[-EVIDENCE_LINES:]), "lines_dropped": self.lines_dropped + max(0, len(self.lines) - EVIDENCE_LINES), "offset": self.offset, "end_offset": self.end_offset, "before": list(self.before),
+            "cause": self.cause(),
+        }

@@ -77,8 +77,9 @@ class ExitWaiter:
                 pass
         # The kernel kills the command (the exit record's pid), not the shim that waits for it.
         suspects = [p for p in (pid, command_pid) if isinstance(p, int)]
-        oom = oom_killed(suspects) if signal == 9 or (returncode is None and signal is None) else None
-        return ProcessExit(run, pid, returncode, signal, oom_killed=oom)
+        asked = signal == 9 or returncode == 137 or (returncode is None and signal is None)
+        oom = oom_killed(suspects) if asked else None
+        return ProcessExit(run, pid, returncode, signal, oom_killed=oom, oom_unreadable=asked and oom is None)
 
     def _loop(self) -> None:
         while not self._stop:

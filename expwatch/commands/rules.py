@@ -12,8 +12,9 @@ from expwatch.layout import ExperimentsLayout
 from expwatch.display import provenance
 from expwatch.rules.decide import DecisionPolicy
 from expwatch.rules.loader import SHIPPED, RulesError, full_copy, load_rules, shipped_rules_text
-from expwatch.rules.replay import Replay, replay
+from expwatch.rules.replay import Replay, explain_crash, replay
 from expwatch.settings import load_settings, shipped_text
+from expwatch.watcher.crash import CrashLimits
 
 
 SCHEMA_NAME = "expwatch.rules.schema.json"
@@ -120,7 +121,8 @@ def run_test(args: argparse.Namespace) -> int:
     except OSError as exc:
         print(f"{args.log}: {exc.strerror}", file=sys.stderr)
         return 2
-    result = replay(ruleset, lines, DecisionPolicy.from_settings(settings), args.exit_code, args.exit_signal)
+    result = replay(ruleset, lines, DecisionPolicy.from_settings(settings), args.exit_code, args.exit_signal,
+                    CrashLimits.from_settings(settings.get("crash")))
     print(json.dumps(replay_json(result), indent=2) if args.json else replay_text(result, args.log))
     return 0
 
@@ -132,7 +134,7 @@ def replay_json(result: Replay) -> dict:
         "incidents": [{
             "incident": i.decision.incident, "rule": i.decision.rule.name, "candidates": list(i.decision.candidates),
             "decision": "act" if i.decision.act else "halt", "reason": i.decision.reason, "guard_streak": i.decision.streak,
-            "plan": [s.to_json() for s in i.decision.plan], "lines": list(i.lines),
+            "plan": [s.to_json() for s in i.decision.plan], "lines": list(i.lines), "cause": i.decision.evidence.get("cause"),
         } for i in result.incidents],
         "ended": result.ended,
     }
@@ -152,6 +154,7 @@ def replay_text(result: Replay, log: str) -> str:
             f"act (streak {d.streak})" if d.act and d.streak is not None else "act (not counted: guarded: false)" if d.act else f"halt: {d.reason}")
         out.append(f"incident {d.incident} ({span}): candidates {', '.join(d.candidates)} -> winner {d.rule.name} "
                    f"(priority {d.rule.priority}); guard: {guard}; plan: {', '.join(str(s) for s in d.plan)}")
+    out.extend(explain_crash(log, report) for report in result.crashes)
     counts = Counter(m.rule for m in result.matches)
     summary = ", ".join(f"{rule} x{n}" for rule, n in counts.most_common()) or "no rule would fire"
     decided = ", ".join(i.decision.rule.name for i in result.incidents) or "none"

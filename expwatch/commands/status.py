@@ -7,6 +7,7 @@ import json
 import sys
 
 from expwatch.display.rows import HEADER, format_row, stale_after_s
+from expwatch.audit.causes import last_causes
 from expwatch.layout import ExperimentsLayout
 from expwatch.pipeline.state import all_states, render_states
 from expwatch.runstate import observe_all
@@ -37,15 +38,17 @@ def run(args: argparse.Namespace) -> int:
     reports, note = observe_all(layout, stale)
     if note:
         print(f"expwatch status: {note}", file=sys.stderr)
+    causes = last_causes(layout.audit_path)
     if args.json:
-        print(json.dumps([r.to_json() for r in reports], indent=2))
+        print(json.dumps([{**r.to_json(), "last_cause": causes.get(r.manifest.name)} for r in reports], indent=2))
         return 0
     if not reports:
         print(f"no runs under {layout.runs_dir}")
     else:
         print(HEADER)
         for report in reports:
-            print(format_row(report))
+            cause = causes.get(report.manifest.name)
+            print(format_row(report) + (f"\n    cause: {cause}" if cause else ""))
     for report in reports:
         if report.manifest.waiting_for_slot:
             print(f"{report.manifest.name}: switch_profile is waiting for a slot on profile {report.manifest.waiting_for_slot!r}")

@@ -86,7 +86,8 @@ def summary(record: dict[str, Any]) -> str:
         return text + (f": {shorten(line, 120)}" if isinstance(line, str) else "")
     if event == "incident classified":
         text = f"{rule}: {'HALT' if record.get('decision') == 'halt' else 'acting'}"
-        return text + (f" ({record['reason']})" if record.get("reason") else "")
+        text += f" ({record['reason']})" if record.get("reason") else ""
+        return text + (f" — {shorten(record['cause'], 100)}" if record.get("cause") else "")
     if event == "action started" and action == "wait" and isinstance(record.get("arg"), (int, float)):
         return f"{rule}: waiting {record['arg']:g}s"
     if event == "action started":

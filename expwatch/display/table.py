@@ -150,7 +150,7 @@ def run_cells(view: Any, rate: float | None) -> dict[str, str]:
         "nulls": str(view.null_count),
         "log": age(view.log_age_s),
         "rst": str(view.restarts),
-        "last": " · ".join(part for part in (view.job, view.last_incident) if part),
+        "last": " · ".join(part for part in (view.job, view.last_incident, view.last_cause) if part),
     }
 
 

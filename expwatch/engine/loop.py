@@ -45,7 +45,8 @@ from expwatch.rules.loader import load_rules
 from expwatch.runners.registry import Runners
 from expwatch.settings import Settings, load_settings
 from expwatch.state import StateStore
-from expwatch.watcher.events import Deadline, FileChanged, LogLine, ProbeResult, ProcessExit, Progress, Shutdown
+from expwatch.watcher.crash import CrashAssembler, CrashLimits
+from expwatch.watcher.events import Crash, Deadline, FileChanged, LogLine, ProbeResult, ProcessExit, Progress, Shutdown
 from expwatch.watcher.exits import ExitWaiter
 from expwatch.watcher.observer import DirectoryWatch
 from expwatch.watcher.tail import LogTailer
@@ -115,7 +116,7 @@ class EngineLoop:
         # matched a second time by the next watcher; their actions (stopped
         # before the first step) are then resumed by it.
         for run in self.runs:
-            self._settle(run)
+            self._settle(run, stopping=True)
         self.executor.join(timeout=self.settings.number("kill.grace_s") + 5)
         self.probes.stop()
         self.slurm.stop()
@@ -211,7 +212,8 @@ class EngineLoop:
         tailer = LogTailer(Path(manifest.log), position, int(self.settings.number("tail.max_line_bytes")))
         now = time.time()
         decisions, latched_for = self.persist.restore(manifest)
-        run = WatchedRun(manifest, tailer, RunFacts(self.decider.ruleset, started_at=now), decisions, latched_for)
+        run = WatchedRun(manifest, tailer, RunFacts(self.decider.ruleset, started_at=now), decisions, latched_for,
+                         crashes=CrashAssembler(CrashLimits.from_settings(self.settings.get("crash"))))
         self.runs.add(run)
         self.recovery.claim(run, self.decider)
         for path in (manifest.log, manifest.result, manifest.checkpoint):
@@ -329,7 +331,15 @@ class EngineLoop:
                                        {"file": line.path, "offset": line.offset, "line": line.text},
                                        replay=line.replay, finished=run.finished)
         self._carry_out(run, outcome)
-        return outcome.counted
+        crashes = run.crashes.feed(line.text, line.offset) if not line.replay else ()
+        for crash in crashes:
+            self._on_crash(run, crash)
+        return outcome.counted or bool(crashes)
+
+    def _on_crash(self, run: WatchedRun, crash: Crash) -> None:
+        outcome = self.decider.on_crash(run.name, run.decisions, run.facts, crash, time.time(),
+                                        {"file": run.manifest.log, "offset": crash.offset}, finished=run.finished)
+        self._carry_out(run, outcome)
 
     def _read_progress(self, run: WatchedRun) -> None:
         progress = progress_of(run)
@@ -354,6 +364,8 @@ class EngineLoop:
             return  # the completion record and the poll both saw this job end
         self.runners.local.reap()  # if this watcher started it
         self._read_log(run)
+        for crash in run.crashes.flush():  # nothing more will be written: an open traceback is complete
+            self._on_crash(run, crash)
         self._read_progress(run)
         f = run.facts
         f.alive, f.exit_signal, f.exit_code = False, event.signal, event.returncode
@@ -362,6 +374,8 @@ class EngineLoop:
             f.oom_killed = event.job_state == "OUT_OF_MEMORY"
         else:
             f.oom_killed = bool(event.oom_killed)
+            # SIGKILL or 137 with no kernel log to ask: the OOM killer is the likely cause, not a certainty.
+            f.oom_unknown = event.oom_unreadable and (event.signal == 9 or event.returncode == 137)
         self.audit.record("process exited", run=run.name, pid=event.pid, job_id=event.job_id, job_state=event.job_state,
                           node=event.node, returncode=event.returncode, signal=event.signal, oom_killed=f.oom_killed or None)
         self.evaluate(run)
@@ -387,7 +401,16 @@ class EngineLoop:
         if outcome.settle_at is not None:
             self.timers.arm(run.name, "settle", max(0.0, outcome.settle_at - time.time()))
 
-    def _settle(self, run: WatchedRun) -> None:
+    def _settle(self, run: WatchedRun, stopping: bool = False) -> None:
+        now = time.time()
+        if run.decisions.collecting and run.crashes.reading:
+            # A traceback the log went quiet after is complete; one still being written is waited for (bounded).
+            quiet = run.facts.last_log_at is None or now - run.facts.last_log_at >= self.decider.policy.settle_s
+            if not quiet and not stopping and self.decider.settle_waits(run.decisions, True, now):
+                self.timers.arm(run.name, "settle", self.decider.policy.settle_s)
+                return
+            for crash in run.crashes.flush():
+                self._on_crash(run, crash)
         decision = self.decider.settle(run.decisions, run.facts.done, time.time())
         if decision is not None:
             self.recorder.decided(run, decision)

@@ -44,7 +44,7 @@ class DecisionRecorder:
         evidence = {**decision.evidence, "rules_digest": digest}
         self._audit.record("incident classified", run=run.name, rule=rule.name, incident=decision.incident,
                            rules_digest=digest, priority=rule.priority, candidates=list(decision.candidates), guard_streak=decision.streak,
-                           decision="act" if decision.act else "halt", reason=decision.reason,
+                           decision="act" if decision.act else "halt", reason=decision.reason, cause=evidence.get("cause"),
                            captured_lines=len(evidence["captured"]) or None)
         for index, step in enumerate(decision.plan):
             self._audit.record("action planned", run=run.name, rule=rule.name, incident=decision.incident,
@@ -54,6 +54,7 @@ class DecisionRecorder:
                       else f"{run.name}: {decision.reason} → halt ({decision.incident})")
         run.last_incident = f"{rule.name}: {'acting' if decision.act else 'halting'}"
         run.last_incident_id = decision.incident
+        run.last_cause = evidence.get("cause")
         plan = [s.to_json() for s in decision.plan]
         self._store.open_incident(decision.incident, run.name, rule.name, plan, evidence)
         self._save(run)

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from expwatch.manifest import RunManifest
 from expwatch.rules.decide import RunDecisions
 from expwatch.rules.facts import RunFacts
+from expwatch.watcher.crash import CrashAssembler
 from expwatch.watcher.tail import LogTailer
 
 
@@ -24,9 +25,11 @@ class WatchedRun:
     silence_at: float | None = None
     last_incident: str | None = None  # "RULE: outcome", for displays
     last_incident_id: str | None = None
+    last_cause: str | None = None  # the crash behind the last incident, in one line, for displays
     saved_at: float = 0.0  # when its state was last written to the store
     progress_noted: tuple[int, int] | None = None  # (done, restarts) of the last `progress` record
     progress_noted_at: float = 0.0
+    crashes: CrashAssembler = field(default_factory=CrashAssembler)  # the log's tracebacks, assembled line by line
 
     @property
     def name(self) -> str:

@@ -30,6 +30,7 @@ class RunView:
     alive: bool
     last_incident: str | None
     job: str | None = None  # SLURM runs: "job 12 RUNNING on node1"
+    last_cause: str | None = None  # the last incident's crash, in one line
 
 
 def view_of(run: WatchedRun, now: float, stale_after_s: float) -> RunView:
@@ -40,7 +41,8 @@ def view_of(run: WatchedRun, now: float, stale_after_s: float) -> RunView:
                          exit_code=f.exit_code, pending=f.job_state == "PENDING")
     job = f"job {m.job_id} {f.job_state or ''}".rstrip() if m.job_id else None
     return RunView(m.name, classify(obs, stale_after_s).value, f.done, m.expected, f.correct,
-                   sum(f.null_reasons.values()), age, m.restarts, m.shown_pid, bool(f.alive), run.last_incident, job)
+                   sum(f.null_reasons.values()), age, m.restarts, m.shown_pid, bool(f.alive), run.last_incident, job,
+                   run.last_cause)
 
 
 def views_of(runs: Iterable[WatchedRun], now: float, stale_after_s: float) -> tuple[RunView, ...]:

@@ -188,6 +188,7 @@ def incident_html(inc: IncidentStory) -> str:
         f" <span class='decision'>{e(decision)}</span> → <span class='outcome'>{e(inc.outcome)}</span>"
         f" <code class='inc-id'>{e(inc.id)}</code></div>"
         + (f"<p class='reason'>{e(reason)}</p>" if reason else "")
+        + (f"<p class='cause'>cause: <code>{e(c['cause'])}</code></p>" if c.get("cause") else "")
         + (f"<p class='cands'>matched: {cands}</p>" if cands else "")
         + (f"<pre class='evidence'>{e(evidence)}</pre>" if evidence else "")
         + (f"<ol class='steps'>{steps}{notes}</ol>" if steps or notes else "")
