@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from expwatch.redact import redact_record
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (name TEXT PRIMARY KEY, data TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS incidents (
@@ -73,7 +75,7 @@ class StateStore:
         with self._lock:
             self._db.execute(
                 "INSERT INTO incidents VALUES (?, ?, ?, 'acting', ?, 0, 0, '{}', ?, ?)",
-                (inc_id, run, rule, json.dumps(plan), json.dumps(context, default=str), time.time()),
+                (inc_id, run, rule, json.dumps(plan), json.dumps(redact_record(context), default=str), time.time()),
             )
 
     def step_started(self, inc_id: str, step: int, info: dict[str, Any]) -> None:
