@@ -11,6 +11,7 @@ from expwatch.layout import ExperimentsLayout
 from expwatch.rules.loader import RulesError, load_rules, shipped_rules_text
 from expwatch.rules.replay import replay
 from expwatch.settings import load_settings, shipped_text
+from expwatch.terminal import terminal_text
 
 
 SCHEMA_NAME = "expwatch.rules.schema.json"
@@ -86,7 +87,8 @@ def run_test(args: argparse.Namespace) -> int:
         return 2
     firings = replay(ruleset, lines)
     for f in firings:
-        print(f"{args.log}:{f.line_no}: {f.rule} (priority {f.priority}) matched {f.why}\n    {f.text[:200]}")
+        print(terminal_text(f"{args.log}:{f.line_no}: {f.rule} (priority {f.priority}) matched {f.why}"))
+        print("    " + terminal_text(f.text[:200]))
     counts = Counter(f.rule for f in firings)
     summary = ", ".join(f"{rule} x{n}" for rule, n in counts.most_common()) or "no rule would fire"
     print(f"{len(lines)} lines, {len(firings)} matches: {summary}")

@@ -10,6 +10,7 @@ from expwatch.layout import ExperimentsLayout
 from expwatch.rules.loader import RulesError, load_rules
 from expwatch.runstate import RunReport, observe_all
 from expwatch.settings import SettingsError, load_settings
+from expwatch.terminal import terminal_text
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -68,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     reports, note = observe_all(layout, stale)
     if note:
-        print(f"expwatch status: {note}", file=sys.stderr)
+        print(terminal_text(f"expwatch status: {note}"), file=sys.stderr)
     if args.json:
         print(json.dumps([r.to_json() for r in reports], indent=2))
         return 0
@@ -77,5 +78,5 @@ def run(args: argparse.Namespace) -> int:
         return 0
     print(HEADER)
     for report in reports:
-        print(format_row(report))
+        print(terminal_text(format_row(report)))
     return 0

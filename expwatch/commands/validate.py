@@ -13,6 +13,7 @@ from pathlib import Path
 from expwatch.files import NotReadyYet
 from expwatch.results.validation import ValidationReport, id_list, validate_result
 from expwatch.results.config import ValidationSettingsError, load_validation_settings
+from expwatch.terminal import terminal_text
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -42,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(report.to_json(), indent=2, default=str))
     else:
-        print(render_report(report))
+        print(terminal_text(render_report(report), keep_newlines=True))
     return 0 if report.ok else 1
 
 
@@ -76,5 +77,5 @@ def render_report(report: ValidationReport) -> str:
 
 
 def _unreadable(reason: str) -> int:
-    print(f"expwatch validate: {reason}", file=sys.stderr)
+    print(terminal_text(f"expwatch validate: {reason}"), file=sys.stderr)
     return 2
