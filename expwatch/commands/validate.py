@@ -13,6 +13,7 @@ from pathlib import Path
 from expwatch.files import NotReadyYet
 from expwatch.results.validation import ValidationReport, id_list, validate_result
 from expwatch.results.config import ValidationSettingsError, load_validation_settings
+from expwatch.standard_json import standard_json
 from expwatch.terminal import terminal_text
 
 
@@ -41,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
     except OSError as exc:
         return _unreadable(f"{exc.filename or args.result}: cannot read ({exc.strerror or exc})")
     if args.json:
-        print(json.dumps(report.to_json(), indent=2, default=str))
+        print(json.dumps(standard_json(report.to_json()), indent=2, default=str, allow_nan=False))
     else:
         print(terminal_text(render_report(report), keep_newlines=True))
     return 0 if report.ok else 1
