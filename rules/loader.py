@@ -18,6 +18,7 @@ from typing import Any
 import jsonschema
 import yaml
 
+from expwatch.rules.patterns import PatternError, compile_pattern
 from expwatch.rules.model import ActionSpec, Condition, Counter, LogAtom, NullRateAtom, RatioAtom, Rule, RuleSet
 from expwatch.settings import shipped_text
 
@@ -101,9 +102,10 @@ def _schema_message(err: jsonschema.ValidationError, data: Any) -> tuple[list[An
 
 
 def _compile_regex(pattern: str, where: str, source: str, line: int | None) -> str:
+    """The one check of a user pattern: the engine's own compiler (rules/patterns.py) must accept it."""
     try:
-        re.compile(pattern)
-    except re.error as exc:
+        compile_pattern(pattern)
+    except PatternError as exc:
         raise RulesError(source, line, f"{where}: invalid regex {pattern!r} ({exc})") from None
     return pattern
 
