@@ -68,6 +68,12 @@ class Redactor:
         return any(part in upper for part in self.name_parts)
 
     def text(self, text: str) -> str:
+        try:
+            return self._text(text)
+        except UnicodeEncodeError:  # lone surrogates (JSON "\\ud800" escapes): RE2 matches UTF-8 only
+            return self._text(text.encode("utf-8", "surrogatepass").decode("utf-8", "replace"))
+
+    def _text(self, text: str) -> str:
         mask = self.mask
         text = self.tokens.sub(mask, text)
         text = self.schemes.sub(lambda m: m.group(1) + m.group(2) + mask, text)

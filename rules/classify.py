@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from expwatch.rules.model import LogAtom, RatioAtom, RuleSet
-from expwatch.rules.patterns import Pattern, compile_pattern
+from expwatch.rules.patterns import Pattern, compile_pattern, encodable
 from expwatch.rules.prefilter import LinePrefilter
 
 
@@ -53,6 +53,12 @@ class LineClassifier:
     def classify(self, text: str) -> LineHits:
         if not self._some or (self._quick is not None and not self._quick.search(text)):
             return _NO_HITS
+        try:
+            return self._matches(text)
+        except UnicodeEncodeError:  # lone surrogates: rare, so paid for only when met
+            return self._matches(encodable(text))
+
+    def _matches(self, text: str) -> LineHits:
         log_keys = tuple(key for key, rxs in self._log if any(rx.search(text) for rx in rxs))
         ratio_terms = tuple((key, role) for key, role, rx in self._ratio if rx.search(text))
         return LineHits(log_keys, ratio_terms) if log_keys or ratio_terms else _NO_HITS

@@ -46,6 +46,11 @@ def _options() -> re2.Options:
     return options
 
 
+def encodable(text: str) -> str:
+    """``text`` with lone surrogates replaced: RE2 matches UTF-8, and JSON's ``"\\ud800"`` escapes decode to them."""
+    return text.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
+
+
 def compile_pattern(pattern: str) -> Pattern:
     """``pattern`` compiled for RE2, or PatternError naming what in it needs backtracking."""
     try:

@@ -12,6 +12,7 @@ from typing import Callable
 
 import pytest
 
+import fuzz_profiles  # noqa: F401  (registers the Hypothesis profiles before --hypothesis-profile is read)
 from conftest_slurm import slurm_cluster  # noqa: F401  (session fixture; starts a cluster only when asked for)
 from expwatch.audit.reader import iter_records
 from expwatch.cli import main as cli
