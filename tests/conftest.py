@@ -33,6 +33,24 @@ def wait_for(predicate: Callable[[], object], timeout: float = 20.0, interval: f
         raise AssertionError(str(exc)) from None
 
 
+def write_until_matched(experiments: "Experiments", run: str, log: Path, text: str, tries: int = 40) -> list[dict]:
+    """Append ``text`` to ``log`` until the watcher matches it; its `rule matched` records.
+
+    A line written while the watcher is still reading a just-discovered run's
+    history is history (it triggers nothing), so one write can be lost to that
+    race on a loaded machine; the repeats are the warm-up, not the measurement.
+    """
+    for _ in range(tries):
+        with log.open("a") as fh:
+            fh.write(text + "\n")
+        try:
+            return wait_for(lambda: [r for r in experiments.audit(run=run, event="rule matched") if r.get("line") == text],
+                            timeout=0.5, what=f"{text!r} matched")
+        except AssertionError:
+            continue
+    raise AssertionError(f"{text!r} never matched in {run}'s log")
+
+
 class Experiments:
     def __init__(self, root: Path):
         self.root = root

@@ -18,7 +18,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from conftest import wait_for
+from conftest import wait_for, write_until_matched
 from expwatch.rules.loader import RulesError, parse_rules
 from fuzz_inputs import broken_bytes, log_bytes, results, rules_docs, yaml_texts
 from fuzz_profiles import live_examples
@@ -74,7 +74,7 @@ def test_hostile_files_of_one_run_never_crash_the_watcher_delay_or_touch_another
     watcher = experiments.start_watcher()
     marks = iter(range(1, 10**6))
     try:
-        wait_for(lambda: len(experiments.audit(event="run discovered")) == 2, what="both runs discovered")
+        write_until_matched(experiments, "calm", root / "calm.log", "MARK-0")
 
         @settings(max_examples=live_examples(), deadline=None)
         @given(change=hostile_changes)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import wait_for
+from conftest import wait_for, write_until_matched
 from expwatch.audit.reader import parse_ts
 from expwatch.rules.loader import RulesError, load_rules
 
@@ -85,7 +85,8 @@ def test_a_backtracking_pattern_on_its_worst_line_delays_no_other_run_and_surviv
     procs = sleepers(experiments, ["evil", "calm"])
     try:
         watcher = experiments.start_watcher()
-        wait_for(lambda: len(experiments.audit(event="run discovered")) == 2, what="both runs discovered")
+        write_until_matched(experiments, "calm", experiments.root / "calm.log", "MARK-0")
+        write_until_matched(experiments, "evil", experiments.root / "evil.log", "aa")
         with (experiments.root / "evil.log").open("a") as fh:
             fh.write(EVIL_LINE + "\n")
         assert mark_latency(experiments, 1) < LATENCY_BOUND_S

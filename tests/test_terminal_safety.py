@@ -14,7 +14,7 @@ import subprocess
 import sys
 import time
 
-from conftest import wait_for
+from conftest import write_until_matched
 from expwatch.display.table import clean
 from expwatch.terminal import terminal_text
 
@@ -64,10 +64,7 @@ def test_control_characters_from_logs_and_results_are_shown_escaped_everywhere(e
 def drive(experiments, log, result) -> dict[str, str]:
     root = experiments.root
     watcher = experiments.start_watcher()
-    wait_for(lambda: experiments.audit(event="run discovered"), what="run discovered")
-    with log.open("a") as fh:
-        fh.write(f"MARK {HOSTILE}\n")
-    wait_for(lambda: experiments.audit(event="rule matched"), what="rule matched")
+    write_until_matched(experiments, "hostile", log, f"MARK {HOSTILE}")
     time.sleep(0.3)
     return {
         "watch --plain": experiments.stop_watcher(watcher),
