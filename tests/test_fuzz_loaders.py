@@ -122,8 +122,6 @@ def test_any_rules_file_loads_or_is_refused_with_its_file_and_line(scratch: Path
     json.dumps(ruleset_definition(ruleset))
 
 
-@pytest.mark.xfail(reason=f"settings validation {HARDEN1} (YAML bounds, settings checks): wrong-typed sections raise "
-                          "AttributeError/TypeError/ValueError, and SettingsError messages do not name the file", strict=False)
 @given(text=yaml_texts(settings_docs))
 def test_any_settings_file_loads_or_is_refused_naming_the_file(scratch: Path, text: str):
     layout = ExperimentsLayout.at(scratch)

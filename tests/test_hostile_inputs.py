@@ -54,3 +54,14 @@ def test_validate_treats_a_nan_max_time_as_a_leak_and_writes_standard_json(tmp_p
     assert sorted(report["leaked_ids"]) == ["q1", "q2"]
     assert proc.returncode == 1
     assert all(not (isinstance(v, float) and not math.isfinite(v)) for v in report.values())
+
+
+def test_a_settings_value_of_the_wrong_kind_is_one_error_naming_file_line_and_field(tmp_path: Path):
+    settings = tmp_path / "expwatch.yaml"
+    for text, line, field in (("watch: {settle_s: 1}\nworkers: true\n", 2, "workers"), ("profile: {}\n", 1, "profile"),
+                              ("audit:\n  max_bytes: -5\n", 2, "audit.max_bytes"), ("profiles: {mine: {env: {}}}\n", 1, "profiles.mine")):
+        settings.write_text(text)
+        for command in (["status", str(tmp_path)], ["watch", str(tmp_path)]):
+            proc = expwatch(*command)
+            assert proc.returncode == 2 and "Traceback" not in proc.stderr, (text, command, proc.stderr)
+            assert f"{settings}:{line}: field '{field}" in proc.stderr, (text, proc.stderr)
