@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from expwatch.layout import ExperimentsLayout
+from expwatch.rules.loader import shipped_rules_text
 
 GOOD = {"ts": "2026-01-01T00:00:00+00:00", "event": "watcher started", "pid": 1}
 MALFORMED = [
@@ -58,10 +59,12 @@ def test_validate_treats_a_nan_max_time_as_a_leak_and_writes_standard_json(tmp_p
 
 def test_a_settings_value_of_the_wrong_kind_is_one_error_naming_file_line_and_field(tmp_path: Path):
     settings = tmp_path / "expwatch.yaml"
+    rules = tmp_path / "expwatch.rules.yaml"
+    rules.write_text(shipped_rules_text())
     for text, line, field in (("watch: {settle_s: 1}\nworkers: true\n", 2, "workers"), ("profile: {}\n", 1, "profile"),
                               ("audit:\n  max_bytes: -5\n", 2, "audit.max_bytes"), ("profiles: {mine: {env: {}}}\n", 1, "profiles.mine")):
         settings.write_text(text)
-        for command in (["status", str(tmp_path)], ["watch", str(tmp_path)]):
+        for command in (["status", str(tmp_path)], ["watch", str(tmp_path)], ["rules", "check", str(rules)]):
             proc = expwatch(*command)
             assert proc.returncode == 2 and "Traceback" not in proc.stderr, (text, command, proc.stderr)
             assert f"{settings}:{line}: field '{field}" in proc.stderr, (text, proc.stderr)

@@ -13,7 +13,7 @@ from expwatch.commands.launch import now_iso
 from expwatch.layout import ExperimentsLayout
 from expwatch.manifest import ManifestError, RunManifest, load_named, save_manifest
 from expwatch.runners.registry import Runners
-from expwatch.settings import load_settings
+from expwatch.settings import Settings, SettingsError, load_settings
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -28,17 +28,17 @@ def register(sub: argparse._SubParsersAction) -> None:
         p.set_defaults(func=func)
 
 
-def _context(layout: ExperimentsLayout, name: str, audit: AuditLog, why: str) -> ActionContext:
-    settings = load_settings(layout)
+def _context(layout: ExperimentsLayout, settings: Settings, name: str, audit: AuditLog, why: str) -> ActionContext:
     return ActionContext(layout=layout, settings=settings, runners=Runners(settings), audit=audit, run=name,
                          incident=f"manual-{why}", rule="manual", evidence={}, stop=threading.Event(), console=print)
 
 
-def _named(args: argparse.Namespace, command: str) -> tuple[ExperimentsLayout, RunManifest] | None:
+def _named(args: argparse.Namespace, command: str) -> tuple[ExperimentsLayout, RunManifest, Settings] | None:
+    """The run and the settings, or None after saying why: checked before anything is changed."""
     layout = ExperimentsLayout.at(args.dir)
     try:
-        return layout, load_named(layout, args.name)
-    except ManifestError as exc:
+        return layout, load_named(layout, args.name), load_settings(layout)
+    except (ManifestError, SettingsError) as exc:
         print(f"expwatch {command}: {exc}", file=sys.stderr)
         return None
 
@@ -47,12 +47,12 @@ def run_resume(args: argparse.Namespace) -> int:
     found = _named(args, "resume")
     if found is None:
         return 2
-    layout, manifest = found
+    layout, manifest, settings = found
     audit = AuditLog(layout.audit_path)
     save_manifest(layout, manifest.with_changes(halted=None, stopped_at=None, completed_at=None))
     audit.record("run resumed by hand", run=args.name, was_halted=manifest.halted.reason if manifest.halted else None)
     try:
-        result = restart(_context(layout, args.name, audit, "resume"), None)
+        result = restart(_context(layout, settings, args.name, audit, "resume"), None)
     except ActionFailed as exc:
         audit.record("action failed", run=args.name, action="restart", error=str(exc))
         print(f"expwatch resume: {exc}", file=sys.stderr)
@@ -67,10 +67,9 @@ def run_stop(args: argparse.Namespace) -> int:
     found = _named(args, "stop")
     if found is None:
         return 2
-    layout, manifest = found
+    layout, manifest, settings = found
     audit = AuditLog(layout.audit_path)
     save_manifest(layout, manifest.with_changes(stopped_at=now_iso()))
-    settings = load_settings(layout)
     report = Runners(settings).for_manifest(manifest).kill(manifest, settings.number("kill.grace_s"))
     audit.record("run stopped by hand", run=args.name, signalled=list(report.signalled), sigkilled=list(report.killed),
                  skipped=report.skipped or None)

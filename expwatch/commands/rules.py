@@ -10,7 +10,7 @@ from pathlib import Path
 from expwatch.layout import ExperimentsLayout
 from expwatch.rules.loader import RulesError, load_rules, shipped_rules_text
 from expwatch.rules.replay import replay
-from expwatch.settings import load_settings, shipped_text
+from expwatch.settings import SettingsError, load_settings, shipped_text
 from expwatch.terminal import terminal_text
 
 
@@ -66,7 +66,7 @@ def run_check(args: argparse.Namespace) -> int:
         return 2
     try:
         ruleset = load_rules(path, _profiles(path))
-    except RulesError as exc:
+    except (RulesError, SettingsError) as exc:
         print(str(exc), file=sys.stderr)
         return 2
     print(f"{path}: valid ({len(ruleset.enabled)} enabled of {len(ruleset.rules)} rules)")
@@ -76,7 +76,7 @@ def run_check(args: argparse.Namespace) -> int:
 def run_test(args: argparse.Namespace) -> int:
     try:
         ruleset = load_rules(None if args.file == "-" else Path(args.file), None if args.file == "-" else _profiles(Path(args.file)))
-    except RulesError as exc:
+    except (RulesError, SettingsError) as exc:
         print(str(exc), file=sys.stderr)
         return 2
     try:
