@@ -75,11 +75,22 @@ class Redactor:
 
     def _text(self, text: str) -> str:
         mask = self.mask
-        text = self.tokens.sub(mask, text)
-        text = self.schemes.sub(lambda m: m.group(1) + m.group(2) + mask, text)
-        text = self.colon_form.sub(lambda m: m.group(1) + m.group(2) + m.group(3) + mask, text)
-        text = self.flag_value.sub(lambda m: m.group(1) + m.group(2) + m.group(3) + mask, text)
-        return self.assignment.sub(lambda m: f"{m.group(1)}={mask}" if self.is_secret_name(m.group(1)) else m.group(0), text)
+
+        def keep_name(m: Any) -> str:
+            return m.group(1) + m.group(2) + m.group(3) + mask
+
+        passes = (
+            (self.tokens, mask),
+            (self.schemes, lambda m: m.group(1) + m.group(2) + mask),
+            (self.colon_form, keep_name),
+            (self.flag_value, keep_name),
+            (self.assignment, lambda m: f"{m.group(1)}={mask}" if self.is_secret_name(m.group(1)) else m.group(0)),
+        )
+        for rx, replacement in passes:
+            # search() runs in RE2's C++; sub() is the wrapper's Python loop, worth paying only on a hit.
+            if rx.search(text):
+                text = rx.sub(replacement, text)
+        return text
 
     def argv(self, argv: list[Any]) -> list[Any]:
         out: list[Any] = []
