@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from expwatch.rules.model import LogAtom, RatioAtom, RuleSet
-from expwatch.rules.patterns import Pattern, compile_pattern, encodable
+from expwatch.rules.patterns import Pattern, compile_pattern, encodable, literals_readable
 from expwatch.rules.prefilter import LinePrefilter
 
 
@@ -46,7 +46,8 @@ class LineClassifier:
                     patterns.append(p)
         # Raw-byte line finder for bulk reads; None when some pattern has no
         # required literal, and then every line must be classified.
-        self.prefilter: LinePrefilter | None = LinePrefilter.build(patterns, use_hyperscan) if patterns else None
+        readable = all(literals_readable(p) for p in patterns)
+        self.prefilter: LinePrefilter | None = LinePrefilter.build(patterns, use_hyperscan) if patterns and readable else None
         self._quick = self.prefilter.text_pattern() if self.prefilter is not None else None
         self._some = bool(patterns)
 

@@ -46,6 +46,16 @@ def _options() -> re2.Options:
     return options
 
 
+# RE2 syntax that Python's parser (which rules/prefilter.py reads required literals from) reads differently:
+# POSIX classes ("[[:digit:]]" is a set then a literal "]" to Python) and \Q...\E quoting.
+_RE2_ONLY_SYNTAX = ("[:", "\\Q")
+
+
+def literals_readable(pattern: str) -> bool:
+    """Whether the prefilter may take ``pattern``'s required literals from Python's parse of it."""
+    return not any(marker in pattern for marker in _RE2_ONLY_SYNTAX)
+
+
 def encodable(text: str) -> str:
     """``text`` with lone surrogates replaced: RE2 matches UTF-8, and JSON's ``"\\ud800"`` escapes decode to them."""
     return text.encode("utf-8", "surrogatepass").decode("utf-8", "replace")

@@ -18,7 +18,8 @@ import pytest
 
 from conftest import wait_for, write_until_matched
 from expwatch.audit.reader import parse_ts
-from expwatch.rules.loader import RulesError, load_rules
+from expwatch.rules.classify import LineClassifier
+from expwatch.rules.loader import RulesError, load_rules, parse_rules
 
 # The latency goal is p99 50 ms on a quiet machine (bench/run.py GOAL_P99_MS); one sample on a shared
 # test machine gets 20x that. Python's re takes hours on this line, so the old engine never matched at all.
@@ -106,3 +107,11 @@ def test_a_backtracking_pattern_on_its_worst_line_delays_no_other_run_and_surviv
         for proc in procs:
             proc.kill()
             proc.wait()
+
+
+@pytest.mark.parametrize("pattern, line", [("code [[:digit:]]failed", "code 4failed"), (r"\Q1+1\E=2", "1+1=2")])
+def test_re2_only_syntax_is_matched_by_re2_and_never_hidden_by_the_prefilter(pattern: str, line: str):
+    ruleset = parse_rules(f"version: 1\nrules:\n  - name: P\n    when: {{log: {{pattern: '{pattern}'}}}}\n    actions: [halt]\n", "t")
+    classifier = LineClassifier(ruleset)
+    assert classifier.classify(line) and classifier.classify(line + " and more")
+    assert not classifier.classify("nothing here")
