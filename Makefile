@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 	$(VENV)/bin/pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
-.PHONY: install system-packages demo test bench
+.PHONY: install system-packages demo test bench fuzz
 install: $(STAMP)
 
 system-packages:
@@ -32,6 +32,10 @@ demo: $(STAMP)
 
 test: $(STAMP) system-packages
 	$(VENV)/bin/python -m pytest -q tests
+
+# The fuzz suite alone, with 20x the inputs CI gives it (profiles in tests/fuzz_profiles.py).
+fuzz: $(STAMP)
+	$(VENV)/bin/python -m pytest -q -m fuzz --hypothesis-profile=fuzz-long tests/test_fuzz_loaders.py tests/test_fuzz_watcher.py
 
 bench: $(STAMP)
 	$(VENV)/bin/python bench/run.py

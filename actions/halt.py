@@ -19,7 +19,7 @@ import psutil
 from expwatch.actions.context import ActionContext, ActionResult
 from expwatch.files import NotReadyYet, atomic_write_text, atomic_write_json, read_json
 from expwatch.manifest import HaltMark, RunManifest
-from expwatch.redact import redact_env
+from expwatch.redact import redact_argv, redact_env, redact_record, redact_text
 from expwatch.processes import run_tree, verified_process
 from expwatch.results.validation import validate_result
 from expwatch.kernel_log import kernel_oom_lines
@@ -58,7 +58,7 @@ def restart_by_hand(manifest: RunManifest) -> str:
     env = " ".join(f"{k}={shlex.quote(v)}" for k, v in redact_env(manifest.env_overrides).items())
     unset = " ".join(f"-u {shlex.quote(k)}" for k in manifest.env_unset)
     prefix = f"env {unset} {env} ".replace("  ", " ") if env or unset else ""
-    return f"cd {shlex.quote(manifest.cwd)} && {prefix}{shlex.join(manifest.argv)} >> {shlex.quote(manifest.log)} 2>&1"
+    return f"cd {shlex.quote(manifest.cwd)} && {prefix}{shlex.join(redact_argv(manifest.argv))} >> {shlex.quote(manifest.log)} 2>&1"
 
 
 def exit_status(ctx: ActionContext) -> str:
@@ -106,9 +106,10 @@ def diagnosis(ctx: ActionContext, manifest: RunManifest, reason: str) -> str:
         *([f"    {line}" for line in oom] if oom else ["    (none)" if oom == [] else "    (kernel log not readable here)"]),
         "",
         "## Manifest",
-        json.dumps({**manifest.to_json(), "env_overrides": redact_env(manifest.env_overrides)}, indent=2),
+        json.dumps(redact_record(manifest.to_json()), indent=2),
     ]
-    return "\n".join(parts) + "\n"
+    # The whole bundle passes the redaction once more: log lines and the process tree are free text.
+    return redact_text("\n".join(parts) + "\n")
 
 
 def halt(ctx: ActionContext, arg: Any) -> ActionResult:

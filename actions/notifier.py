@@ -28,6 +28,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from expwatch.redact import redact_env
 from expwatch.settings import Settings, SettingsError
 
 QUEUE_SIZE = 100
@@ -78,12 +79,12 @@ class Notification:
     extra: dict[str, str] = field(default_factory=dict)
 
     def env(self, root: str) -> dict[str, str]:
-        return {
+        return redact_env({
             "EXPWATCH_EVENT": self.event, "EXPWATCH_RUN": self.run, "EXPWATCH_RULE": self.rule,
             "EXPWATCH_INCIDENT": self.incident, "EXPWATCH_OUTCOME": self.outcome, "EXPWATCH_REASON": self.reason,
             "EXPWATCH_MESSAGE": self.message, "EXPWATCH_DIR": root,
             **{f"EXPWATCH_{k.upper()}": v for k, v in self.extra.items()},
-        }
+        })
 
     def argv(self, template: tuple[str, ...], root: str) -> list[str]:
         values = {"run": self.run, "rule": self.rule, "incident": self.incident, "outcome": self.outcome,

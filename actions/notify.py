@@ -12,12 +12,12 @@ import sys
 from typing import Any
 
 from expwatch.actions.context import ActionContext, ActionFailed, ActionResult
+from expwatch.redact import redact_env
 
 
 def incident_env(ctx: ActionContext, message: str) -> dict[str, str]:
     evidence = ctx.evidence or {}
-    return {
-        **os.environ,
+    incident = {
         "EXPWATCH_RUN": ctx.run,
         "EXPWATCH_RULE": ctx.rule,
         "EXPWATCH_INCIDENT": ctx.incident,
@@ -25,6 +25,8 @@ def incident_env(ctx: ActionContext, message: str) -> dict[str, str]:
         "EXPWATCH_DIR": str(ctx.layout.root),
         "EXPWATCH_EVIDENCE": str(evidence.get("line") or evidence.get("reason") or "")[:4000],
     }
+    # The watcher's own environment passes as it is; only the incident's text comes from the run.
+    return {**os.environ, **redact_env(incident)}
 
 
 def run_command(ctx: ActionContext, argv: list[str], message: str, timeout_s: float) -> dict[str, Any]:

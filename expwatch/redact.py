@@ -1,96 +1,158 @@
-"""Keep secrets out of everything expwatch writes down.
+"""Keep secrets out of everything expwatch writes down or prints: the one redaction step.
 
-Runs are launched with API keys and hub tokens in their environment, and
-their logs sometimes echo request headers. The audit trail, ``status`` output
-and diagnosis bundles are meant to be pasted into issues and chats, so they
-must be safe to share by construction: secrets are replaced before anything
-is rendered, not filtered when someone remembers to.
+Runs are launched with API keys and hub tokens in their environment and argv,
+and their logs echo request headers. The audit trail, the state store's
+incident evidence, the HTML report, diagnosis bundles, notification
+environments and terminal output are meant to be pasted into issues and chats,
+so each of them passes every record through ``redact_record`` (or a string
+through ``redact_text``) right before it is written: secrets are replaced by
+construction, not filtered when someone remembers to.
 
-Name matching is deliberately greedy (``AUTHOR`` or ``tokens_per_second``
-are masked too): a masked harmless value costs a glance, a leaked key costs a
-rotation.
+What counts as a secret is data (``configs/redaction.yaml``). Name matching is
+deliberately greedy (``AUTHOR`` or ``monkey=3`` are masked too): a masked
+harmless value costs a glance, a leaked key costs a rotation. The patterns run
+on RE2, so a 1 MiB log line costs linear time, never a backtracking stall.
 """
 
 from __future__ import annotations
 
-import re
+from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
-MASK = "***"
+import re2
 
-SECRET_NAME_PARTS = ("KEY", "TOKEN", "SECRET", "PASSWORD", "PASSWD", "CREDENTIAL", "AUTH")
+from expwatch.settings import shipped_yaml
 
 # Fields that hold a whole environment: every secret-looking variable in them is masked.
 ENV_FIELDS = frozenset({"env", "env_overrides", "environment"})
 
-# Fields that carry free text from a run (log lines, error messages): tokens inside are masked.
-TEXT_FIELDS = frozenset({"line", "lines", "text", "detail", "error"})
 
-_TOKEN_PATTERNS = (
-    # "Authorization: Bearer <token>" keeps the scheme so the line still reads.
-    (re.compile(r"(?i)\b(bearer\s+)[A-Za-z0-9._~+/=-]+"), r"\1" + MASK),
-    # OpenAI / Anthropic style (sk-..., sk-proj-..., sk-ant-...).
-    (re.compile(r"\bsk-[A-Za-z0-9_-]{8,}"), MASK),
-    # Hugging Face hub tokens, the most common secret in an eval run's log.
-    (re.compile(r"\bhf_[A-Za-z0-9]{16,}"), MASK),
-)
+def _rx(pattern: str) -> "re2._Regexp":
+    options = re2.Options()
+    options.log_errors = False  # a bad shipped pattern raises; RE2's own stderr chatter would only duplicate it
+    return re2.compile(pattern, options)
 
-# "HF_TOKEN=abc" echoed by a launcher script; the name decides, as for env dicts.
-_ASSIGNMENT = re.compile(r"\b([A-Za-z_][A-Za-z0-9_]*)=([^\s;,&|'\"]+)")
+
+@dataclass(frozen=True)
+class Redactor:
+    """The compiled form of ``configs/redaction.yaml``."""
+
+    mask: str
+    name_parts: tuple[str, ...]
+    tokens: "re2._Regexp"
+    schemes: "re2._Regexp"
+    colon_form: "re2._Regexp"
+    assignment: "re2._Regexp"
+    flag: "re2._Regexp"
+    flag_value: "re2._Regexp"
+
+    @classmethod
+    def from_config(cls, data: dict[str, Any]) -> "Redactor":
+        schemes = "|".join(data["auth_schemes"])
+        endings = "|".join(re2.escape(e) for e in data["colon_name_endings"])
+        flag = data["secret_flag"]
+        return cls(
+            mask=str(data["mask"]),
+            name_parts=tuple(p.upper() for p in data["secret_name_parts"]),
+            tokens=_rx(r"\b(?:" + "|".join(data["token_patterns"]) + ")"),
+            schemes=_rx(rf"(?i)\b({schemes})(\s+)[A-Za-z0-9._~+/=-]+"),
+            colon_form=_rx(rf"(?i)\b([A-Za-z0-9_.-]*(?:{endings}))([\"']?\s*:\s*[\"']?)((?:(?:{schemes})\s+)?)([^\s\"',;}}]+)"),
+            assignment=_rx(r"\b([A-Za-z_][A-Za-z0-9_]*)=([^\s;,&|'\"]+)"),
+            flag=_rx(rf"(?i)^{flag}$"),
+            flag_value=_rx(rf"(?i)(^|\s)({flag})(\s+)([^\s-]\S*)"),
+        )
+
+    def is_secret_name(self, name: str) -> bool:
+        upper = name.upper()
+        return any(part in upper for part in self.name_parts)
+
+    def text(self, text: str) -> str:
+        try:
+            return self._text(text)
+        except UnicodeEncodeError:  # lone surrogates (JSON "\\ud800" escapes): RE2 matches UTF-8 only
+            return self._text(text.encode("utf-8", "surrogatepass").decode("utf-8", "replace"))
+
+    def _text(self, text: str) -> str:
+        mask = self.mask
+
+        def keep_name(m: Any) -> str:
+            return m.group(1) + m.group(2) + m.group(3) + mask
+
+        passes = (
+            (self.tokens, mask),
+            (self.schemes, lambda m: m.group(1) + m.group(2) + mask),
+            (self.colon_form, keep_name),
+            (self.flag_value, keep_name),
+            (self.assignment, lambda m: f"{m.group(1)}={mask}" if self.is_secret_name(m.group(1)) else m.group(0)),
+        )
+        for rx, replacement in passes:
+            # search() runs in RE2's C++; sub() is the wrapper's Python loop, worth paying only on a hit.
+            if rx.search(text):
+                text = rx.sub(replacement, text)
+        return text
+
+    def argv(self, argv: list[Any]) -> list[Any]:
+        out: list[Any] = []
+        after_flag = False
+        for arg in argv:
+            if not isinstance(arg, str):
+                out.append(self.value(None, arg))
+                after_flag = False
+                continue
+            out.append(self.mask if after_flag else self.text(arg))
+            after_flag = not after_flag and bool(self.flag.search(arg))
+        return out
+
+    def env(self, env: dict[Any, Any]) -> dict[Any, Any]:
+        return {k: self.mask if self.is_secret_name(str(k)) else self.value(k, v) for k, v in env.items()}
+
+    def value(self, key: Any, value: Any) -> Any:
+        if key is not None and isinstance(value, (str, int, float)) and not isinstance(value, bool) and self.is_secret_name(str(key)):
+            return self.mask
+        if isinstance(value, str):
+            return self.text(value)
+        if isinstance(value, dict):
+            return self.env(value) if key in ENV_FIELDS else {k: self.value(k, v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return self.argv(list(value))
+        return value
+
+
+@lru_cache(maxsize=1)
+def redactor() -> Redactor:
+    return Redactor.from_config(shipped_yaml("redaction.yaml"))
 
 
 def is_secret_name(name: str) -> bool:
-    upper = name.upper()
-    return any(part in upper for part in SECRET_NAME_PARTS)
-
-
-def redact_env(env: dict[str, Any]) -> dict[str, Any]:
-    """Copy of ``env`` with secret-named values masked, descending into nested dicts.
-
-    Nested dicts occur when environments are grouped (per run, per backend).
-    The input is never modified: callers often pass the live ``os.environ`` copy
-    they are about to launch with.
-    """
-    redacted: dict[str, Any] = {}
-    for name, value in env.items():
-        if is_secret_name(str(name)):
-            redacted[name] = MASK
-        elif isinstance(value, dict):
-            redacted[name] = redact_env(value)
-        else:
-            redacted[name] = value
-    return redacted
+    return redactor().is_secret_name(name)
 
 
 def redact_text(text: str) -> str:
-    """Mask token-looking substrings in free text, leaving the rest readable."""
-    for pattern, replacement in _TOKEN_PATTERNS:
-        text = pattern.sub(replacement, text)
-    return _ASSIGNMENT.sub(
-        lambda m: f"{m.group(1)}={MASK}" if is_secret_name(m.group(1)) else m.group(0), text
-    )
+    """Mask secrets in free text (a log line, an error, a joined command), leaving the rest readable."""
+    return redactor().text(text)
 
 
-def _scrub(key: str | None, value: Any) -> Any:
-    if key in ENV_FIELDS and isinstance(value, dict):
-        return redact_env(value)
-    if key in TEXT_FIELDS and isinstance(value, str):
-        return redact_text(value)
-    if isinstance(value, dict):
-        return {k: _scrub(k, v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        # Items inherit the field name, so ``lines: [...]`` is scrubbed like ``line``.
-        return [_scrub(key, item) for item in value]
-    return value
+def redact_argv(argv: list[Any]) -> list[Any]:
+    """A command with the values of secret flags (``--api-key X``, ``--token=X``) and tokens masked."""
+    return redactor().argv(argv)
+
+
+def redact_env(env: dict[str, Any]) -> dict[str, Any]:
+    """Copy of ``env`` with secret-named values masked; never modifies the input (often the live environment)."""
+    return redactor().env(env)
+
+
+def redact_record(record: Any) -> Any:
+    """A copy of a record (dicts, lists, strings at any depth) with every secret masked.
+
+    Secret-named fields are masked whole, env dicts by variable name, lists as
+    argv, and every other string as text: evidence arrives nested
+    (``evidence={"lines": [...]}``) and so do launch plans.
+    """
+    return redactor().value(None, record)
 
 
 def redact_secrets(logger: Any, method_name: str, event_dict: dict[str, Any]) -> dict[str, Any]:
-    """structlog processor: mask secret-named top-level fields, env dicts and tokens in text.
-
-    Env and text fields are found at any depth, because evidence arrives
-    nested (``evidence={"lines": [...]}``) and so do launch plans.
-    """
-    return {
-        key: MASK if is_secret_name(key) else _scrub(key, value)
-        for key, value in event_dict.items()
-    }
+    """structlog processor: the audit trail's pass through ``redact_record``."""
+    return {key: redactor().value(key, value) for key, value in event_dict.items()}

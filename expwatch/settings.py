@@ -13,6 +13,8 @@ from typing import Any
 
 import yaml
 
+from expwatch.settings_shape import check_settings
+
 from expwatch.layout import ExperimentsLayout
 
 
@@ -140,7 +142,10 @@ def _positive_int(value: Any, label: str) -> int | None:
 
 def load_settings(layout: ExperimentsLayout | None = None) -> Settings:
     user = _load_user(layout.settings_path) if layout else {}
-    raw = deep_merge(deep_merge(shipped_yaml("settings.yaml"), shipped_yaml("profiles.yaml")), user)
+    shipped = deep_merge(shipped_yaml("settings.yaml"), shipped_yaml("profiles.yaml"))
+    if layout and (problem := check_settings(user, shipped, layout.settings_path)):
+        raise SettingsError(problem)
+    raw = deep_merge(shipped, user)
     workers = raw.get("workers") or {}
     bounds = {
         backend: WorkerBounds(int(b.get("floor", 1)), int(b.get("ceiling", 1)))

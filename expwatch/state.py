@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from expwatch import crashpoints
+from expwatch.redact import redact_record
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (name TEXT PRIMARY KEY, data TEXT NOT NULL);
@@ -76,7 +77,7 @@ class StateStore:
         with self._lock:
             self._db.execute(
                 "INSERT INTO incidents VALUES (?, ?, ?, 'acting', ?, 0, 0, '{}', ?, ?)",
-                (inc_id, run, rule, json.dumps(plan), json.dumps(context, default=str), time.time()),
+                (inc_id, run, rule, json.dumps(plan), json.dumps(redact_record(context), default=str), time.time()),
             )
         crashpoints.passed("store:open_incident")
 

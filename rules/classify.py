@@ -1,4 +1,4 @@
-"""Classify log lines with Python ``re``: the one matcher for watcher and tester.
+"""Classify log lines with RE2 (``rules/patterns.py``): the one matcher for watcher and tester.
 
 ``expwatch rules test`` and the live watcher both call ``LineClassifier``, so
 a pattern that works in the tester works in production (fail2ban's lesson).
@@ -10,10 +10,10 @@ catch-up path skip whole stretches of raw log (``prefilter``).
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 from expwatch.rules.model import LogAtom, RatioAtom, RuleSet
+from expwatch.rules.patterns import Pattern, compile_pattern, encodable, literals_readable
 from expwatch.rules.prefilter import LinePrefilter
 
 
@@ -33,26 +33,33 @@ class LineClassifier:
     def __init__(self, ruleset: RuleSet, use_hyperscan: bool | None = None):
         # Each pattern is compiled on its own: joined into one alternation, a
         # pattern that starts with global flags such as (?i) would not compile.
-        self._log: list[tuple[str, tuple[re.Pattern, ...]]] = []
-        self._ratio: list[tuple[str, str, re.Pattern]] = []
+        self._log: list[tuple[str, tuple[Pattern, ...]]] = []
+        self._ratio: list[tuple[str, str, Pattern]] = []
         patterns: list[str] = []
         for atom in ruleset.all_atoms():
             if isinstance(atom, LogAtom):
-                self._log.append((atom.key, tuple(re.compile(p) for p in atom.patterns)))
+                self._log.append((atom.key, tuple(compile_pattern(p) for p in atom.patterns)))
                 patterns.extend(atom.patterns)
             elif isinstance(atom, RatioAtom):
                 for role, p in [("num", atom.numerator), *(("den", d) for d in atom.denominator)]:
-                    self._ratio.append((atom.key, role, re.compile(p)))
+                    self._ratio.append((atom.key, role, compile_pattern(p)))
                     patterns.append(p)
         # Raw-byte line finder for bulk reads; None when some pattern has no
         # required literal, and then every line must be classified.
-        self.prefilter: LinePrefilter | None = LinePrefilter.build(patterns, use_hyperscan) if patterns else None
+        readable = all(literals_readable(p) for p in patterns)
+        self.prefilter: LinePrefilter | None = LinePrefilter.build(patterns, use_hyperscan) if patterns and readable else None
         self._quick = self.prefilter.text_pattern() if self.prefilter is not None else None
         self._some = bool(patterns)
 
     def classify(self, text: str) -> LineHits:
         if not self._some or (self._quick is not None and not self._quick.search(text)):
             return _NO_HITS
+        try:
+            return self._matches(text)
+        except UnicodeEncodeError:  # lone surrogates: rare, so paid for only when met
+            return self._matches(encodable(text))
+
+    def _matches(self, text: str) -> LineHits:
         log_keys = tuple(key for key, rxs in self._log if any(rx.search(text) for rx in rxs))
         ratio_terms = tuple((key, role) for key, role, rx in self._ratio if rx.search(text))
         return LineHits(log_keys, ratio_terms) if log_keys or ratio_terms else _NO_HITS

@@ -13,16 +13,16 @@ Semantics:
   ``RateLimitError`` also matches a qualified type's last part).
 - ``status: [codes]``: the HTTP status the crash's messages carry.
 - ``error_code: [codes]``: the provider's error code or error type.
-- ``message: regex``: ``re.search`` over each message of the chain.
+- ``message: regex``: a search over each message of the chain, in RE2 (linear time, as every user pattern).
 """
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from typing import Any
 
+from expwatch.rules.patterns import Pattern, compile_pattern, encodable
 from expwatch.rules.model import CrashAtom, RuleSet, atoms
 from expwatch.watcher.events import Crash
 
@@ -60,17 +60,17 @@ def holds(atom: CrashAtom, crash: Crash) -> bool:
         return bool({crash.error_code, crash.error_type} & set(atom.values))
     if atom.field == "message":
         rx = _regex(atom.values[0])
-        return any(rx.search(message) for _, message in crash.chain)
+        return any(rx.search(encodable(message)) for _, message in crash.chain)
     raise ValueError(f"unknown crash field {atom.field!r}")
 
 
-_compiled: dict[str, re.Pattern] = {}
+_compiled: dict[str, Pattern] = {}
 
 
-def _regex(pattern: str) -> re.Pattern:
+def _regex(pattern: str) -> Pattern:
     rx = _compiled.get(pattern)
     if rx is None:
-        rx = _compiled[pattern] = re.compile(pattern)
+        rx = _compiled[pattern] = compile_pattern(pattern)
     return rx
 
 

@@ -19,7 +19,8 @@ class RulesError(Exception):
 
     def __init__(self, source: str, line: int | None, message: str):
         where = f"{source}:{line}" if line else source
-        super().__init__(f"{where}: {message}")
+        # One line even when the message quotes the file (a YAML error shows the offending text).
+        super().__init__(f"{where}: {' '.join(message.splitlines())}")
         self.source = source
         self.line = line
 

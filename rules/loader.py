@@ -22,6 +22,7 @@ import yaml
 from expwatch.catalog import ACTION_NAMES
 from expwatch.rules.document import RulesDocument, RulesError, line_at, read_document, read_file
 from expwatch.rules.model import CRASH_FIELDS, ActionSpec, Condition, Counter, CrashAtom, FieldOrigin, LogAtom, NullRateAtom, RatioAtom, Rule, RuleSet
+from expwatch.rules.patterns import PatternError, compile_pattern
 from expwatch.rules.overrides import RuleEntry, entries_of, merge
 from expwatch.settings import shipped_text
 
@@ -85,9 +86,10 @@ def _schema_message(err: jsonschema.ValidationError, data: Any) -> tuple[list[An
 
 
 def _compile_regex(pattern: str, where: str, source: str, line: int | None) -> str:
+    """The one check of a user pattern: the engine's own compiler (rules/patterns.py) must accept it."""
     try:
-        re.compile(pattern)
-    except re.error as exc:
+        compile_pattern(pattern)
+    except PatternError as exc:
         raise RulesError(source, line, f"{where}: invalid regex {pattern!r} ({exc})") from None
     return pattern
 

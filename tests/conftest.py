@@ -12,6 +12,7 @@ from typing import Callable
 
 import pytest
 
+import fuzz_profiles  # noqa: F401  (registers the Hypothesis profiles before --hypothesis-profile is read)
 from conftest_slurm import slurm_cluster  # noqa: F401  (session fixture; starts a cluster only when asked for)
 from expwatch.audit.reader import iter_records
 from expwatch.cli import main as cli
@@ -39,6 +40,24 @@ def wait_for(predicate: Callable[[], object], timeout: float = 20.0, interval: f
         return poll_until(predicate, timeout, what, interval)
     except TimeoutError as exc:
         raise AssertionError(str(exc)) from None
+
+
+def write_until_matched(experiments: "Experiments", run: str, log: Path, text: str, tries: int = 40) -> list[dict]:
+    """Append ``text`` to ``log`` until the watcher matches it; its `rule matched` records.
+
+    A line written while the watcher is still reading a just-discovered run's
+    history is history (it triggers nothing), so one write can be lost to that
+    race on a loaded machine; the repeats are the warm-up, not the measurement.
+    """
+    for _ in range(tries):
+        with log.open("a") as fh:
+            fh.write(text + "\n")
+        try:
+            return wait_for(lambda: [r for r in experiments.audit(run=run, event="rule matched") if r.get("line") == text],
+                            timeout=0.5, what=f"{text!r} matched")
+        except AssertionError:
+            continue
+    raise AssertionError(f"{text!r} never matched in {run}'s log")
 
 
 class Experiments:

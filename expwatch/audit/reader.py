@@ -15,6 +15,11 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
+# The fields every reader (timeline, report, live feed) relies on, with the one type each may have.
+# A record where one of them has another type was not written by expwatch: skipped and counted.
+HEADER_TYPES: dict[str, type] = {"ts": str, "event": str, "run": str, "rule": str, "incident": str, "action": str,
+                                 "outcome": str, "decision": str, "reason": str}
+
 _DURATION = re.compile(r"^\s*(\d+)\s*([smhd])\s*$")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
@@ -89,12 +94,21 @@ class AuditRecords(Iterator[dict[str, Any]]):
     def _parse(self, raw: bytes) -> dict[str, Any] | None:
         try:
             record = json.loads(raw.decode("utf-8", errors="replace"))
-        except json.JSONDecodeError:
+        except (ValueError, RecursionError):
+            # ValueError covers torn JSON and integers longer than int() accepts;
+            # RecursionError a line nested deeper than the parser recurses.
             record = None
-        if not isinstance(record, dict):
+        if not well_formed(record):
             self.skipped += 1
             return None
         return record
+
+
+def well_formed(record: Any) -> bool:
+    """An object with an ``event``, whose header fields have the types expwatch writes (None allowed but for event)."""
+    if not isinstance(record, dict) or not isinstance(record.get("event"), str):
+        return False
+    return all(record.get(key) is None or isinstance(record[key], kind) for key, kind in HEADER_TYPES.items())
 
 
 def iter_records(

@@ -11,6 +11,7 @@ from pathlib import Path
 from expwatch.layout import ExperimentsLayout
 from expwatch.audit.reader import audit_files, iter_records, parse_since
 from expwatch.audit.timeline import render_timeline
+from expwatch.terminal import terminal_text
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -45,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
         lines = (json.dumps(record) for record in records)
     else:
         colour = sys.stdout.isatty() and "NO_COLOR" not in os.environ
-        lines = render_timeline(records, colour=colour)
+        lines = (terminal_text(line) for line in render_timeline(records, colour=colour))
     for line in lines:
         print(line)
     if records.skipped:

@@ -21,7 +21,7 @@ from expwatch.rules.incidents import new_incident_id
 from expwatch.rules.loader import RulesError, load_rules
 from expwatch.run_options import now_iso
 from expwatch.runners.registry import Runners
-from expwatch.settings import Settings, load_settings
+from expwatch.settings import Settings, SettingsError, load_settings
 from expwatch.state import IncidentRow, StateStore
 
 MANUAL = {"resume": ("MANUAL_RESUME", [{"name": "restart", "arg": None}]),
@@ -41,10 +41,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _named(args: argparse.Namespace, command: str) -> tuple[ExperimentsLayout, RunManifest] | None:
+    """The run, or None after saying why: the manifest and the settings are checked before anything is changed."""
     layout = ExperimentsLayout.at(args.dir)
     try:
+        load_settings(layout)
         return layout, load_named(layout, args.name)
-    except ManifestError as exc:
+    except (ManifestError, SettingsError) as exc:
         print(f"expwatch {command}: {exc}", file=sys.stderr)
         return None
 

@@ -13,7 +13,8 @@ from expwatch.display import provenance
 from expwatch.rules.decide import DecisionPolicy
 from expwatch.rules.loader import SHIPPED, RulesError, full_copy, load_rules, shipped_rules_text
 from expwatch.rules.replay import Replay, explain_crash, replay
-from expwatch.settings import load_settings, shipped_text
+from expwatch.settings import SettingsError, load_settings, shipped_text
+from expwatch.terminal import terminal_text
 from expwatch.watcher.crash import CrashLimits
 
 
@@ -82,7 +83,7 @@ def run_check(args: argparse.Namespace) -> int:
         return 2
     try:
         ruleset = load_rules(path, _profiles(path))
-    except RulesError as exc:
+    except (RulesError, SettingsError) as exc:
         print(str(exc), file=sys.stderr)
         return 2
     counts = f"{len(ruleset.enabled)} enabled of {len(ruleset.rules)} rules"
@@ -112,7 +113,7 @@ def run_test(args: argparse.Namespace) -> int:
     settings = load_settings(None if shipped else ExperimentsLayout.at(Path(args.file).parent))
     try:
         ruleset = load_rules(None if shipped else Path(args.file), set(settings.profiles))
-    except RulesError as exc:
+    except (RulesError, SettingsError) as exc:
         print(str(exc), file=sys.stderr)
         return 2
     try:
@@ -123,7 +124,8 @@ def run_test(args: argparse.Namespace) -> int:
         return 2
     result = replay(ruleset, lines, DecisionPolicy.from_settings(settings), args.exit_code, args.exit_signal,
                     CrashLimits.from_settings(settings.get("crash")))
-    print(json.dumps(replay_json(result), indent=2) if args.json else replay_text(result, args.log))
+    text = json.dumps(replay_json(result), indent=2) if args.json else replay_text(result, args.log)
+    print("\n".join(terminal_text(line) for line in text.splitlines()))
     return 0
 
 

@@ -12,6 +12,7 @@ from expwatch.layout import ExperimentsLayout
 from expwatch.pipeline.state import all_states, render_states
 from expwatch.runstate import observe_all
 from expwatch.settings import SettingsError
+from expwatch.terminal import terminal_text
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -37,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     reports, note = observe_all(layout, stale)
     if note:
-        print(f"expwatch status: {note}", file=sys.stderr)
+        print(terminal_text(f"expwatch status: {note}"), file=sys.stderr)
     causes = last_causes(layout.audit_path)
     if args.json:
         print(json.dumps([{**r.to_json(), "last_cause": causes.get(r.manifest.name)} for r in reports], indent=2))
@@ -48,10 +49,10 @@ def run(args: argparse.Namespace) -> int:
         print(HEADER)
         for report in reports:
             cause = causes.get(report.manifest.name)
-            print(format_row(report) + (f"\n    cause: {cause}" if cause else ""))
+            print(terminal_text(format_row(report)) + (f"\n    cause: {terminal_text(cause)}" if cause else ""))
     for report in reports:
         if report.manifest.waiting_for_slot:
-            print(f"{report.manifest.name}: switch_profile is waiting for a slot on profile {report.manifest.waiting_for_slot!r}")
+            print(terminal_text(f"{report.manifest.name}: switch_profile is waiting for a slot on profile {report.manifest.waiting_for_slot!r}"))
     for line in render_states(all_states(layout)):
-        print(line)
+        print(terminal_text(line))
     return 0

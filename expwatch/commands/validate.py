@@ -14,6 +14,8 @@ from expwatch.files import NotReadyYet
 from expwatch.results.fields import FieldMapError, parse_field_options
 from expwatch.results.validation import ValidationReport, id_list, validate_result
 from expwatch.results.config import ValidationSettingsError, load_validation_settings
+from expwatch.standard_json import standard_json
+from expwatch.terminal import terminal_text
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -45,9 +47,9 @@ def run(args: argparse.Namespace) -> int:
     except OSError as exc:
         return _unreadable(f"{exc.filename or args.result}: cannot read ({exc.strerror or exc})")
     if args.json:
-        print(json.dumps(report.to_json(), indent=2, default=str))
+        print(json.dumps(standard_json(report.to_json()), indent=2, default=str, allow_nan=False))
     else:
-        print(render_report(report))
+        print(terminal_text(render_report(report), keep_newlines=True))
     return 0 if report.ok else 1
 
 
@@ -84,5 +86,5 @@ def render_report(report: ValidationReport) -> str:
 
 
 def _unreadable(reason: str) -> int:
-    print(f"expwatch validate: {reason}", file=sys.stderr)
+    print(terminal_text(f"expwatch validate: {reason}"), file=sys.stderr)
     return 2

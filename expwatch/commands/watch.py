@@ -21,6 +21,7 @@ from expwatch.settings import SettingsError
 from expwatch.engine.lock import AlreadyWatched
 from expwatch.engine.loop import EngineLoop
 from expwatch.watcher.events import Shutdown
+from expwatch.terminal import terminal_text
 
 EXAMPLE = """examples:
   expwatch experiments/            # same as: expwatch watch experiments/
@@ -47,7 +48,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def console_line(text: str) -> None:
-    print(f"{datetime.now():%H:%M:%S} {text}", flush=True)
+    print(terminal_text(f"{datetime.now():%H:%M:%S} {text}", keep_newlines=True), flush=True)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -14,6 +14,7 @@ import threading
 from typing import Any, TextIO
 
 from expwatch.display.records import plain_line
+from expwatch.terminal import terminal_text
 
 BACKLOG = 10000
 _DONE = object()
@@ -28,7 +29,7 @@ class PlainLines:
 
     def on_record(self, record: dict[str, Any]) -> None:
         try:
-            self._lines.put_nowait(plain_line(record))
+            self._lines.put_nowait(terminal_text(plain_line(record)))
         except queue.Full:
             self._dropped += 1
 

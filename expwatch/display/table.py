@@ -12,6 +12,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any, Sequence
 
+from expwatch.terminal import terminal_text
 from expwatch.display.records import clock, feed_records, summary, tone
 
 RESET = "\033[0m"
@@ -33,7 +34,7 @@ def char_width(ch: str) -> int:
 
 def clean(text: str) -> str:
     """Log text is untrusted: an escape sequence in it must not reach the terminal."""
-    return "".join(ch if ch.isprintable() else " " for ch in str(text))
+    return terminal_text(text)
 
 
 def visible(text: str) -> int:

@@ -17,6 +17,7 @@ from typing import Any
 
 from expwatch import __version__
 from expwatch.audit.timeline import shorten
+from expwatch.redact import redact_record, redact_text
 from expwatch.report.gather import IncidentStory, Report, RunStory, epoch
 
 _MARKER = re.compile(r"\{\{(TITLE|BODY|DATA)\}\}")
@@ -24,7 +25,7 @@ STEP_TONES = {"halt": "bad", "complete": "good", "restart": "info"}
 
 
 def e(value: Any) -> str:
-    return html.escape("" if value is None else str(value), quote=True)
+    return html.escape("" if value is None else redact_text(str(value)), quote=True)
 
 
 def when(t: float | None, with_date: bool = False) -> str:
@@ -241,6 +242,6 @@ def render_html(report: Report) -> str:
         body = summary_html(report) + "".join(run_html(i, r) for i, r in enumerate(report.runs))
     else:
         body = summary_html(report) + "<p class='muted'>No runs under this directory yet.</p>"
-    values = {"TITLE": e(f"expwatch report: {report.root.name}"), "BODY": body, "DATA": embedded_json(page_data(report))}
+    values = {"TITLE": e(f"expwatch report: {report.root.name}"), "BODY": body, "DATA": embedded_json(redact_record(page_data(report)))}
     # One pass, so text from logs that happens to contain a marker is never expanded.
     return _MARKER.sub(lambda m: values[m.group(1)], template)

@@ -9,6 +9,7 @@ the watcher, the ``validate`` command and the tests share one implementation.
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass, replace
@@ -215,8 +216,9 @@ def leaked_ids(items: Iterable[ItemRecord], backward: frozenset[str], tolerance:
     for index, item in enumerate(items):
         if item.task_type not in backward:
             continue
-        off = item.max_time is None or (
-            item.realtime is not None and abs(item.max_time - item.realtime) > tolerance
+        # Written as "not <=" so that a NaN max_time or realtime (json accepts NaN) counts as off, not as a match.
+        off = item.max_time is None or not math.isfinite(item.max_time) or (
+            item.realtime is not None and not abs(item.max_time - item.realtime) <= tolerance
         )
         if off:
             leaked.append(item_label(item, index))
