@@ -24,6 +24,7 @@ from typing import Any, Callable
 from expwatch.actions.context import ActionContext
 from expwatch.actions.executor import IncidentExecutor
 from expwatch.audit.log import AuditLog
+from expwatch.autoadopt import RunDiscovery
 from expwatch.files import NotReadyYet
 from expwatch.layout import ExperimentsLayout
 from expwatch.manifest import ManifestError, RunManifest, discover, load_manifest
@@ -183,6 +184,8 @@ class Supervisor:
         # anything about it is evaluated, and an incident a discovered run
         # decides at once (informational ones do) is this watcher's own.
         self._leftovers = self.store.unfinished_incidents()
+        self.discovery = RunDiscovery(self.layout, self.settings, self.audit.record, self.console)
+        self.discovery.sweep()  # runs started by hand get their manifest before manifests are read
         for manifest in discover(self.layout):
             self._add_run(manifest)
         self._reconcile()
@@ -284,6 +287,7 @@ class Supervisor:
             self._evaluate(run)
 
     def _safety_poll(self) -> None:
+        self.discovery.sweep()
         known = set()
         for manifest in discover(self.layout):
             known.add(manifest.name)

@@ -9,7 +9,7 @@ import threading
 from expwatch.actions.context import ActionContext, ActionFailed
 from expwatch.actions.process import restart
 from expwatch.audit.log import AuditLog
-from expwatch.commands.launch import now_iso
+from expwatch.run_options import now_iso
 from expwatch.layout import ExperimentsLayout
 from expwatch.manifest import ManifestError, RunManifest, load_named, save_manifest
 from expwatch.runners.registry import Runners

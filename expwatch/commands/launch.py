@@ -6,13 +6,11 @@ import argparse
 import os
 import sys
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 from expwatch.layout import ExperimentsLayout
-from expwatch.files import NotReadyYet
-from expwatch.manifest import ManifestError, RunManifest, load_manifest, save_manifest, validate_name
-from expwatch.results.progress import checkpoint_path_for
+from expwatch.manifest import ManifestError, RunManifest, save_manifest
+from expwatch.run_options import add_run_options, now_iso, refuse_live_duplicate, run_paths
 from expwatch.runners.base import LaunchSpec
 from expwatch.runners.registry import RUNNER_NAMES, Runners
 from expwatch.runstate import exit_code
@@ -49,42 +47,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def add_run_options(p: argparse.ArgumentParser) -> None:
-    """Options shared by ``launch`` and ``adopt``."""
-    p.add_argument("--name", help="run name (default: stem of --result, else of --log)")
-    p.add_argument("--log", required=True, help="log file the run writes (appended)")
-    p.add_argument("--result", help="result JSON the run writes")
-    p.add_argument("--checkpoint", help="checkpoint JSON (default: {stem}_checkpoint.json beside --result)")
-    p.add_argument("--expected", type=int, help="number of items the run should complete")
-    p.add_argument("--dir", default=".", help="experiments directory that holds .expwatch/ (default: .)")
-
-
-def _abs(path: str | None) -> str | None:
-    return str(Path(path).expanduser().resolve()) if path else None
-
-
-def run_paths(args: argparse.Namespace) -> tuple[str, str, str | None, str | None]:
-    """(name, log, result, checkpoint) as absolute paths, with the defaults applied."""
-    log = _abs(args.log)
-    result = _abs(args.result)
-    checkpoint = _abs(args.checkpoint) or (str(checkpoint_path_for(Path(result))) if result else None)
-    name = validate_name(args.name or Path(result or log).stem)
-    return name, log, result, checkpoint
-
-
-def refuse_live_duplicate(layout: ExperimentsLayout, name: str, runners: Runners) -> None:
-    path = layout.manifest_path(name)
-    if not path.exists():
-        return
-    try:
-        old = load_manifest(path)
-    except (NotReadyYet, ManifestError):
-        return
-    if runners.for_manifest(old).alive(old):
-        where = f"job {old.job_id}" if old.job_id else f"pid {old.pid}"
-        raise ManifestError(f"run {name!r} is already running as {where}; pick another --name")
-
-
 def volatile_warning(log: str, markers: list[str]) -> str | None:
     for marker in markers:
         if marker in log + "/":
@@ -103,10 +65,6 @@ def parse_env(pairs: list[str]) -> dict[str, str]:
             raise ManifestError(f"--env {pair!r}: expected K=V")
         env[key] = value
     return env
-
-
-def now_iso() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -1,0 +1,299 @@
+"""Runs started by hand: processes that write into DIR and have no manifest.
+
+Researchers start evaluations with ``setsid nohup python eval.py --output
+DIR/x.json >> DIR/x.log 2>&1 &``, from a tmux pane or a plain shell, and
+never tell expwatch. What such a run needs for a manifest is all readable
+from ``/proc`` (through psutil): the files it holds open for writing (its
+stdout/stderr are ``/proc/PID/fd`` links, their access mode is in
+``fdinfo``), its argv, cwd and create time. This module only reads and
+infers, recording where each value came from; deciding to adopt and writing
+the manifest is ``expwatch.autoadopt``'s.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable
+
+import psutil
+
+from expwatch.files import NotReadyYet, read_json
+from expwatch.layout import HOME_NAME
+from expwatch.manifest import RunManifest
+from expwatch.results.progress import checkpoint_path_for
+from expwatch.settings import Settings
+
+INTERPRETER_RE = re.compile(r"^(python[0-9.]*|pypy[0-9.]*)$")
+UNSAFE_NAME_RE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+@dataclass(frozen=True)
+class DiscoveryConfig:
+    """The ``discovery`` section of settings.yaml, typed."""
+
+    budget_s: float
+    result_wait_s: float
+    result_flags: tuple[str, ...]
+    expected_flags: tuple[str, ...]
+    expected_result_keys: tuple[str, ...]
+    expected_checkpoint_keys: tuple[str, ...]
+    ignore_programs: frozenset[str]
+    ignore_modules: frozenset[str]
+    ignore_files: tuple[str, ...]
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> "DiscoveryConfig":
+        def names(key: str) -> tuple[str, ...]:
+            value = settings.get(f"discovery.{key}")
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                raise ValueError(f"settings: field 'discovery.{key}' must be a list of strings, got {value!r}")
+            return tuple(value)
+
+        return cls(
+            budget_s=settings.number("discovery.budget_s"),
+            result_wait_s=settings.number("discovery.result_wait_s"),
+            result_flags=names("result_flags"),
+            expected_flags=names("expected_flags"),
+            expected_result_keys=names("expected_result_keys"),
+            expected_checkpoint_keys=names("expected_checkpoint_keys"),
+            ignore_programs=frozenset(names("ignore_programs")),
+            ignore_modules=frozenset(names("ignore_modules")),
+            ignore_files=names("ignore_files"),
+        )
+
+
+@dataclass(frozen=True)
+class Inferred:
+    """One manifest field and where its value came from (audited with it)."""
+
+    value: Any
+    source: str
+
+
+@dataclass(frozen=True)
+class FoundRun:
+    """A process that looks like an evaluation run nobody recorded."""
+
+    pid: int
+    create_time: float
+    argv: tuple[str, ...]
+    cwd: str
+    name: Inferred
+    log: Inferred
+    result: Inferred
+    checkpoint: Inferred
+    expected: Inferred
+    waiting: str | None = None  # why adoption should wait for a later scan
+
+    def fields(self) -> dict[str, dict[str, Any]]:
+        return {k: {"value": getattr(self, k).value, "source": getattr(self, k).source}
+                for k in ("name", "log", "result", "checkpoint", "expected")}
+
+
+@dataclass(frozen=True)
+class Scan:
+    found: tuple[FoundRun, ...]
+    truncated: bool  # the time budget ran out before every process was read
+
+
+@dataclass(frozen=True)
+class _Writer:
+    proc: psutil.Process
+    argv: tuple[str, ...]
+    cwd: str
+    create_time: float
+    ancestors: tuple[int, ...]
+    pgid: int
+    writes: tuple[tuple[int, str], ...]  # (fd, path) of regular files under DIR open for writing
+    named_result: tuple[str, str] | None  # (flag, absolute path) from argv
+
+
+def _flag_value(argv: tuple[str, ...], flags: Iterable[str]) -> tuple[str, str] | None:
+    """(flag, value) of the first of *flags* in argv, as ``--f V`` or ``--f=V``."""
+    wanted = set(flags)
+    for i, arg in enumerate(argv[1:], start=1):
+        if arg in wanted and i + 1 < len(argv):
+            return arg, argv[i + 1]
+        key, eq, value = arg.partition("=")
+        if eq and key in wanted and value:
+            return key, value
+    return None
+
+
+def _under(path: str, root: Path) -> bool:
+    p = Path(path)
+    return p.is_relative_to(root) and not p.is_relative_to(root / HOME_NAME)
+
+
+def _helper(argv: tuple[str, ...], name: str, config: DiscoveryConfig) -> bool:
+    """A shell, pager, editor or package tool, including ``python -m pip`` and ``python .../bin/pip``."""
+    programs = {os.path.basename(argv[0]), name}
+    if INTERPRETER_RE.match(os.path.basename(argv[0])):
+        if "-m" in argv[1:-1]:
+            if argv[argv.index("-m") + 1] in config.ignore_modules:
+                return True
+        elif len(argv) > 1 and not argv[1].startswith("-"):
+            programs.add(os.path.basename(argv[1]))
+    return bool(programs & config.ignore_programs)
+
+
+def _ancestors(proc: psutil.Process) -> tuple[int, ...]:
+    try:
+        return tuple(p.pid for p in proc.parents())
+    except psutil.Error:
+        return ()
+
+
+def _writer(proc: psutil.Process, root: Path, config: DiscoveryConfig) -> _Writer | None:
+    try:
+        with proc.oneshot():
+            argv = tuple(proc.cmdline())
+            if not argv or _helper(argv, proc.name(), config):
+                return None
+            cwd = proc.cwd()
+            # psutil reads the access mode from /proc/PID/fdinfo: 'r' is a reader (tail -F, a pager).
+            writes = tuple(sorted(
+                (f.fd, f.path) for f in proc.open_files()
+                if f.mode != "r" and _under(f.path, root)
+                and not any(fnmatch.fnmatch(os.path.basename(f.path), g) for g in config.ignore_files)
+            ))
+            named = _flag_value(argv, config.result_flags)
+            named_result = (named[0], os.path.normpath(os.path.join(cwd, named[1]))) if named else None
+            if named_result and not _under(named_result[1], root):
+                named_result = None
+            if not writes and not named_result:
+                return None
+            return _Writer(proc, argv, cwd, proc.create_time(), _ancestors(proc), os.getpgid(proc.pid), writes, named_result)
+    except (psutil.Error, ProcessLookupError, PermissionError):
+        return None
+
+
+def _json(path: str | None) -> dict[str, Any] | None:
+    if not path:
+        return None
+    try:
+        data = read_json(Path(path))
+    except (FileNotFoundError, NotReadyYet, OSError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _positive_int(value: Any) -> int | None:
+    if isinstance(value, bool):
+        return None
+    try:
+        n = int(value)
+    except (TypeError, ValueError):
+        return None
+    return n if n > 0 else None
+
+
+def expected_from_files(result: str | None, checkpoint: str | None, config: DiscoveryConfig) -> Inferred:
+    """The item count a result's config or a checkpoint states, else unknown."""
+    data = _json(result)
+    cfg = data.get("config") if data else None
+    for key in config.expected_result_keys if isinstance(cfg, dict) else ():
+        if _positive_int(cfg.get(key)):
+            return Inferred(_positive_int(cfg[key]), f"result config.{key}")
+    data = _json(checkpoint)
+    for key in config.expected_checkpoint_keys if data else ():
+        if _positive_int(data.get(key)):
+            return Inferred(_positive_int(data[key]), f"checkpoint {key}")
+    return Inferred(None, "unknown: a clean exit counts as complete")
+
+
+def _expected(w: _Writer, result: str | None, checkpoint: str | None, config: DiscoveryConfig) -> Inferred:
+    flag = _flag_value(w.argv, config.expected_flags)
+    if flag and _positive_int(flag[1]):
+        return Inferred(_positive_int(flag[1]), f"argv {flag[0]}")
+    return expected_from_files(result, checkpoint, config)
+
+
+def _fd_label(fd: int) -> str:
+    return {1: "stdout", 2: "stderr"}.get(fd, f"fd {fd}")
+
+
+def infer(w: _Writer, root: Path, taken: set[str], config: DiscoveryConfig, now: float) -> FoundRun:
+    """Every manifest field of a writer, each with its source; *taken* gains the chosen name."""
+    checkpoints = {str(checkpoint_path_for(Path(p))) for _, p in w.writes}
+    logs = [(fd, p) for fd, p in w.writes if not p.endswith(".json")]
+    jsons = [(fd, p) for fd, p in w.writes if p.endswith(".json") and p not in checkpoints and "_checkpoint" not in Path(p).stem]
+    if w.named_result:
+        result = Inferred(w.named_result[1], f"argv {w.named_result[0]}")
+    elif jsons:
+        result = Inferred(jsons[0][1], f"open for writing ({_fd_label(jsons[0][0])})")
+    else:
+        result = Inferred(None, "none found")
+    std = [(fd, p) for fd, p in logs if fd in (1, 2)] or logs
+    if std:
+        fds = "+".join(_fd_label(fd) for fd, p in std if p == std[0][1])
+        log = Inferred(std[0][1], f"{fds} of pid {w.proc.pid}")
+    else:
+        stem = Path(result.value)
+        log = Inferred(str(stem.with_suffix(".log")), "no log open; a restart appends its output here")
+    if result.value:
+        path = checkpoint_path_for(Path(result.value))
+        checkpoint = Inferred(str(path), "present beside the result" if path.exists() else "default beside the result (not written yet)")
+    else:
+        checkpoint = Inferred(None, "no result")
+    expected = _expected(w, result.value, checkpoint.value, config)
+    base = UNSAFE_NAME_RE.sub("-", Path(result.value or log.value).stem).strip("-._")[:90] or "run"
+    name, n = base, 1
+    while name in taken:
+        n += 1
+        name = f"{base}-{n}"
+    taken.add(name)
+    name_source = f"stem of the {'result' if result.value else 'log'}" + (f", made unique (-{n})" if n > 1 else "")
+    waiting = None
+    if expected.value is None and result.value and not os.path.exists(result.value) and now - w.create_time < config.result_wait_s:
+        waiting = f"result {result.value} not written yet"
+    return FoundRun(w.proc.pid, w.create_time, w.argv, w.cwd, Inferred(name, name_source), log, result, checkpoint, expected, waiting)
+
+
+def _owned(manifests: Iterable[RunManifest]) -> tuple[set[str], set[int], set[int]]:
+    """(files, pids, process groups) that belong to watched runs."""
+    files, pids, groups = set(), set(), set()
+    for m in manifests:
+        files |= {p for p in (m.log, m.result, m.checkpoint) if p}
+        if m.pid:
+            pids.add(m.pid)
+        if m.pgid and m.pgid > 1:
+            groups.add(m.pgid)
+    return files, pids, groups
+
+
+def scan(root: Path, manifests: list[RunManifest], config: DiscoveryConfig, user_uid: int | None = None) -> Scan:
+    """Every unrecorded writer into *root* of this user, topmost process of each tree only."""
+    root = Path(root).resolve()
+    uid = os.getuid() if user_uid is None else user_uid
+    files, pids, groups = _owned(manifests)
+    me = os.getpid()
+    started = time.monotonic()
+    writers: list[_Writer] = []
+    truncated = False
+    for proc in psutil.process_iter(["uids"]):
+        if time.monotonic() - started > config.budget_s:
+            truncated = True
+            break
+        uids = proc.info.get("uids")
+        if uids is None or uids.real != uid or proc.pid == me or proc.pid in pids:
+            continue
+        w = _writer(proc, root, config)
+        if w is None or me in w.ancestors or pids & set(w.ancestors) or w.pgid in groups:
+            continue  # the watcher's own children, and processes of a watched run
+        written = {p for _, p in w.writes} | ({w.named_result[1]} if w.named_result else set())
+        if written <= files:
+            continue  # writes only what a watched run owns (its shim, a restarted copy being recorded)
+        writers.append(w)
+    # A worker pool inherits its parent's stdout: the run is the topmost writer.
+    candidates = {w.proc.pid for w in writers}
+    tops = [w for w in writers if not candidates & set(w.ancestors)]
+    taken = {m.name for m in manifests}
+    now = time.time()
+    found = tuple(infer(w, root, taken, config, now) for w in sorted(tops, key=lambda w: w.create_time))
+    return Scan(found, truncated)
