@@ -17,6 +17,7 @@ import psutil
 
 from expwatch.layout import ExperimentsLayout
 from expwatch.manifest import ManifestError, RunManifest, discover, save_manifest, validate_name
+from expwatch.processes import CREATE_TIME_TOLERANCE_S
 from expwatch.run_options import now_iso
 from expwatch.settings import Settings
 from expwatch.watcher.discover import DiscoveryConfig, FoundRun, scan
@@ -78,7 +79,7 @@ def adopt_found(layout: ExperimentsLayout, settings: Settings, found: FoundRun, 
     Raises ProcessUnreadable when the process ended or changed since it was found.
     """
     record = read_process(found.pid)
-    if abs(record.create_time - found.create_time) > 0.05:
+    if abs(record.create_time - found.create_time) > CREATE_TIME_TOLERANCE_S:
         raise ProcessUnreadable(f"pid {found.pid} is another process than the one found")
     values = {k: v["value"] for k, v in found.fields().items()}
     values.update({k: v for k, v in (overrides or {}).items() if v is not None})

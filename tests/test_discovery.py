@@ -153,6 +153,9 @@ def test_adopt_with_only_the_log_finds_its_writer_and_infers_the_rest(experiment
     m = experiments.manifest("a")
     assert (m.pid, m.result, m.checkpoint, m.expected, m.adopted) == (pid, str(root / "a.json"), str(root / "a_checkpoint.json"), 12, True)
     assert f"adopted pid {pid} as run 'a'" in out and "(argv --limit)" in out and "(given)" in out
+    # Adopting the same process again under another name replaces the earlier adoption: one process, one run.
+    assert cli(["adopt", "--pid", str(pid), "--name", "renamed", "--log", str(root / "a.log"), "--dir", str(root)]) == 0
+    assert not experiments.layout.manifest_path("a").exists() and experiments.manifest("renamed").pid == pid
 
 
 def test_monitor_adopts_the_writer_with_the_given_values_winning_over_inference(experiments, shell, capsys):

@@ -11,9 +11,10 @@ import argparse
 import sys
 from pathlib import Path
 
-from expwatch.adoption import ProcessUnreadable, adopt_found, adopted_manifest, find_writer, inferred_lines, read_process
+from expwatch.adoption import ProcessRecord, ProcessUnreadable, adopt_found, adopted_manifest, find_writer, inferred_lines, read_process
 from expwatch.layout import ExperimentsLayout
-from expwatch.manifest import ManifestError, save_manifest
+from expwatch.manifest import ManifestError, discover, save_manifest
+from expwatch.processes import CREATE_TIME_TOLERANCE_S
 from expwatch.run_options import absolute, add_run_options, refuse_live_duplicate, run_paths
 from expwatch.runners.registry import Runners
 from expwatch.results.progress import checkpoint_path_for
@@ -54,6 +55,21 @@ def _adopt_by_log(args: argparse.Namespace, layout: ExperimentsLayout, settings:
     return 0
 
 
+def replace_earlier_adoption(layout: ExperimentsLayout, record: ProcessRecord, name: str) -> str | None:
+    """The name this very process was already adopted under (by discovery, say), its manifest removed if renamed.
+
+    A process is one run: adopting it again states how the user wants it recorded.
+    """
+    for manifest in discover(layout):
+        if manifest.adopted and manifest.pid == record.pid and manifest.create_time is not None \
+                and abs(manifest.create_time - record.create_time) <= CREATE_TIME_TOLERANCE_S:
+            if manifest.name != name:
+                layout.manifest_path(manifest.name).unlink(missing_ok=True)
+                print(f"replacing run {manifest.name!r}, the earlier adoption of pid {record.pid}")
+            return manifest.name
+    return None
+
+
 def run(args: argparse.Namespace) -> int:
     try:
         layout = ExperimentsLayout.at(args.dir)
@@ -61,9 +77,11 @@ def run(args: argparse.Namespace) -> int:
         if args.pid is None:
             return _adopt_by_log(args, layout, settings)
         name, log, result, checkpoint = run_paths(args)
-        refuse_live_duplicate(layout, name, Runners(settings))
         profile = settings.profile(args.profile)
         record = read_process(args.pid)
+        earlier = replace_earlier_adoption(layout, record, name)
+        if earlier != name:
+            refuse_live_duplicate(layout, name, Runners(settings))
     except (ManifestError, SettingsError, ProcessUnreadable) as exc:
         print(f"expwatch adopt: {exc}", file=sys.stderr)
         return 2
