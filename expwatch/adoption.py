@@ -21,6 +21,7 @@ from expwatch.processes import CREATE_TIME_TOLERANCE_S
 from expwatch.run_options import now_iso
 from expwatch.settings import Settings
 from expwatch.watcher.discover import DiscoveryConfig, FoundRun, scan
+from expwatch.watcher.discover_slurm import FoundJob
 
 
 class ProcessUnreadable(Exception):
@@ -85,6 +86,21 @@ def adopt_found(layout: ExperimentsLayout, settings: Settings, found: FoundRun, 
     values.update({k: v for k, v in (overrides or {}).items() if v is not None})
     manifest = adopted_manifest(record, settings, validate_name(values["name"]), values["log"], values["result"],
                                 values["checkpoint"], values["expected"], settings.profile(profile).name)
+    return manifest, save_manifest(layout, manifest)
+
+
+def adopt_job(layout: ExperimentsLayout, settings: Settings, found: FoundJob) -> tuple[RunManifest, Path]:
+    """Write the manifest of a discovered SLURM job: a SLURM run, restarted by a new ``sbatch`` of its command.
+
+    The job's own sbatch options are not readable back faithfully, so a restart
+    uses the cluster's defaults (add them with ``sbatch_args`` in the manifest).
+    """
+    values = {k: v["value"] for k, v in found.fields().items()}
+    manifest = RunManifest(
+        name=validate_name(values["name"]), argv=found.argv, cwd=found.cwd, log=values["log"], result=values["result"],
+        checkpoint=values["checkpoint"], expected=values["expected"], launched_at=now_iso(),
+        profile=settings.profile(None).name, runner="slurm", job_id=found.job_id, adopted=True,
+    )
     return manifest, save_manifest(layout, manifest)
 
 

@@ -10,13 +10,17 @@ thread is never held up long.
 
 from __future__ import annotations
 
+import os
+import shutil
+import time
 from typing import Any, Callable
 
-from expwatch.adoption import ProcessUnreadable, adopt_command_line, adopt_found
+from expwatch.adoption import ProcessUnreadable, adopt_command_line, adopt_found, adopt_job
 from expwatch.layout import ExperimentsLayout
-from expwatch.manifest import discover
+from expwatch.manifest import RunManifest, discover
 from expwatch.settings import Settings, SettingsError
 from expwatch.watcher.discover import DiscoveryConfig, scan
+from expwatch.watcher.discover_slurm import SlurmUnavailable, scan_jobs
 
 MODES = ("adopt", "suggest", "off")
 
@@ -31,12 +35,21 @@ class RunDiscovery:
         self.config = DiscoveryConfig.from_settings(settings)
         self._record = record
         self._console = console
-        self._told: set[tuple[int, float]] = set()  # processes already suggested (or whose adoption failed)
+        self._told: set[tuple[int, float] | str] = set()  # processes (and job ids) already suggested, or not adoptable
+        self._slurm_down_at: float | None = None  # when SLURM last could not be asked
+        self._job_seen: dict[str, float] = {}  # job id -> when first found, to wait a while for its result file
+        conf = settings.get("slurm").get("conf")
+        self._slurm_env = {**os.environ, **({"SLURM_CONF": str(conf)} if conf else {})}
 
     def sweep(self) -> None:
         if self.mode == "off":
             return
-        result = scan(self.layout.root, discover(self.layout), self.config)
+        manifests = discover(self.layout)
+        self._sweep_processes(manifests)
+        self._sweep_jobs(manifests)
+
+    def _sweep_processes(self, manifests: list[RunManifest]) -> None:
+        result = scan(self.layout.root, manifests, self.config)
         if result.truncated:
             self._record("discovery truncated", budget_s=self.config.budget_s, found=len(result.found))
         for found in result.found:
@@ -58,3 +71,38 @@ class RunDiscovery:
             self._record("run adopted", run=manifest.name, pid=found.pid, argv=list(manifest.argv), cwd=manifest.cwd,
                          manifest=str(path), inferred=found.fields(), via="discovery")
             self._console(f"{manifest.name}: adopted pid {found.pid} (log {manifest.log}, expected {manifest.expected or '?'})")
+
+    def _sweep_jobs(self, manifests: list[RunManifest]) -> None:
+        """SLURM jobs with StdOut under DIR; skipped without squeue, and for a while after SLURM did not answer."""
+        retry = self.settings.number("discovery.squeue_retry_s")
+        if shutil.which("squeue", path=self._slurm_env.get("PATH")) is None:
+            return
+        if self._slurm_down_at is not None and time.monotonic() - self._slurm_down_at < retry:
+            return
+        try:
+            jobs = scan_jobs(self.layout.root, manifests, self.config, self._slurm_env,
+                             self.settings.number("discovery.squeue_timeout_s"))
+        except SlurmUnavailable as exc:
+            if self._slurm_down_at is None:
+                self._record("discovery: slurm unavailable", error=str(exc), retry_s=retry)
+            self._slurm_down_at = time.monotonic()
+            return
+        self._slurm_down_at = None
+        now = time.monotonic()
+        for job in jobs:
+            first = self._job_seen.setdefault(job.job_id, now)
+            if job.job_id in self._told or self._result_pending(job.expected.value, job.result.value, now - first):
+                continue
+            if self.mode == "suggest":
+                self._told.add(job.job_id)
+                self._record("run suggested", job_id=job.job_id, inferred=job.fields(),
+                             note="a SLURM job is adopted by the watcher with `discover: adopt`")
+                continue
+            manifest, path = adopt_job(self.layout, self.settings, job)
+            self._record("run adopted", run=manifest.name, job_id=job.job_id, job_state=job.state, argv=list(manifest.argv),
+                         cwd=manifest.cwd, manifest=str(path), inferred=job.fields(), via="discovery")
+            self._console(f"{manifest.name}: adopted SLURM job {job.job_id} (log {manifest.log})")
+
+    def _result_pending(self, expected: int | None, result: str | None, waited_s: float) -> bool:
+        """A job's item count may be in a result file it has not written yet: wait for it a while."""
+        return expected is None and bool(result) and not os.path.exists(result) and waited_s < self.config.result_wait_s

@@ -113,7 +113,7 @@ class _Writer:
     named_result: tuple[str, str] | None  # (flag, absolute path) from argv
 
 
-def _flag_value(argv: tuple[str, ...], flags: Iterable[str]) -> tuple[str, str] | None:
+def flag_value(argv: tuple[str, ...], flags: Iterable[str]) -> tuple[str, str] | None:
     """(flag, value) of the first of *flags* in argv, as ``--f V`` or ``--f=V``."""
     wanted = set(flags)
     for i, arg in enumerate(argv[1:], start=1):
@@ -125,7 +125,7 @@ def _flag_value(argv: tuple[str, ...], flags: Iterable[str]) -> tuple[str, str] 
     return None
 
 
-def _under(path: str, root: Path) -> bool:
+def under(path: str, root: Path) -> bool:
     p = Path(path)
     return p.is_relative_to(root) and not p.is_relative_to(root / HOME_NAME)
 
@@ -159,15 +159,17 @@ def _writer(proc: psutil.Process, root: Path, config: DiscoveryConfig) -> _Write
             # psutil reads the access mode from /proc/PID/fdinfo: 'r' is a reader (tail -F, a pager).
             writes = tuple(sorted(
                 (f.fd, f.path) for f in proc.open_files()
-                if f.mode != "r" and _under(f.path, root)
+                if f.mode != "r" and under(f.path, root)
                 and not any(fnmatch.fnmatch(os.path.basename(f.path), g) for g in config.ignore_files)
             ))
-            named = _flag_value(argv, config.result_flags)
+            named = flag_value(argv, config.result_flags)
             named_result = (named[0], os.path.normpath(os.path.join(cwd, named[1]))) if named else None
-            if named_result and not _under(named_result[1], root):
+            if named_result and not under(named_result[1], root):
                 named_result = None
             if not writes and not named_result:
                 return None
+            if "SLURM_JOB_ID" in proc.environ():
+                return None  # a SLURM job's process: discovered as the job, through squeue
             return _Writer(proc, argv, cwd, proc.create_time(), _ancestors(proc), os.getpgid(proc.pid), writes, named_result)
     except (psutil.Error, ProcessLookupError, PermissionError):
         return None
@@ -207,11 +209,30 @@ def expected_from_files(result: str | None, checkpoint: str | None, config: Disc
     return Inferred(None, "unknown: a clean exit counts as complete")
 
 
-def _expected(w: _Writer, result: str | None, checkpoint: str | None, config: DiscoveryConfig) -> Inferred:
-    flag = _flag_value(w.argv, config.expected_flags)
+def expected_from(argv: tuple[str, ...], result: str | None, checkpoint: str | None, config: DiscoveryConfig) -> Inferred:
+    """The item count: argv's flag, else what the result or checkpoint states, else unknown."""
+    flag = flag_value(argv, config.expected_flags)
     if flag and _positive_int(flag[1]):
         return Inferred(_positive_int(flag[1]), f"argv {flag[0]}")
     return expected_from_files(result, checkpoint, config)
+
+
+def unique_name(path: str, what: str, taken: set[str]) -> Inferred:
+    """The stem of *path* as a valid run name not in *taken* (which gains it)."""
+    base = UNSAFE_NAME_RE.sub("-", Path(path).stem).strip("-._")[:90] or "run"
+    name, n = base, 1
+    while name in taken:
+        n += 1
+        name = f"{base}-{n}"
+    taken.add(name)
+    return Inferred(name, f"stem of the {what}" + (f", made unique (-{n})" if n > 1 else ""))
+
+
+def checkpoint_beside(result: str | None) -> Inferred:
+    if not result:
+        return Inferred(None, "no result")
+    path = checkpoint_path_for(Path(result))
+    return Inferred(str(path), "present beside the result" if path.exists() else "default beside the result (not written yet)")
 
 
 def _fd_label(fd: int) -> str:
@@ -236,23 +257,13 @@ def infer(w: _Writer, root: Path, taken: set[str], config: DiscoveryConfig, now:
     else:
         stem = Path(result.value)
         log = Inferred(str(stem.with_suffix(".log")), "no log open; a restart appends its output here")
-    if result.value:
-        path = checkpoint_path_for(Path(result.value))
-        checkpoint = Inferred(str(path), "present beside the result" if path.exists() else "default beside the result (not written yet)")
-    else:
-        checkpoint = Inferred(None, "no result")
-    expected = _expected(w, result.value, checkpoint.value, config)
-    base = UNSAFE_NAME_RE.sub("-", Path(result.value or log.value).stem).strip("-._")[:90] or "run"
-    name, n = base, 1
-    while name in taken:
-        n += 1
-        name = f"{base}-{n}"
-    taken.add(name)
-    name_source = f"stem of the {'result' if result.value else 'log'}" + (f", made unique (-{n})" if n > 1 else "")
+    checkpoint = checkpoint_beside(result.value)
+    expected = expected_from(w.argv, result.value, checkpoint.value, config)
+    name = unique_name(result.value or log.value, "result" if result.value else "log", taken)
     waiting = None
     if expected.value is None and result.value and not os.path.exists(result.value) and now - w.create_time < config.result_wait_s:
         waiting = f"result {result.value} not written yet"
-    return FoundRun(w.proc.pid, w.create_time, w.argv, w.cwd, Inferred(name, name_source), log, result, checkpoint, expected, waiting)
+    return FoundRun(w.proc.pid, w.create_time, w.argv, w.cwd, name, log, result, checkpoint, expected, waiting)
 
 
 def _owned(manifests: Iterable[RunManifest]) -> tuple[set[str], set[int], set[int]]:
