@@ -17,11 +17,14 @@ import time
 import uuid
 from pathlib import Path
 
+import psutil
 import pytest
 
 from conftest import wait_for
 from fleet import ts_seconds
 from expwatch.cli import main as cli
+from expwatch.settings import load_settings
+from expwatch.watcher.discover import DiscoveryConfig, scan
 
 PY = shlex.quote(sys.executable)
 FAKE = f"{PY} -m expwatch.demo.fake_eval"
@@ -181,3 +184,14 @@ def test_monitor_with_no_process_reports_complete_or_dead_at_k_of_n_from_the_fil
     assert cli(["monitor", str(root / "died.json"), "--expected", "5"]) == 1
     assert "died: DEAD at 2/5" in capsys.readouterr().out
     assert not experiments.layout.runs_dir.exists() or not list(experiments.layout.runs_dir.glob("*.json"))
+
+
+def test_a_worker_pool_is_one_run_and_an_editor_swap_file_is_no_run(experiments, shell):
+    root = experiments.root
+    pool = shell(f"{PY} -c 'import subprocess, sys, time; subprocess.Popen([sys.executable, \"-c\", \"import time; time.sleep(30)\"]); "
+                 f"time.sleep(30)' --output pool.json >> pool.log 2>&1 &")
+    shell(f"{PY} -c 'import time; f = open(\".notes.txt.swp\", \"w\"); time.sleep(30)' > /dev/null 2>&1 &")
+    wait_for(lambda: len(psutil.Process(pool).children()) == 1 and (root / ".notes.txt.swp").exists(), what="the worker and the swap file")
+    found = scan(root, [], DiscoveryConfig.from_settings(load_settings(experiments.layout))).found
+    assert [(f.pid, f.name.value, f.log.source) for f in found] == [(pool, "pool", f"stdout+stderr of pid {pool}")]
+    assert found[0].expected.value is None and found[0].waiting == f"result {root / 'pool.json'} not written yet"
