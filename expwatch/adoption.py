@@ -69,7 +69,10 @@ def adopted_manifest(record: ProcessRecord, settings: Settings, name: str, log: 
     return RunManifest(
         name=name, argv=record.argv, cwd=record.cwd, log=log, env_overrides=overrides, env_unset=unset,
         result=result, checkpoint=checkpoint, expected=expected, pid=record.pid, create_time=record.create_time,
-        pgid=record.pgid, sid=record.sid, launched_at=now_iso(), profile=profile, adopted=True,
+        # A process that does not lead its group shares it (several evals `&`-ed from one script):
+        # a group kill would take its siblings too, so only its own tree is the run's.
+        pgid=record.pgid if record.pgid == record.pid else None, sid=record.sid, launched_at=now_iso(),
+        profile=profile, adopted=True,
     )
 
 

@@ -125,6 +125,7 @@ class Supervisor:
         self._leftovers: list[IncidentRow] = []  # unfinished incidents found at start, until resumed
         self.runners = Runners(self.settings)
         self.audit_listeners: list[Callable[[dict[str, Any]], None]] = []  # attached before the first record
+        self.discovery = RunDiscovery(self.layout, self.settings, lambda event, **f: self.audit.record(event, **f), self.console)
         self.limits = GuardLimits(
             int(self.settings.number("guard.same_rule_limit")),
             int(self.settings.number("guard.restart_budget")),
@@ -184,7 +185,6 @@ class Supervisor:
         # anything about it is evaluated, and an incident a discovered run
         # decides at once (informational ones do) is this watcher's own.
         self._leftovers = self.store.unfinished_incidents()
-        self.discovery = RunDiscovery(self.layout, self.settings, self.audit.record, self.console)
         self.discovery.sweep()  # runs started by hand get their manifest before manifests are read
         for manifest in discover(self.layout):
             self._add_run(manifest)

@@ -195,3 +195,10 @@ def test_a_worker_pool_is_one_run_and_an_editor_swap_file_is_no_run(experiments,
     found = scan(root, [], DiscoveryConfig.from_settings(load_settings(experiments.layout))).found
     assert [(f.pid, f.name.value, f.log.source) for f in found] == [(pool, "pool", f"stdout+stderr of pid {pool}")]
     assert found[0].expected.value is None and found[0].waiting == f"result {root / 'pool.json'} not written yet"
+
+
+def test_an_unknown_discover_mode_is_refused_before_watching(experiments, capsys):
+    with open(experiments.root / "expwatch.yaml", "a") as fh:
+        fh.write("discover: sometimes\n")
+    assert cli(["watch", str(experiments.root)]) == 2
+    assert "field 'discover' must be one of adopt, suggest, off, got 'sometimes'" in capsys.readouterr().err

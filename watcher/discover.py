@@ -26,7 +26,7 @@ from expwatch.files import NotReadyYet, read_json
 from expwatch.layout import HOME_NAME
 from expwatch.manifest import RunManifest
 from expwatch.results.progress import checkpoint_path_for
-from expwatch.settings import Settings
+from expwatch.settings import Settings, SettingsError
 
 INTERPRETER_RE = re.compile(r"^(python[0-9.]*|pypy[0-9.]*)$")
 UNSAFE_NAME_RE = re.compile(r"[^A-Za-z0-9._-]+")
@@ -51,7 +51,7 @@ class DiscoveryConfig:
         def names(key: str) -> tuple[str, ...]:
             value = settings.get(f"discovery.{key}")
             if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-                raise ValueError(f"settings: field 'discovery.{key}' must be a list of strings, got {value!r}")
+                raise SettingsError(f"settings: field 'discovery.{key}' must be a list of strings, got {value!r}")
             return tuple(value)
 
         return cls(
@@ -206,7 +206,7 @@ def expected_from_files(result: str | None, checkpoint: str | None, config: Disc
     for key in config.expected_checkpoint_keys if data else ():
         if _positive_int(data.get(key)):
             return Inferred(_positive_int(data[key]), f"checkpoint {key}")
-    return Inferred(None, "unknown: a clean exit counts as complete")
+    return Inferred(None, "unknown")
 
 
 def expected_from(argv: tuple[str, ...], result: str | None, checkpoint: str | None, config: DiscoveryConfig) -> Inferred:
@@ -273,15 +273,15 @@ def _owned(manifests: Iterable[RunManifest]) -> tuple[set[str], set[int], set[in
         files |= {p for p in (m.log, m.result, m.checkpoint) if p}
         if m.pid:
             pids.add(m.pid)
-        if m.pgid and m.pgid > 1:
+        if m.pgid and m.pgid == m.pid:  # the run leads its group: every member is the run's
             groups.add(m.pgid)
     return files, pids, groups
 
 
-def scan(root: Path, manifests: list[RunManifest], config: DiscoveryConfig, user_uid: int | None = None) -> Scan:
+def scan(root: Path, manifests: list[RunManifest], config: DiscoveryConfig) -> Scan:
     """Every unrecorded writer into *root* of this user, topmost process of each tree only."""
     root = Path(root).resolve()
-    uid = os.getuid() if user_uid is None else user_uid
+    uid = os.getuid()
     files, pids, groups = _owned(manifests)
     me = os.getpid()
     started = time.monotonic()
