@@ -29,7 +29,8 @@ class RunDiscovery:
     def __init__(self, layout: ExperimentsLayout, settings: Settings, record: Callable[..., Any], console: Callable[[str], None]):
         self.layout = layout
         self.settings = settings
-        self.mode = settings.get("discover")
+        mode = settings.get("discover")
+        self.mode = "off" if mode is False else mode  # YAML 1.1 reads a bare `off` as false
         if self.mode not in MODES:
             raise SettingsError(f"settings: field 'discover' must be one of {', '.join(MODES)}, got {self.mode!r}")
         self.config = DiscoveryConfig.from_settings(settings)

@@ -202,3 +202,13 @@ def test_an_unknown_discover_mode_is_refused_before_watching(experiments, capsys
         fh.write("discover: sometimes\n")
     assert cli(["watch", str(experiments.root)]) == 2
     assert "field 'discover' must be one of adopt, suggest, off, got 'sometimes'" in capsys.readouterr().err
+
+
+def test_discover_off_written_bare_in_yaml_turns_discovery_off(experiments, shell):
+    with open(experiments.root / "expwatch.yaml", "a") as fh:
+        fh.write("discover: off\n")  # YAML 1.1 reads this as false
+    shell(f"{FAKE} --items 20 --delay 0.2 --output off.json >> off.log 2>&1 &")
+    watcher = experiments.start_watcher()
+    time.sleep(2 * POLL_S)
+    experiments.stop_watcher(watcher)
+    assert not adopted(experiments) and not experiments.layout.manifest_path("off").exists()
