@@ -145,5 +145,7 @@ def inferred_lines(found: FoundRun, given: dict[str, object]) -> list[str]:
         if given.get(key) is not None:
             lines.append(f"  {key:<10} {given[key]}  (given)")
         else:
-            lines.append(f"  {key:<10} {field['value'] if field['value'] is not None else '-'}  ({field['source']})")
+            value = field["value"]
+            text = shlex.join(value) if isinstance(value, list) else "-" if value is None else value
+            lines.append(f"  {key:<10} {text}  ({field['source']})")
     return lines

@@ -50,7 +50,8 @@ class RunDiscovery:
         self._sweep_jobs(manifests)
 
     def _sweep_processes(self, manifests: list[RunManifest]) -> None:
-        result = scan(self.layout.root, manifests, self.config)
+        told = frozenset(k for k in self._told if isinstance(k, tuple))
+        result = scan(self.layout.root, manifests, self.config, skip=told)
         if result.truncated:
             self._record("discovery truncated", budget_s=self.config.budget_s, found=len(result.found))
         for found in result.found:
@@ -69,8 +70,10 @@ class RunDiscovery:
                 self._told.add(key)
                 self._record("run not adopted", pid=found.pid, reason=str(exc))
                 continue
+            env = {"value": {"overrides": sorted(manifest.env_overrides), "unset": list(manifest.env_unset)},
+                   "source": f"/proc/{found.pid}/environ, as its difference from the watcher's"}
             self._record("run adopted", run=manifest.name, pid=found.pid, argv=list(manifest.argv), cwd=manifest.cwd,
-                         manifest=str(path), inferred=found.fields(), via="discovery")
+                         manifest=str(path), inferred={**found.fields(), "env": env}, via="discovery")
             self._console(f"{manifest.name}: adopted pid {found.pid} (log {manifest.log}, expected {manifest.expected or '?'})")
 
     def _sweep_jobs(self, manifests: list[RunManifest]) -> None:

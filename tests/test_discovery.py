@@ -78,6 +78,9 @@ def test_a_run_started_with_setsid_nohup_then_the_watcher_is_adopted_and_its_dea
         "result": (str(root / "x.json"), "argv --output"),
         "checkpoint": (str(root / "x_checkpoint.json"), "present beside the result"),
         "expected": (10, "result config.items"),
+        "argv": (record["argv"], f"/proc/{pid}/cmdline"),
+        "cwd": (str(root), f"/proc/{pid}/cwd"),
+        "env": ({"overrides": [], "unset": []}, f"/proc/{pid}/environ, as its difference from the watcher's"),
     }
     manifest = experiments.manifest("x")
     assert manifest.adopted and manifest.argv[1:3] == ("-m", "expwatch.demo.fake_eval") and manifest.cwd == str(root)

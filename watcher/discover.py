@@ -91,8 +91,12 @@ class FoundRun:
     waiting: str | None = None  # why adoption should wait for a later scan
 
     def fields(self) -> dict[str, dict[str, Any]]:
-        return {k: {"value": getattr(self, k).value, "source": getattr(self, k).source}
-                for k in ("name", "log", "result", "checkpoint", "expected")}
+        """Every inferred field as {"value", "source"}: what ``run adopted`` audits and adopt/monitor print."""
+        inferred = {k: {"value": getattr(self, k).value, "source": getattr(self, k).source}
+                    for k in ("name", "log", "result", "checkpoint", "expected")}
+        inferred["argv"] = {"value": list(self.argv), "source": f"/proc/{self.pid}/cmdline"}
+        inferred["cwd"] = {"value": self.cwd, "source": f"/proc/{self.pid}/cwd"}
+        return inferred
 
 
 @dataclass(frozen=True)
@@ -278,8 +282,13 @@ def _owned(manifests: Iterable[RunManifest]) -> tuple[set[str], set[int], set[in
     return files, pids, groups
 
 
-def scan(root: Path, manifests: list[RunManifest], config: DiscoveryConfig) -> Scan:
-    """Every unrecorded writer into *root* of this user, topmost process of each tree only."""
+def scan(root: Path, manifests: list[RunManifest], config: DiscoveryConfig,
+         skip: frozenset[tuple[int, float]] = frozenset()) -> Scan:
+    """Every unrecorded writer into *root* of this user, topmost process of each tree only.
+
+    *skip*: (pid, create_time) of writers the caller has dealt with; they are
+    not inferred again (inference reads their result files).
+    """
     root = Path(root).resolve()
     uid = os.getuid()
     files, pids, groups = _owned(manifests)
@@ -306,5 +315,6 @@ def scan(root: Path, manifests: list[RunManifest], config: DiscoveryConfig) -> S
     tops = [w for w in writers if not candidates & set(w.ancestors)]
     taken = {m.name for m in manifests}
     now = time.time()
-    found = tuple(infer(w, root, taken, config, now) for w in sorted(tops, key=lambda w: w.create_time))
+    fresh = [w for w in tops if (w.proc.pid, w.create_time) not in skip]
+    found = tuple(infer(w, root, taken, config, now) for w in sorted(fresh, key=lambda w: w.create_time))
     return Scan(found, truncated)

@@ -42,8 +42,11 @@ class FoundJob:
     expected: Inferred
 
     def fields(self) -> dict[str, dict[str, object]]:
-        return {k: {"value": getattr(self, k).value, "source": getattr(self, k).source}
-                for k in ("name", "log", "result", "checkpoint", "expected")}
+        inferred: dict[str, dict[str, object]] = {k: {"value": getattr(self, k).value, "source": getattr(self, k).source}
+                                                  for k in ("name", "log", "result", "checkpoint", "expected")}
+        inferred["argv"] = {"value": list(self.argv), "source": f"Command of job {self.job_id}, run by its script's #! line"}
+        inferred["cwd"] = {"value": self.cwd, "source": f"WorkDir of job {self.job_id}"}
+        return inferred
 
 
 def _slurm(argv: list[str], env: dict[str, str], timeout_s: float) -> str:
