@@ -36,7 +36,9 @@ class RunDiscovery:
         self.config = DiscoveryConfig.from_settings(settings)
         self._record = record
         self._console = console
-        self._told: set[tuple[int, float] | str] = set()  # processes (and job ids) already suggested, or not adoptable
+        self._told: set[tuple[int, float]] = set()  # (pid, create_time) already suggested, or not adoptable
+        self._told_jobs: set[str] = set()  # SLURM job ids already suggested
+        self._resume_after = 0  # where a scan cut short by the time budget stopped
         self._slurm_down_at: float | None = None  # when SLURM last could not be asked
         self._job_seen: dict[str, float] = {}  # job id -> when first found, to wait a while for its result file
         conf = settings.get("slurm").get("conf")
@@ -50,10 +52,11 @@ class RunDiscovery:
         self._sweep_jobs(manifests)
 
     def _sweep_processes(self, manifests: list[RunManifest]) -> None:
-        told = frozenset(k for k in self._told if isinstance(k, tuple))
-        result = scan(self.layout.root, manifests, self.config, skip=told)
-        if result.truncated:
-            self._record("discovery truncated", budget_s=self.config.budget_s, found=len(result.found))
+        result = scan(self.layout.root, manifests, self.config, skip=frozenset(self._told), resume_after=self._resume_after)
+        if result.truncated and not self._resume_after:
+            self._record("discovery truncated", budget_s=self.config.budget_s, stopped_at_pid=result.stopped_at,
+                         note="the rest is read by the next safety polls")
+        self._resume_after = result.stopped_at or 0
         for found in result.found:
             key = (found.pid, found.create_time)
             if found.waiting or key in self._told:
@@ -95,10 +98,10 @@ class RunDiscovery:
         now = time.monotonic()
         for job in jobs:
             first = self._job_seen.setdefault(job.job_id, now)
-            if job.job_id in self._told or self._result_pending(job.expected.value, job.result.value, now - first):
+            if job.job_id in self._told_jobs or self._result_pending(job.expected.value, job.result.value, now - first):
                 continue
             if self.mode == "suggest":
-                self._told.add(job.job_id)
+                self._told_jobs.add(job.job_id)
                 self._record("run suggested", job_id=job.job_id, inferred=job.fields(),
                              note="a SLURM job is adopted by the watcher with `discover: adopt`")
                 continue

@@ -215,3 +215,18 @@ def test_discover_off_written_bare_in_yaml_turns_discovery_off(experiments, shel
     time.sleep(2 * POLL_S)
     experiments.stop_watcher(watcher)
     assert not adopted(experiments) and not experiments.layout.manifest_path("off").exists()
+
+
+def test_a_scan_cut_short_by_its_time_budget_is_continued_by_the_next(experiments, shell):
+    root = experiments.root
+    pid = shell(f"{FAKE} --items 50 --limit 50 --delay 0.2 --output b.json >> b.log 2>&1 &")
+    wait_for(lambda: (root / "b.log").exists(), what="the run's log")
+    with open(root / "expwatch.yaml", "a") as fh:
+        fh.write("discovery: {budget_s: 0}\n")  # one process per scan
+    config = DiscoveryConfig.from_settings(load_settings(experiments.layout))
+    resume, scans, found = 0, 0, ()
+    while not found and scans <= len(psutil.pids()) + 50:
+        result = scan(root, [], config, resume_after=resume)
+        assert result.truncated
+        resume, scans, found = result.stopped_at, scans + 1, result.found
+    assert [f.pid for f in found] == [pid] and scans > 1

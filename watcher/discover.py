@@ -102,7 +102,11 @@ class FoundRun:
 @dataclass(frozen=True)
 class Scan:
     found: tuple[FoundRun, ...]
-    truncated: bool  # the time budget ran out before every process was read
+    stopped_at: int | None  # the pid the time budget ran out at (the next scan starts there); None: all read
+
+    @property
+    def truncated(self) -> bool:
+        return self.stopped_at is not None
 
 
 @dataclass(frozen=True)
@@ -283,11 +287,13 @@ def _owned(manifests: Iterable[RunManifest]) -> tuple[set[str], set[int], set[in
 
 
 def scan(root: Path, manifests: list[RunManifest], config: DiscoveryConfig,
-         skip: frozenset[tuple[int, float]] = frozenset()) -> Scan:
+         skip: frozenset[tuple[int, float]] = frozenset(), resume_after: int = 0) -> Scan:
     """Every unrecorded writer into *root* of this user, topmost process of each tree only.
 
     *skip*: (pid, create_time) of writers the caller has dealt with; they are
-    not inferred again (inference reads their result files).
+    not inferred again (inference reads their result files). Processes are
+    read in pid order from *resume_after* on, wrapping round, so a scan cut
+    short by ``budget_s`` is continued by the next one instead of starting over.
     """
     root = Path(root).resolve()
     uid = os.getuid()
@@ -295,13 +301,20 @@ def scan(root: Path, manifests: list[RunManifest], config: DiscoveryConfig,
     me = os.getpid()
     started = time.monotonic()
     writers: list[_Writer] = []
-    truncated = False
-    for proc in psutil.process_iter(["uids"]):
-        if time.monotonic() - started > config.budget_s:
-            truncated = True
+    stopped_at = None
+    everyone = psutil.pids()
+    order = [p for p in everyone if p > resume_after] + [p for p in everyone if p <= resume_after]
+    for index, pid in enumerate(order):
+        if index and time.monotonic() - started > config.budget_s:  # at least one process per scan: progress
+            stopped_at = pid
             break
-        uids = proc.info.get("uids")
-        if uids is None or uids.real != uid or proc.pid == me or proc.pid in pids:
+        if pid == me or pid in pids:
+            continue
+        try:
+            proc = psutil.Process(pid)
+            if proc.uids().real != uid:
+                continue
+        except psutil.Error:
             continue
         w = _writer(proc, root, config)
         if w is None or me in w.ancestors or pids & set(w.ancestors) or w.pgid in groups:
@@ -317,4 +330,4 @@ def scan(root: Path, manifests: list[RunManifest], config: DiscoveryConfig,
     now = time.time()
     fresh = [w for w in tops if (w.proc.pid, w.create_time) not in skip]
     found = tuple(infer(w, root, taken, config, now) for w in sorted(fresh, key=lambda w: w.create_time))
-    return Scan(found, truncated)
+    return Scan(found, stopped_at)
