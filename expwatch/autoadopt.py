@@ -38,7 +38,7 @@ class RunDiscovery:
         self._console = console
         self._told: set[tuple[int, float]] = set()  # (pid, create_time) already suggested, or not adoptable
         self._told_jobs: set[str] = set()  # SLURM job ids already suggested
-        self._resume_after = 0  # where a scan cut short by the time budget stopped
+        self._resume_at = 0  # the pid a scan cut short by the time budget stopped at
         self._slurm_down_at: float | None = None  # when SLURM last could not be asked
         self._job_seen: dict[str, float] = {}  # job id -> when first found, to wait a while for its result file
         conf = settings.get("slurm").get("conf")
@@ -52,11 +52,11 @@ class RunDiscovery:
         self._sweep_jobs(manifests)
 
     def _sweep_processes(self, manifests: list[RunManifest]) -> None:
-        result = scan(self.layout.root, manifests, self.config, skip=frozenset(self._told), resume_after=self._resume_after)
-        if result.truncated and not self._resume_after:
+        result = scan(self.layout.root, manifests, self.config, skip=frozenset(self._told), resume_at=self._resume_at)
+        if result.truncated and not self._resume_at:
             self._record("discovery truncated", budget_s=self.config.budget_s, stopped_at_pid=result.stopped_at,
                          note="the rest is read by the next safety polls")
-        self._resume_after = result.stopped_at or 0
+        self._resume_at = result.stopped_at or 0
         for found in result.found:
             key = (found.pid, found.create_time)
             if found.waiting or key in self._told:

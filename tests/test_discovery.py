@@ -23,6 +23,7 @@ import pytest
 from conftest import wait_for
 from fleet import ts_seconds
 from expwatch.cli import main as cli
+from expwatch.manifest import RunManifest
 from expwatch.settings import load_settings
 from expwatch.watcher.discover import DiscoveryConfig, scan
 
@@ -225,8 +226,18 @@ def test_a_scan_cut_short_by_its_time_budget_is_continued_by_the_next(experiment
         fh.write("discovery: {budget_s: 0}\n")  # one process per scan
     config = DiscoveryConfig.from_settings(load_settings(experiments.layout))
     resume, scans, found = 0, 0, ()
-    while not found and scans <= len(psutil.pids()) + 50:
-        result = scan(root, [], config, resume_after=resume)
+    while not found and scans <= len(psutil.pids()) + 5:  # one pass: no process is skipped
+        result = scan(root, [], config, resume_at=resume)
         assert result.truncated
         resume, scans, found = result.stopped_at, scans + 1, result.found
     assert [f.pid for f in found] == [pid] and scans > 1
+
+
+def test_a_process_writing_only_a_watched_runs_files_is_no_new_run(experiments, shell):
+    root = experiments.root
+    pid = shell(f"{PY} -c 'import time; f = open(\"w.log\", \"a\"); time.sleep(30)' > /dev/null 2>&1 &")
+    wait_for(lambda: (root / "w.log").exists(), what="the writer")
+    config = DiscoveryConfig.from_settings(load_settings(experiments.layout))
+    assert [f.pid for f in scan(root, [], config).found] == [pid]
+    watched = RunManifest(name="w", argv=("true",), cwd=str(root), log=str(root / "w.log"))
+    assert scan(root, [watched], config).found == ()

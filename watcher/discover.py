@@ -287,12 +287,12 @@ def _owned(manifests: Iterable[RunManifest]) -> tuple[set[str], set[int], set[in
 
 
 def scan(root: Path, manifests: list[RunManifest], config: DiscoveryConfig,
-         skip: frozenset[tuple[int, float]] = frozenset(), resume_after: int = 0) -> Scan:
+         skip: frozenset[tuple[int, float]] = frozenset(), resume_at: int = 0) -> Scan:
     """Every unrecorded writer into *root* of this user, topmost process of each tree only.
 
     *skip*: (pid, create_time) of writers the caller has dealt with; they are
     not inferred again (inference reads their result files). Processes are
-    read in pid order from *resume_after* on, wrapping round, so a scan cut
+    read in pid order from *resume_at* on, wrapping round, so a scan cut
     short by ``budget_s`` is continued by the next one instead of starting over.
     """
     root = Path(root).resolve()
@@ -303,7 +303,7 @@ def scan(root: Path, manifests: list[RunManifest], config: DiscoveryConfig,
     writers: list[_Writer] = []
     stopped_at = None
     everyone = psutil.pids()
-    order = [p for p in everyone if p > resume_after] + [p for p in everyone if p <= resume_after]
+    order = [p for p in everyone if p >= resume_at] + [p for p in everyone if p < resume_at]
     for index, pid in enumerate(order):
         if index and time.monotonic() - started > config.budget_s:  # at least one process per scan: progress
             stopped_at = pid
