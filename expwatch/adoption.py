@@ -92,24 +92,33 @@ def adopt_found(layout: ExperimentsLayout, settings: Settings, found: FoundRun, 
     return manifest, save_manifest(layout, manifest)
 
 
-def adopt_job(layout: ExperimentsLayout, settings: Settings, found: FoundJob) -> tuple[RunManifest, Path]:
+def slurm_environment(settings: Settings) -> dict[str, str]:
+    """The environment SLURM commands run with: ours, plus ``slurm.conf`` when set."""
+    conf = settings.get("slurm").get("conf")
+    return {**os.environ, **({"SLURM_CONF": str(conf)} if conf else {})}
+
+
+def adopt_job(layout: ExperimentsLayout, settings: Settings, found: FoundJob, overrides: dict | None = None,
+              profile: str | None = None) -> tuple[RunManifest, Path]:
     """Write the manifest of a discovered SLURM job: a SLURM run, restarted by a new ``sbatch`` of its command.
 
     The job's own sbatch options are not readable back faithfully, so a restart
     uses the cluster's defaults (add them with ``sbatch_args`` in the manifest).
     """
     values = {k: v["value"] for k, v in found.fields().items()}
+    values.update({k: v for k, v in (overrides or {}).items() if v is not None})
     manifest = RunManifest(
         name=validate_name(values["name"]), argv=found.argv, cwd=found.cwd, log=values["log"], result=values["result"],
         checkpoint=values["checkpoint"], expected=values["expected"], launched_at=now_iso(),
-        profile=settings.profile(None).name, runner="slurm", job_id=found.job_id, adopted=True,
+        profile=settings.profile(profile).name, runner="slurm", job_id=found.job_id, adopted=True,
     )
     return manifest, save_manifest(layout, manifest)
 
 
-def adopt_command_line(layout: ExperimentsLayout, found: FoundRun) -> str:
+def adopt_command_line(layout: ExperimentsLayout, found: FoundRun | FoundJob) -> str:
     """The exact ``expwatch adopt`` line that records *found* as it was inferred."""
-    argv = ["expwatch", "adopt", "--pid", str(found.pid), "--name", found.name.value, "--log", found.log.value]
+    which = ["--job", found.job_id] if isinstance(found, FoundJob) else ["--pid", str(found.pid)]
+    argv = ["expwatch", "adopt", *which, "--name", found.name.value, "--log", found.log.value]
     if found.result.value:
         argv += ["--result", found.result.value]
     if found.checkpoint.value:

@@ -15,7 +15,7 @@ import shutil
 import time
 from typing import Any, Callable
 
-from expwatch.adoption import ProcessUnreadable, adopt_command_line, adopt_found, adopt_job
+from expwatch.adoption import ProcessUnreadable, adopt_command_line, adopt_found, adopt_job, slurm_environment
 from expwatch.layout import ExperimentsLayout
 from expwatch.manifest import RunManifest, discover
 from expwatch.settings import Settings, SettingsError
@@ -41,8 +41,7 @@ class RunDiscovery:
         self._resume_at = 0  # the pid a scan cut short by the time budget stopped at
         self._slurm_down_at: float | None = None  # when SLURM last could not be asked
         self._job_seen: dict[str, float] = {}  # job id -> when first found, to wait a while for its result file
-        conf = settings.get("slurm").get("conf")
-        self._slurm_env = {**os.environ, **({"SLURM_CONF": str(conf)} if conf else {})}
+        self._slurm_env = slurm_environment(settings)
 
     def sweep(self) -> None:
         if self.mode == "off":
@@ -102,8 +101,9 @@ class RunDiscovery:
                 continue
             if self.mode == "suggest":
                 self._told_jobs.add(job.job_id)
-                self._record("run suggested", job_id=job.job_id, inferred=job.fields(),
-                             note="a SLURM job is adopted by the watcher with `discover: adopt`")
+                line = adopt_command_line(self.layout, job)
+                self._record("run suggested", job_id=job.job_id, command=line, inferred=job.fields())
+                self._console(f"found SLURM job {job.job_id} submitted by hand; to watch it: {line}")
                 continue
             manifest, path = adopt_job(self.layout, self.settings, job)
             self._record("run adopted", run=manifest.name, job_id=job.job_id, job_state=job.state, argv=list(manifest.argv),

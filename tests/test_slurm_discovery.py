@@ -5,12 +5,14 @@ Uses the real single-node cluster of conftest_slurm (skipped, with the reason, w
 
 from __future__ import annotations
 
+import shlex
 import sys
 
 import pytest
 
 from conftest import fast_rules, wait_for
 from conftest_slurm import SlurmCluster
+from expwatch.cli import main as cli
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -53,3 +55,26 @@ def test_a_job_submitted_by_hand_is_adopted_as_a_slurm_run_and_resubmitted_after
     finally:
         for j in jobs:
             cluster_env.run("scancel", j)
+
+
+def test_with_suggest_a_job_submitted_by_hand_gets_the_adopt_line_that_adopts_it(experiments, cluster_env, tmp_path):
+    root = experiments.root
+    with open(root / "expwatch.yaml", "a") as fh:
+        fh.write("discover: suggest\n")
+    job = cluster_env.run("sbatch", "--parsable", f"--output={root}/s.log", f"--chdir={root}", "--wrap",
+                          f"{sys.executable} -m expwatch.demo.fake_eval --items 200 --limit 200 --delay 0.1 --output s.json").strip()
+    try:
+        watcher = experiments.start_watcher()
+        record = wait_for(lambda: experiments.audit(event="run suggested"), timeout=30, what="the suggestion")[0]
+        assert record["job_id"] == job and not experiments.layout.manifest_path("s").exists()
+        line = record["command"]
+        assert line.startswith(f"expwatch adopt --job {job} --name s --log {root / 's.log'}")
+        assert cli(shlex.split(line)[1:]) == 0
+        manifest = experiments.manifest("s")
+        assert (manifest.runner, manifest.job_id, manifest.expected) == ("slurm", job, 200)
+        assert manifest.argv[:2] == ("sh", "-c") and "fake_eval" in manifest.argv[2]
+        wait_for(lambda: experiments.audit(run="s", event="run discovered"), what="the watcher taking the adopted job")
+        experiments.stop_watcher(watcher)
+        assert len(experiments.audit(event="run suggested")) == 1
+    finally:
+        cluster_env.run("scancel", job)

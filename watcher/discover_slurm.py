@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import getpass
 import os
+import shlex
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,11 +41,12 @@ class FoundJob:
     result: Inferred
     checkpoint: Inferred
     expected: Inferred
+    argv_source: str
 
     def fields(self) -> dict[str, dict[str, object]]:
         inferred: dict[str, dict[str, object]] = {k: {"value": getattr(self, k).value, "source": getattr(self, k).source}
                                                   for k in ("name", "log", "result", "checkpoint", "expected")}
-        inferred["argv"] = {"value": list(self.argv), "source": f"Command of job {self.job_id}, run by its script's #! line"}
+        inferred["argv"] = {"value": list(self.argv), "source": self.argv_source}
         inferred["cwd"] = {"value": self.cwd, "source": f"WorkDir of job {self.job_id}"}
         return inferred
 
@@ -83,6 +85,17 @@ def _job_argv(job_id: str, command: str, env: dict[str, str], timeout_s: float) 
     return (*interpreter, *parts)
 
 
+def _words(argv: tuple[str, ...]) -> tuple[str, ...]:
+    """The words flags are looked for in: an ``sh -c SCRIPT`` (a --wrap job) is split like a shell would."""
+    if argv[:2] != ("sh", "-c"):
+        return argv
+    lines = [line for line in argv[2].splitlines() if line.strip() and not line.lstrip().startswith("#")]
+    try:
+        return ("sh", *shlex.split(" ".join(lines)))
+    except ValueError:  # unbalanced quotes: no flags read rather than wrong ones
+        return argv
+
+
 def scan_jobs(root: Path, manifests: list[RunManifest], config: DiscoveryConfig, env: dict[str, str], timeout_s: float,
               user: str | None = None) -> tuple[FoundJob, ...]:
     """This user's live jobs whose StdOut is under *root* and that no manifest covers; raises SlurmUnavailable."""
@@ -101,7 +114,8 @@ def scan_jobs(root: Path, manifests: list[RunManifest], config: DiscoveryConfig,
         if job_id in jobs or stdout in owned or stdout == NULL or not under(stdout, root):
             continue
         argv = _job_argv(job_id, command, env, timeout_s)
-        named = flag_value(argv, config.result_flags)
+        words = _words(argv)
+        named = flag_value(words, config.result_flags)
         result = (Inferred(os.path.normpath(os.path.join(workdir, named[1])), f"job command {named[0]}") if named
                   else Inferred(None, "none found"))
         checkpoint = checkpoint_beside(result.value)
@@ -109,6 +123,8 @@ def scan_jobs(root: Path, manifests: list[RunManifest], config: DiscoveryConfig,
             job_id=job_id, state=state, argv=argv, cwd=workdir,
             name=unique_name(result.value or stdout, "result" if result.value else "log", taken),
             log=Inferred(stdout, f"StdOut of job {job_id}"), result=result, checkpoint=checkpoint,
-            expected=expected_from(argv, result.value, checkpoint.value, config),
+            expected=expected_from(words, result.value, checkpoint.value, config),
+            argv_source=(f"batch script of job {job_id} (sbatch --wrap), run with sh -c" if command in (NULL, "")
+                         else f"Command of job {job_id}, run by its script's #! line"),
         ))
     return tuple(found)

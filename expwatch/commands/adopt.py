@@ -11,7 +11,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from expwatch.adoption import ProcessRecord, ProcessUnreadable, adopt_found, adopted_manifest, find_writer, inferred_lines, read_process
+from expwatch.adoption import (ProcessRecord, ProcessUnreadable, adopt_found, adopt_job, adopted_manifest, find_writer,
+                               inferred_lines, read_process, slurm_environment)
 from expwatch.layout import ExperimentsLayout
 from expwatch.manifest import ManifestError, discover, save_manifest
 from expwatch.processes import CREATE_TIME_TOLERANCE_S
@@ -19,6 +20,8 @@ from expwatch.run_options import absolute, add_run_options, refuse_live_duplicat
 from expwatch.runners.registry import Runners
 from expwatch.results.progress import checkpoint_path_for
 from expwatch.settings import Settings, SettingsError, load_settings
+from expwatch.watcher.discover import DiscoveryConfig
+from expwatch.watcher.discover_slurm import SlurmUnavailable, scan_jobs
 
 EXAMPLE = """examples:
   expwatch adopt --pid 48121 --log experiments/o3.log --result experiments/o3.json --expected 500 --dir experiments
@@ -36,7 +39,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         epilog=EXAMPLE,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--pid", type=int, help="the run's process (default: the one writing --log)")
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--pid", type=int, help="the run's process (default: the one writing --log)")
+    which.add_argument("--job", help="a SLURM job id of yours whose StdOut is under DIR: adopt it as a SLURM run")
     p.add_argument("--profile", help="backend profile the run uses")
     add_run_options(p)
     p.set_defaults(func=run)
@@ -52,6 +57,21 @@ def _adopt_by_log(args: argparse.Namespace, layout: ExperimentsLayout, settings:
     manifest, path = adopt_found(layout, settings, found, {**given, "name": name}, profile=args.profile)
     print(f"adopted pid {found.pid} as run {manifest.name!r} ({path})")
     print("\n".join(inferred_lines(found, given)))
+    return 0
+
+
+def _adopt_job(args: argparse.Namespace, layout: ExperimentsLayout, settings: Settings) -> int:
+    jobs = scan_jobs(layout.root, discover(layout), DiscoveryConfig.from_settings(settings), slurm_environment(settings),
+                     settings.number("discovery.squeue_timeout_s"))
+    job = next((j for j in jobs if j.job_id == args.job), None)
+    if job is None:
+        raise ManifestError(f"no live SLURM job {args.job} of yours with its StdOut under {layout.root} lacks a manifest")
+    name = args.name or job.name.value
+    refuse_live_duplicate(layout, name, Runners(settings))
+    given = {"name": name, "log": absolute(args.log), "result": absolute(args.result),
+             "checkpoint": absolute(args.checkpoint), "expected": args.expected}
+    manifest, path = adopt_job(layout, settings, job, given, profile=args.profile)
+    print(f"adopted SLURM job {job.job_id} as run {manifest.name!r} ({path})")
     return 0
 
 
@@ -74,6 +94,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         layout = ExperimentsLayout.at(args.dir)
         settings = load_settings(layout)
+        if args.job is not None:
+            return _adopt_job(args, layout, settings)
         if args.pid is None:
             return _adopt_by_log(args, layout, settings)
         name, log, result, checkpoint = run_paths(args)
@@ -82,7 +104,7 @@ def run(args: argparse.Namespace) -> int:
         earlier = replace_earlier_adoption(layout, record, name)
         if earlier != name:
             refuse_live_duplicate(layout, name, Runners(settings))
-    except (ManifestError, SettingsError, ProcessUnreadable) as exc:
+    except (ManifestError, SettingsError, ProcessUnreadable, SlurmUnavailable) as exc:
         print(f"expwatch adopt: {exc}", file=sys.stderr)
         return 2
     manifest = adopted_manifest(record, settings, name, log, result, checkpoint, args.expected, profile.name)
