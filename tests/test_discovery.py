@@ -240,3 +240,10 @@ def test_a_process_writing_only_a_watched_runs_files_is_no_new_run(experiments, 
     assert [f.pid for f in scan(root, [], config).found] == [pid]
     watched = RunManifest(name="w", argv=("true",), cwd=str(root), log=str(root / "w.log"))
     assert scan(root, [watched], config).found == ()
+
+
+def test_a_launched_run_is_never_rediscovered_even_before_its_manifest_is_read(experiments):
+    experiments.launch("launched", items=200, delay=0.1)
+    config = DiscoveryConfig.from_settings(load_settings(experiments.layout))
+    wait_for(lambda: (experiments.root / "launched.json").exists(), what="the launched run's first item")
+    assert scan(experiments.root, [], config).found == ()  # below the launch shim: expwatch's own, manifest or not

@@ -138,23 +138,39 @@ def under(path: str, root: Path) -> bool:
     return p.is_relative_to(root) and not p.is_relative_to(root / HOME_NAME)
 
 
+def _ignored_module(argv: list[str] | tuple[str, ...], config: DiscoveryConfig) -> bool:
+    """``python -m MODULE`` with MODULE one of ``ignore_modules``."""
+    if not argv or not INTERPRETER_RE.match(os.path.basename(argv[0])) or "-m" not in argv[1:-1]:
+        return False
+    return argv[list(argv).index("-m") + 1] in config.ignore_modules
+
+
 def _helper(argv: tuple[str, ...], name: str, config: DiscoveryConfig) -> bool:
     """A shell, pager, editor or package tool, including ``python -m pip`` and ``python .../bin/pip``."""
+    if _ignored_module(argv, config):
+        return True
     programs = {os.path.basename(argv[0]), name}
-    if INTERPRETER_RE.match(os.path.basename(argv[0])):
-        if "-m" in argv[1:-1]:
-            if argv[argv.index("-m") + 1] in config.ignore_modules:
-                return True
-        elif len(argv) > 1 and not argv[1].startswith("-"):
-            programs.add(os.path.basename(argv[1]))
+    if INTERPRETER_RE.match(os.path.basename(argv[0])) and "-m" not in argv[1:-1] and len(argv) > 1 and not argv[1].startswith("-"):
+        programs.add(os.path.basename(argv[1]))
     return bool(programs & config.ignore_programs)
 
 
-def _ancestors(proc: psutil.Process) -> tuple[int, ...]:
+def _ancestors(proc: psutil.Process, config: DiscoveryConfig) -> tuple[int, ...] | None:
+    """Pids of its parents, or None when one runs an ignored module.
+
+    Everything below ``python -m expwatch.runners.shim`` was started by
+    expwatch, whose manifest for it may be a moment from being written; below
+    the watcher or pip it is theirs.
+    """
+    pids = []
     try:
-        return tuple(p.pid for p in proc.parents())
+        for parent in proc.parents():
+            if _ignored_module(parent.cmdline(), config):
+                return None
+            pids.append(parent.pid)
     except psutil.Error:
-        return ()
+        pass
+    return tuple(pids)
 
 
 def _writer(proc: psutil.Process, root: Path, config: DiscoveryConfig) -> _Writer | None:
@@ -178,7 +194,10 @@ def _writer(proc: psutil.Process, root: Path, config: DiscoveryConfig) -> _Write
                 return None
             if "SLURM_JOB_ID" in proc.environ():
                 return None  # a SLURM job's process: discovered as the job, through squeue
-            return _Writer(proc, argv, cwd, proc.create_time(), _ancestors(proc), os.getpgid(proc.pid), writes, named_result)
+            ancestors = _ancestors(proc, config)
+            if ancestors is None:
+                return None
+            return _Writer(proc, argv, cwd, proc.create_time(), ancestors, os.getpgid(proc.pid), writes, named_result)
     except (psutil.Error, ProcessLookupError, PermissionError):
         return None
 

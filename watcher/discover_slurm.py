@@ -85,6 +85,12 @@ def _job_argv(job_id: str, command: str, env: dict[str, str], timeout_s: float) 
     return (*interpreter, *parts)
 
 
+def _launched_by_expwatch(command: str) -> bool:
+    """SlurmRunner.launch submits a temporary ``expwatch-NAME-*.sbatch``; its manifest may be a moment from written."""
+    script = os.path.basename(command.split()[0]) if command.split() else ""
+    return script.startswith("expwatch-") and script.endswith(".sbatch")
+
+
 def _words(argv: tuple[str, ...]) -> tuple[str, ...]:
     """The words flags are looked for in: an ``sh -c SCRIPT`` (a --wrap job) is split like a shell would."""
     if argv[:2] != ("sh", "-c"):
@@ -111,7 +117,7 @@ def scan_jobs(root: Path, manifests: list[RunManifest], config: DiscoveryConfig,
         if len(parts) != 5:
             continue
         job_id, state, stdout, workdir, command = parts
-        if job_id in jobs or stdout in owned or stdout == NULL or not under(stdout, root):
+        if job_id in jobs or stdout in owned or stdout == NULL or not under(stdout, root) or _launched_by_expwatch(command):
             continue
         argv = _job_argv(job_id, command, env, timeout_s)
         words = _words(argv)
