@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import shlex
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import psutil
@@ -130,8 +130,12 @@ def adopt_command_line(layout: ExperimentsLayout, found: FoundRun | FoundJob) ->
 
 
 def writers_of(layout: ExperimentsLayout, settings: Settings, log: str | None, result: str | None) -> list[FoundRun]:
-    """Unrecorded processes writing *log* or naming *result* (as discovery finds them)."""
-    found = scan(layout.root, discover(layout), DiscoveryConfig.from_settings(settings)).found
+    """Unrecorded processes writing *log* or naming *result* (as discovery finds them).
+
+    A command, unlike the watcher, has nothing else to do: it reads every process, unbounded.
+    """
+    config = replace(DiscoveryConfig.from_settings(settings), budget_s=float("inf"))
+    found = scan(layout.root, discover(layout), config).found
     return [f for f in found if (log and f.log.value == log) or (result and f.result.value == result)]
 
 
