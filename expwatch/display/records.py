@@ -112,12 +112,13 @@ def summary(record: dict[str, Any]) -> str:
     if event == "run discovered":
         return "run discovered, " + ("process alive" if record.get("alive") else "no live process") + (
             f", halted: {record['halted']}" if record.get("halted") else "")
-    if event == "run suggested":
-        return f"found pid {record.get('pid')} started by hand; to watch it: {record.get('command')}"
-    if event == "run adopted":
+    if event in ("run suggested", "run adopted"):
+        which = f"SLURM job {record['job_id']}" if record.get("job_id") else f"pid {record.get('pid')}"
+        if event == "run suggested":
+            return f"found {which} started by hand; to watch it: {record.get('command')}"
         inferred = record.get("inferred") or {}
         expected = (inferred.get("expected") or {}).get("value")
-        return f"adopted pid {record.get('pid')} (expected {expected or '?'}, log {(inferred.get('log') or {}).get('value')})"
+        return f"adopted {which} (expected {expected or '?'}, log {(inferred.get('log') or {}).get('value')})"
     if event == "notify sent":
         return f"notified ({record.get('notify')})"
     if event == "notify failed":
