@@ -22,6 +22,7 @@ import pytest
 from conftest import wait_for
 from fleet import ts_seconds
 from expwatch.cli import main as cli
+from expwatch.display.records import summary
 from expwatch.manifest import RunManifest
 from expwatch.settings import load_settings
 from expwatch.watcher.discover import DiscoveryConfig, scan
@@ -82,6 +83,7 @@ def test_a_run_started_with_setsid_nohup_then_the_watcher_is_adopted_and_its_dea
         "cwd": (str(root), f"/proc/{pid}/cwd"),
         "env": ({"overrides": [], "unset": []}, f"/proc/{pid}/environ, as its difference from the watcher's"),
     }
+    assert summary(record) == f"adopted pid {pid} (expected 10, log {root / 'x.log'})"  # the live feed's line
     manifest = experiments.manifest("x")
     assert manifest.adopted and manifest.argv[1:3] == ("-m", "expwatch.demo.fake_eval") and manifest.cwd == str(root)
     assert_restarted_from_checkpoint_and_complete(experiments, "x", 10, 8)
