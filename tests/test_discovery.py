@@ -249,3 +249,15 @@ def test_a_launched_run_is_never_rediscovered_even_before_its_manifest_is_read(e
     config = DiscoveryConfig.from_settings(load_settings(experiments.layout))
     wait_for(lambda: (experiments.root / "launched.json").exists(), what="the launched run's first item")
     assert scan(experiments.root, [], config).found == ()  # below the launch shim: expwatch's own, manifest or not
+
+
+def test_whoever_started_the_watcher_is_no_run_even_holding_its_output_file_under_dir(experiments):
+    root = experiments.root
+    with open(root / "watcher.out", "ab") as out:  # as bench/fleet.py does: this very process writes under DIR
+        watcher = subprocess.Popen([sys.executable, "-m", "expwatch", "watch", str(root)], stdout=out, stderr=subprocess.STDOUT,
+                                   stdin=subprocess.DEVNULL, start_new_session=True)
+        experiments.watchers.append(watcher)
+        wait_for(lambda: experiments.audit(event="watcher started"), what="watcher start")
+        time.sleep(2 * POLL_S)
+        experiments.stop_watcher(watcher)
+    assert not adopted(experiments)

@@ -173,7 +173,8 @@ def _ancestors(proc: psutil.Process, config: DiscoveryConfig) -> tuple[int, ...]
     return tuple(pids)
 
 
-def _writer(proc: psutil.Process, root: Path, config: DiscoveryConfig) -> _Writer | None:
+def _writer(proc: psutil.Process, root: Path, config: DiscoveryConfig, shared: frozenset[str]) -> _Writer | None:
+    """The process as a writer under *root*, ignoring files in *shared* (the watcher's own output)."""
     try:
         with proc.oneshot():
             argv = tuple(proc.cmdline())
@@ -183,7 +184,7 @@ def _writer(proc: psutil.Process, root: Path, config: DiscoveryConfig) -> _Write
             # psutil reads the access mode from /proc/PID/fdinfo: 'r' is a reader (tail -F, a pager).
             writes = tuple(sorted(
                 (f.fd, f.path) for f in proc.open_files()
-                if f.mode != "r" and under(f.path, root)
+                if f.mode != "r" and under(f.path, root) and f.path not in shared
                 and not any(fnmatch.fnmatch(os.path.basename(f.path), g) for g in config.ignore_files)
             ))
             named = flag_value(argv, config.result_flags)
@@ -318,6 +319,14 @@ def scan(root: Path, manifests: list[RunManifest], config: DiscoveryConfig,
     uid = os.getuid()
     files, pids, groups = _owned(manifests)
     me = os.getpid()
+    # Whoever started the watcher (a script, a benchmark holding its output file)
+    # is not a run of it, nor is a file the watcher itself writes.
+    try:
+        this = psutil.Process(me)
+        elders = {p.pid for p in this.parents()}
+        shared = frozenset(f.path for f in this.open_files() if f.mode != "r")
+    except psutil.Error:
+        elders, shared = set(), frozenset()
     started = time.monotonic()
     writers: list[_Writer] = []
     stopped_at = None
@@ -327,7 +336,7 @@ def scan(root: Path, manifests: list[RunManifest], config: DiscoveryConfig,
         if index and time.monotonic() - started > config.budget_s:  # at least one process per scan: progress
             stopped_at = pid
             break
-        if pid == me or pid in pids:
+        if pid == me or pid in pids or pid in elders:
             continue
         try:
             proc = psutil.Process(pid)
@@ -335,7 +344,7 @@ def scan(root: Path, manifests: list[RunManifest], config: DiscoveryConfig,
                 continue
         except psutil.Error:
             continue
-        w = _writer(proc, root, config)
+        w = _writer(proc, root, config, shared)
         if w is None or me in w.ancestors or pids & set(w.ancestors) or w.pgid in groups:
             continue  # the watcher's own children, and processes of a watched run
         written = {p for _, p in w.writes} | ({w.named_result[1]} if w.named_result else set())
