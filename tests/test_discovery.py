@@ -242,6 +242,9 @@ def test_a_process_writing_only_a_watched_runs_files_is_no_new_run(experiments, 
     assert [f.pid for f in scan(root, [], config).found] == [pid]
     watched = RunManifest(name="w", argv=("true",), cwd=str(root), log=str(root / "w.log"))
     assert scan(root, [watched], config).found == ()
+    # Once that run is finished, writing its files again is a new run, named apart from it.
+    finished = watched.with_changes(completed_at="2026-12-01T00:00:00.000+00:00")
+    assert [(f.pid, f.name.value) for f in scan(root, [finished], config).found] == [(pid, "w-2")]
 
 
 def test_a_launched_run_is_never_rediscovered_even_before_its_manifest_is_read(experiments):

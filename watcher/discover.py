@@ -295,10 +295,15 @@ def infer(w: _Writer, root: Path, taken: set[str], config: DiscoveryConfig, now:
 
 
 def _owned(manifests: Iterable[RunManifest]) -> tuple[set[str], set[int], set[int]]:
-    """(files, pids, process groups) that belong to watched runs."""
+    """(files, pids, process groups) that belong to watched runs.
+
+    The files of a finished run (completed, stopped, halted) are no one's: a
+    process writing them again is the user running it anew, a run of its own.
+    """
     files, pids, groups = set(), set(), set()
     for m in manifests:
-        files |= {p for p in (m.log, m.result, m.checkpoint) if p}
+        if not (m.completed_at or m.stopped_at or m.halted):
+            files |= {p for p in (m.log, m.result, m.checkpoint) if p}
         if m.pid:
             pids.add(m.pid)
         if m.pgid and m.pgid == m.pid:  # the run leads its group: every member is the run's
