@@ -87,6 +87,11 @@ AUDIT_EVENTS: dict[str, str] = {
     "pipeline watcher failed": "the pipeline could not start a watcher",
     "pipeline stopped": "a gate failed or a phase's run halted: the pipeline stops",
     "pipeline finished": "every phase passed",
+    "run adopted": "discovery wrote a manifest for a run started by hand (every inferred field and its source)",
+    "run not adopted": "discovery found a run but could not adopt it (the reason)",
+    "run suggested": "discovery found a run; `discover: suggest` printed the adopt line",
+    "discovery truncated": "a /proc scan hit its time budget; the next poll goes on from there",
+    "discovery: slurm unavailable": "squeue did not answer for discovery; asked again after discovery.squeue_retry_s",
     "notify sent": "a notification command ran",
     "notify failed": "a notification command failed or timed out",
 }

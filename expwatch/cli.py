@@ -17,6 +17,7 @@ COMMAND_MODULES = (
     "expwatch.commands.watch",
     "expwatch.commands.launch",
     "expwatch.commands.adopt",
+    "expwatch.commands.monitor",
     "expwatch.commands.status",
     "expwatch.commands.control",
     "expwatch.commands.rules",

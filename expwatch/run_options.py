@@ -1,4 +1,8 @@
-"""What ``launch`` and ``adopt`` share: the run options, their defaults, and the duplicate check."""
+"""What ``launch``, ``adopt`` and ``monitor`` share about a run's name and files.
+
+Kept out of ``expwatch.commands`` so that no command imports another: the
+options, their defaults and the live-duplicate check are one copy here.
+"""
 
 from __future__ import annotations
 
@@ -13,25 +17,25 @@ from expwatch.results.progress import checkpoint_path_for
 from expwatch.runners.registry import Runners
 
 
-def add_run_options(p: argparse.ArgumentParser) -> None:
+def add_run_options(p: argparse.ArgumentParser, log_required: bool = True) -> None:
     """Options shared by ``launch`` and ``adopt``."""
     p.add_argument("--name", help="run name (default: stem of --result, else of --log)")
-    p.add_argument("--log", required=True, help="log file the run writes (appended)")
+    p.add_argument("--log", required=log_required, help="log file the run writes (appended)")
     p.add_argument("--result", help="result JSON the run writes")
     p.add_argument("--checkpoint", help="checkpoint JSON (default: {stem}_checkpoint.json beside --result)")
     p.add_argument("--expected", type=int, help="number of items the run should complete")
     p.add_argument("--dir", default=".", help="experiments directory that holds .expwatch/ (default: .)")
 
 
-def _abs(path: str | None) -> str | None:
+def absolute(path: str | None) -> str | None:
     return str(Path(path).expanduser().resolve()) if path else None
 
 
 def run_paths(args: argparse.Namespace) -> tuple[str, str, str | None, str | None]:
     """(name, log, result, checkpoint) as absolute paths, with the defaults applied."""
-    log = _abs(args.log)
-    result = _abs(args.result)
-    checkpoint = _abs(args.checkpoint) or (str(checkpoint_path_for(Path(result))) if result else None)
+    log = absolute(args.log)
+    result = absolute(args.result)
+    checkpoint = absolute(args.checkpoint) or (str(checkpoint_path_for(Path(result))) if result else None)
     name = validate_name(args.name or Path(result or log).stem)
     return name, log, result, checkpoint
 

@@ -20,6 +20,8 @@ _LAST = ("line",)
 _OMITTED = frozenset({"ts", "file", "offset", "severity", "priority", "step", "rules_digest", "resumed_at_offset"})
 _BARE = re.compile(r"^[\w./:@+,%~-]+$")
 VALUE_LIMIT = 200
+# Values a reader copies and pastes (discovery's `expwatch adopt ...` line): never shortened.
+_WHOLE = frozenset({"command"})
 
 # Never in the live feed: they would push every incident off the screen.
 FEED_SKIPPED = frozenset({"progress", "action planned", "history read"})
@@ -52,9 +54,9 @@ def clock(record: dict[str, Any]) -> str:
     return ts.astimezone().strftime("%H:%M:%S") if ts else "??:??:??"
 
 
-def _value(value: Any) -> str:
+def _value(value: Any, whole: bool = False) -> str:
     if isinstance(value, str):
-        text = shorten(value, VALUE_LIMIT)
+        text = value if whole else shorten(value, VALUE_LIMIT)
         return text if _BARE.match(text) else json.dumps(text, ensure_ascii=False)
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str)
 
@@ -65,7 +67,7 @@ def plain_line(record: dict[str, Any]) -> str:
     keys = [k for k in _FIRST if k in present]
     keys += [k for k in present if k not in _FIRST and k not in _LAST]
     keys += [k for k in _LAST if k in present]
-    return " ".join([clock(record), *(f"{k}={_value(present[k])}" for k in keys)])
+    return " ".join([clock(record), *(f"{k}={_value(present[k], k in _WHOLE)}" for k in keys)])
 
 
 def _exit_text(record: dict[str, Any]) -> str:
@@ -111,6 +113,13 @@ def summary(record: dict[str, Any]) -> str:
     if event == "run discovered":
         return "run discovered, " + ("process alive" if record.get("alive") else "no live process") + (
             f", halted: {record['halted']}" if record.get("halted") else "")
+    if event in ("run suggested", "run adopted"):
+        which = f"SLURM job {record['job_id']}" if record.get("job_id") else f"pid {record.get('pid')}"
+        if event == "run suggested":
+            return f"found {which} started by hand; to watch it: {record.get('command')}"
+        inferred = record.get("inferred") or {}
+        expected = (inferred.get("expected") or {}).get("value")
+        return f"adopted {which} (expected {expected or '?'}, log {(inferred.get('log') or {}).get('value')})"
     if event == "notify sent":
         return f"notified ({record.get('notify')})"
     if event == "notify failed":

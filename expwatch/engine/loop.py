@@ -21,6 +21,7 @@ from typing import Any, Callable
 
 from expwatch import crashpoints
 from expwatch.actions.context import ActionContext
+from expwatch.autoadopt import RunDiscovery
 from expwatch.actions.executor import IncidentClosed, IncidentExecutor
 from expwatch.audit.log import AuditLog
 from expwatch.engine.lock import DirectoryLock
@@ -66,6 +67,8 @@ class EngineLoop:
         self._manifest_locks: dict[str, threading.Lock] = {}  # one per run, shared by its incidents' threads
         self._views: tuple[RunView, ...] = ()
         self.lock = DirectoryLock(self.layout)
+        # Built here so a bad discovery setting is refused before watching starts.
+        self.discovery = RunDiscovery(self.layout, self.settings, lambda event, **f: self.audit.record(event, **f), self.console)
 
     def views(self) -> tuple[RunView, ...]:
         """The latest snapshot the loop published (safe from any thread: an immutable tuple)."""
@@ -100,6 +103,7 @@ class EngineLoop:
         # anything about it is evaluated, and an incident a discovered run
         # decides at once (informational ones do) is this watcher's own.
         self.recovery = Recovery(self.store, self.audit, self.executor)
+        self.discovery.sweep()  # runs started by hand get their manifest before manifests are read
         for manifest in discover(self.layout):
             self._add_run(manifest)
         self.recovery.resume(self.runs)
@@ -190,6 +194,7 @@ class EngineLoop:
             self.evaluate(run)
 
     def _safety_poll(self) -> None:
+        self.discovery.sweep()
         known = set()
         for manifest in discover(self.layout):
             known.add(manifest.name)
