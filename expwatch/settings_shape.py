@@ -22,6 +22,8 @@ import yaml
 # Maps whose keys the user names; "*" is any one key.
 OPEN_MAPS = ("profiles", "profiles.*.env", "workers.backends")
 REQUIRED = {"profiles.*": ("backend",)}
+# Word settings where YAML 1.1 reads a bare `off`/`no` as false: the reader takes false for "off".
+FALSE_IS_OFF = ("discover",)
 
 
 class SettingsShapeError(Exception):
@@ -77,6 +79,8 @@ def _fits(value: Any, template: Any) -> bool:
 
 
 def _check(value: Any, template: Any, path: list[str]) -> None:
+    if value is False and ".".join(path) in FALSE_IS_OFF:
+        return
     if not _fits(value, template):
         raise SettingsShapeError(path, f"field '{'.'.join(path)}' must be {_kind(template)}, got {value!r:.60}")
     if not isinstance(value, dict):
