@@ -29,7 +29,7 @@ from expwatch.layout import ExperimentsLayout
 from expwatch.manifest import ManifestError, RunManifest, discover, load_manifest
 from expwatch.results.progress import read_progress
 from expwatch.rules.classify import LineClassifier
-from expwatch.rules.engine import RuleEngine
+from expwatch.rules.engine import EngineError, RuleEngine
 from expwatch.rules.facts import RunFacts
 from expwatch.rules.guard import GuardLimits, GuardState, judge, record_restart, reset
 from expwatch.rules.incidents import Incident, new_incident_id
@@ -616,7 +616,11 @@ class Supervisor:
         if run.finished:
             return
         facts = run.facts.snapshot(time.time(), log_keys)
-        matched = self.engine.evaluate(run.name, facts)
+        try:
+            matched = self.engine.evaluate(run.name, facts)
+        except EngineError as exc:
+            self.audit.record("rule engine error", run=run.name, error=str(exc))
+            return
         # Refreshed before acting, so the save a decision below makes persists current latches.
         run.latches = {n for n in matched if n in run.latches}
         run.latched_for = (run.manifest.pid, run.manifest.create_time)

@@ -67,6 +67,8 @@ class _AppendOnlyFile:
         self._fd: int | None = self._open()
 
     def _open(self) -> int:
+        # Recreated when someone removes .expwatch/ under a running watcher (issue 15).
+        self.path.parent.mkdir(parents=True, exist_ok=True)
         return os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
 
     def write(self, line: str) -> str:
@@ -98,6 +100,7 @@ class _AppendOnlyFile:
         ours = os.fstat(self._fd)
         if on_disk is None or (on_disk.st_dev, on_disk.st_ino) != (ours.st_dev, ours.st_ino):
             os.close(self._fd)
+            self._fd = None
             self._fd = self._open()
 
     def _rotate_if_full(self, incoming: int) -> None:
