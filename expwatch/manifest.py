@@ -89,9 +89,17 @@ class RunManifest:
         return replace(self, **changes)
 
 
+# A run NAME owns runs/NAME.json, runs/NAME.exit.json and runs/NAME/; a name
+# ending in one of these would make its files pass for another run's.
+RESERVED_SUFFIXES = (".exit", ".json", ".tmp")
+
+
 def validate_name(name: str) -> str:
-    if not NAME_RE.match(name):
-        raise ManifestError(f"run name {name!r}: use letters, digits, '.', '_' or '-' (at most 100)")
+    """The one check of a run name (launch, adopt and every manifest read)."""
+    if not isinstance(name, str) or not NAME_RE.match(name):
+        raise ManifestError(f"run name {name!r}: use letters, digits, '.', '_' or '-', starting with a letter or digit (at most 100)")
+    if name.lower().endswith(RESERVED_SUFFIXES):
+        raise ManifestError(f"run name {name!r}: may not end in {', '.join(RESERVED_SUFFIXES)} (names files of other runs)")
     return name
 
 
