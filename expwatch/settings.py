@@ -11,8 +11,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from expwatch.bounded_yaml import YamlRefused, parse_yaml
+from expwatch.files import NotReadyYet, read_text
 from expwatch.layout import ExperimentsLayout
 
 
@@ -25,7 +25,7 @@ def shipped_text(name: str) -> str:
 
 
 def shipped_yaml(name: str) -> dict[str, Any]:
-    return yaml.safe_load(shipped_text(name)) or {}
+    return parse_yaml(shipped_text(name), f"configs/{name}").data or {}
 
 
 def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
@@ -87,18 +87,24 @@ class Settings:
 def yaml_mapping(text: str, label: str, error: type[Exception] = SettingsError) -> dict[str, Any]:
     """Parse a YAML settings text whose top level must be a mapping; errors name label:line."""
     try:
-        data = yaml.safe_load(text) or {}
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = f":{mark.line + 1}" if mark else ""
-        raise error(f"{label}{line}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
+        data = parse_yaml(text, label).data or {}
+    except YamlRefused as exc:
+        raise error(str(exc)) from None
     if not isinstance(data, dict):
         raise error(f"{label}: top level must be a mapping")
     return data
 
 
 def _load_user(path: Path) -> dict[str, Any]:
-    return yaml_mapping(path.read_text(encoding="utf-8"), str(path)) if path.exists() else {}
+    try:
+        text = read_text(path)
+    except FileNotFoundError:
+        return {}
+    except NotReadyYet as exc:
+        raise SettingsError(f"{path}: {exc.reason}") from None
+    except UnicodeDecodeError as exc:
+        raise SettingsError(f"{path}: not UTF-8 text ({exc.reason})") from None
+    return yaml_mapping(text, str(path))
 
 
 def _profiles(data: dict[str, Any]) -> dict[str, Profile]:

@@ -18,6 +18,8 @@ from typing import Any
 import jsonschema
 import yaml
 
+from expwatch.bounded_yaml import YamlRefused, parse_yaml
+from expwatch.files import NotReadyYet, read_text
 from expwatch.rules.model import ActionSpec, Condition, Counter, LogAtom, NullRateAtom, RatioAtom, Rule, RuleSet
 from expwatch.settings import shipped_text
 
@@ -196,11 +198,10 @@ class _Builder:
 
 def parse_rules(text: str, source: str, known_profiles: set[str] | None = None) -> RuleSet:
     try:
-        root = yaml.compose(text)
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        raise RulesError(source, mark.line + 1 if mark else None, f"not valid YAML: {getattr(exc, 'problem', None) or exc}") from None
+        document = parse_yaml(text, source)
+    except YamlRefused as exc:
+        raise RulesError(source, exc.line, exc.message) from None
+    root, data = document.root, document.data
     if data is None:
         raise RulesError(source, None, "the file is empty")
     errors = sorted(jsonschema.Draft202012Validator(schema()).iter_errors(data), key=lambda e: (len(list(e.absolute_path)), str(e.absolute_path)), reverse=True)
@@ -258,7 +259,9 @@ def load_rules(path: Path | None, known_profiles: set[str] | None = None) -> Rul
     if path is None or not Path(path).exists():
         return parse_rules(shipped_rules_text(), "configs/rules.yaml (shipped)", known_profiles)
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        text = read_text(Path(path))
     except UnicodeDecodeError as exc:
         raise RulesError(str(path), None, f"not UTF-8 text ({exc.reason})") from None
+    except NotReadyYet as exc:
+        raise RulesError(str(path), None, exc.reason) from None
     return parse_rules(text, str(path), known_profiles)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 
+from conftest import wait_for
 from expwatch.cli import main as cli
 
 EXEC_WITHOUT_ARGV = """\
@@ -28,3 +29,54 @@ def test_exec_without_argv_is_refused_by_rules_check_with_its_line(tmp_path, cap
     code, out = check(path, capsys)
     assert code == 2
     assert f"{path}:6:" in out and "argv" in out
+
+
+def alias_bomb(rule: bool = True) -> str:
+    """The classic "billion laughs": nine levels of nine aliases, ~400 bytes, 9**9 strings once expanded.
+
+    Placed in a field the schema walks (a rule's description), as an attacker would.
+    """
+    levels = ['&a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
+    for prev, name in zip("abcdefgh", "bcdefghi"):
+        levels.append(f"&{name} [{','.join(['*' + prev] * 9)}]")
+    bomb = "[" + ", ".join(levels) + "]"
+    if not rule:
+        return f"watch: {{settle_s: {bomb}}}\n"
+    return f"version: 1\nrules:\n  - name: B\n    description: {bomb}\n    when: {{log: {{pattern: x}}}}\n    actions: [kill]\n"
+
+
+def test_a_yaml_alias_bomb_is_refused_by_rules_check_within_a_second_naming_its_line(tmp_path, capsys):
+    path = tmp_path / "expwatch.rules.yaml"
+    path.write_text(alias_bomb())
+    started = time.monotonic()
+    code, out = check(path, capsys)
+    assert time.monotonic() - started < 1.0
+    assert code == 2 and f"{path}:" in out and "aliases" in out
+
+
+def test_a_yaml_alias_bomb_in_the_settings_file_is_a_one_line_error(tmp_path, capsys):
+    (tmp_path / "expwatch.yaml").write_text(alias_bomb(rule=False))
+    started = time.monotonic()
+    code = cli(["status", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert time.monotonic() - started < 2.0
+    assert code == 2 and "expwatch.yaml:" in err and "aliases" in err and "Traceback" not in err
+
+
+def test_deeply_nested_yaml_is_refused_without_a_recursion_error(tmp_path, capsys):
+    path = tmp_path / "expwatch.rules.yaml"
+    path.write_text("version: 1\nrules: " + "[" * 50000 + "]" * 50000 + "\n")
+    code, out = check(path, capsys)
+    assert code == 2 and f"{path}:2:" in out and "nested deeper" in out
+
+
+def test_an_alias_bomb_saved_under_a_running_watcher_is_refused_and_other_runs_are_still_served(experiments):
+    watcher = experiments.start_watcher()
+    rules = experiments.root / "expwatch.rules.yaml"
+    rules.write_text(alias_bomb())
+    wait_for(lambda: experiments.audit(event="rules reload refused"), timeout=10, what="reload refused")
+    experiments.launch("after", items=6)
+    wait_for(lambda: experiments.manifest("after").completed_at, what="a run launched after the bomb to complete")
+    started = time.monotonic()
+    experiments.stop_watcher(watcher)
+    assert time.monotonic() - started < 10 and watcher.returncode == 0
