@@ -24,9 +24,10 @@ from typing import Any, Callable
 from expwatch.actions.context import ActionContext
 from expwatch.actions.executor import IncidentExecutor
 from expwatch.audit.log import AuditLog
-from expwatch.files import NotReadyYet
+from expwatch.files import NotReadyYet, Unreadable
 from expwatch.layout import ExperimentsLayout
 from expwatch.manifest import ManifestError, RunManifest, discover, load_manifest
+from expwatch.problems import RunProblems
 from expwatch.results.progress import read_progress
 from expwatch.rules.classify import LineClassifier
 from expwatch.rules.engine import EngineError, RuleEngine
@@ -169,6 +170,7 @@ class Supervisor:
         self.audit = AuditLog(self.layout.audit_path, int(self.settings.number("audit.max_bytes")), int(self.settings.number("audit.backups")))
         for listener in self.audit_listeners:
             self.audit.add_listener(listener)
+        self.problems = RunProblems(self.audit.record, self.console)
         self.store = StateStore(self.layout.state_db)
         self.exits = ExitWaiter(self.events)
         self.files = DirectoryWatch(self.events, self.settings.get("watch.observer"), self.settings.number("watch.polling_interval_s"),
@@ -455,8 +457,12 @@ class Supervisor:
         m = run.manifest
         try:
             snap = read_progress(Path(m.result) if m.result else None, Path(m.checkpoint) if m.checkpoint else None)
+        except Unreadable as exc:
+            self.problems.report("run file unreadable", run.name, exc.path, exc.reason)
+            return
         except NotReadyYet:
             return
+        self.problems.clear(run.name, m.result, m.checkpoint)
         if snap is None:
             return
         reasons = dict(snap.null_reasons)

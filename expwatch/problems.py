@@ -1,0 +1,35 @@
+"""One audit record per distinct problem of a run's files, not one per poll.
+
+The watcher re-reads every file on each safety poll; a result file that is a
+FIFO stays a FIFO, and a record per poll would bury the audit trail. A
+problem is recorded when it appears or changes, and forgotten when the file
+reads cleanly again, so it is recorded anew if it comes back.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable
+
+
+class RunProblems:
+    def __init__(self, record: Callable[..., Any], console: Callable[[str], None]):
+        self._record, self._console = record, console
+        self._known: dict[tuple[str, str], str] = {}
+
+    def report(self, event: str, run: str, path: Path | str, reason: str) -> None:
+        key = (run, str(path))
+        if self._known.get(key) == reason:
+            return
+        self._known[key] = reason
+        self._record(event, run=run, file=str(path), error=reason)
+        self._console(f"{run}: {event}: {path}: {reason}")
+
+    def clear(self, run: str, *paths: Path | str | None) -> None:
+        for path in paths:
+            if path is not None:
+                self._known.pop((run, str(path)), None)
+
+    def current(self, run: str) -> str | None:
+        """The reason a run's files cannot be read now, for displays."""
+        return next((reason for (name, _), reason in self._known.items() if name == run), None)
