@@ -26,7 +26,7 @@ from expwatch.actions.executor import IncidentExecutor
 from expwatch.audit.log import AuditLog
 from expwatch.files import NotReadyYet, Unreadable
 from expwatch.layout import ExperimentsLayout
-from expwatch.manifest import ManifestError, RunManifest, discover, load_manifest
+from expwatch.manifest import ManifestError, RunManifest, load_manifest, survey
 from expwatch.problems import RunProblems
 from expwatch.results.progress import read_progress
 from expwatch.rules.classify import LineClassifier
@@ -185,7 +185,7 @@ class Supervisor:
         # anything about it is evaluated, and an incident a discovered run
         # decides at once (informational ones do) is this watcher's own.
         self._leftovers = self.store.unfinished_incidents()
-        for manifest in discover(self.layout):
+        for manifest in self._survey():
             self._add_run(manifest)
         self._reconcile()
         self._arm("*", "poll", self.settings.number("watch.safety_poll_s"))
@@ -287,7 +287,7 @@ class Supervisor:
 
     def _safety_poll(self) -> None:
         known = set()
-        for manifest in discover(self.layout):
+        for manifest in self._survey():
             known.add(manifest.name)
             if manifest.name not in self.runs:
                 self._add_run(manifest)
@@ -342,6 +342,15 @@ class Supervisor:
         self._ensure_probe(run)
         self._evaluate(run)
         self._arm_silence(run)
+
+    def _survey(self) -> list[RunManifest]:
+        """The usable manifests; each unusable one is audited (once per reason) and skipped."""
+        manifests, broken = survey(self.layout)
+        for bad in broken:
+            self.problems.report("manifest unreadable", bad.name, bad.path, bad.reason)
+        for manifest in manifests:
+            self.problems.clear(manifest.name, self.layout.manifest_path(manifest.name))
+        return manifests
 
     def _lose_run(self, name: str) -> None:
         run = self.runs.pop(name)
@@ -398,8 +407,11 @@ class Supervisor:
             if name in self.runs:
                 self._lose_run(name)
             return
-        except (NotReadyYet, ManifestError):
-            return  # retried on the next event or safety poll
+        except (NotReadyYet, ManifestError) as exc:
+            # Never acted on; retried on the next event or safety poll. A watched run keeps its last good manifest.
+            self.problems.report("manifest unreadable", name, path, str(exc))
+            return
+        self.problems.clear(name, path)
         run = self.runs.get(manifest.name)
         if run is None:
             self._add_run(manifest)

@@ -8,7 +8,8 @@ import sys
 
 from expwatch.layout import ExperimentsLayout
 from expwatch.rules.loader import RulesError, load_rules
-from expwatch.runstate import RunReport, observe_all
+from expwatch.manifest import survey
+from expwatch.runstate import RunReport, RunState, observe_all
 from expwatch.settings import SettingsError, load_settings
 
 
@@ -66,16 +67,19 @@ def run(args: argparse.Namespace) -> int:
     except SettingsError as exc:
         print(f"expwatch status: {exc}", file=sys.stderr)
         return 2
-    reports, note = observe_all(layout, stale)
+    manifests, broken = survey(layout)
+    reports, note = observe_all(layout, stale, manifests)
     if note:
         print(f"expwatch status: {note}", file=sys.stderr)
     if args.json:
-        print(json.dumps([r.to_json() for r in reports], indent=2))
+        rows = [r.to_json() for r in reports] + [{"name": b.name, "state": RunState.UNREADABLE.value, "progress_note": b.reason} for b in broken]
+        print(json.dumps(sorted(rows, key=lambda row: row["name"]), indent=2))
         return 0
-    if not reports:
+    if not reports and not broken:
         print(f"no runs under {layout.runs_dir}")
         return 0
     print(HEADER)
-    for report in reports:
-        print(format_row(report))
+    lines = [(r.manifest.name, format_row(r) + (f" {r.progress_note}" if r.state is RunState.UNREADABLE else "")) for r in reports] + [(b.name, f"{b.name:<20} {RunState.UNREADABLE.value} {b.reason}") for b in broken]
+    for _, line in sorted(lines):
+        print(line)
     return 0
