@@ -123,6 +123,8 @@ class Supervisor:
         self._jobcomp: JobCompFollower | None = None  # SLURM's completion file, once a SLURM run is watched
         self._jobcomp_path: Path | None = None
         self._leftovers: list[IncidentRow] = []  # unfinished incidents found at start, until resumed
+        self._rules_refused: str | None = None  # the last reload refusal, so one save is refused once
+        self._lock_fd: int | None = None
         self.runners = Runners(self.settings)
         self.audit_listeners: list[Callable[[dict[str, Any]], None]] = []  # attached before the first record
         self.limits = GuardLimits(
@@ -149,7 +151,13 @@ class Supervisor:
                                 sum(f.null_reasons.values()), age, m.restarts, m.pid, bool(f.alive), run.last_incident, job))
         return rows
 
+    def claim(self) -> None:
+        """Take DIR's watcher lock before anything is shown (raises AlreadyWatched); ``run`` keeps it."""
+        self._lock()
+
     def _lock(self) -> None:
+        if self._lock_fd is not None:
+            return
         self.layout.home.mkdir(parents=True, exist_ok=True)
         self._lock_fd = os.open(self.layout.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
@@ -157,6 +165,7 @@ class Supervisor:
         except BlockingIOError:
             holder = os.pread(self._lock_fd, 64, 0).decode(errors="replace").strip() or "?"
             os.close(self._lock_fd)
+            self._lock_fd = None
             raise AlreadyWatched(f"another expwatch (pid {holder}) is already watching {self.layout.root}") from None
         os.ftruncate(self._lock_fd, 0)
         os.pwrite(self._lock_fd, f"{os.getpid()}\n".encode(), 0)
@@ -762,9 +771,13 @@ class Supervisor:
         try:
             ruleset = load_rules(self.layout.rules_path, set(self.settings.profiles))
         except RulesError as exc:
-            self.audit.record("rules reload refused", file=str(self.layout.rules_path), error=str(exc), kept=self.ruleset.digest)
-            self.console(f"rules reload refused, previous rules keep running: {exc}")
+            # An editor's save is several file events (truncate, write, close): the same refusal each time.
+            if str(exc) != self._rules_refused:
+                self._rules_refused = str(exc)
+                self.audit.record("rules reload refused", file=str(self.layout.rules_path), error=str(exc), kept=self.ruleset.digest)
+                self.console(f"rules reload refused, previous rules keep running: {exc}")
             return
+        self._rules_refused = None
         if ruleset.digest == self.ruleset.digest and ruleset.source == self.ruleset.source:
             return
         self.ruleset, self.engine, self.classifier = ruleset, RuleEngine(ruleset), LineClassifier(ruleset)

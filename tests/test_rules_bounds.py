@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 
 from conftest import wait_for
@@ -80,3 +82,20 @@ def test_an_alias_bomb_saved_under_a_running_watcher_is_refused_and_other_runs_a
     started = time.monotonic()
     experiments.stop_watcher(watcher)
     assert time.monotonic() - started < 10 and watcher.returncode == 0
+
+
+def test_one_invalid_save_of_the_rules_file_is_refused_once(experiments):
+    watcher = experiments.start_watcher()
+    (experiments.root / "expwatch.rules.yaml").write_text("version: 1\nrules:\n  - name: X\n    when: {nope: 1}\n    actions: [kill]\n")
+    wait_for(lambda: experiments.audit(event="rules reload refused"), what="reload refused")
+    time.sleep(2.5)  # past two safety polls and every event of the save
+    assert len(experiments.audit(event="rules reload refused")) == 1
+    experiments.stop_watcher(watcher)
+
+
+def test_a_second_watcher_refuses_without_claiming_to_watch(experiments):
+    first = experiments.start_watcher()
+    second = subprocess.run([sys.executable, "-m", "expwatch", "watch", str(experiments.root)], capture_output=True, text=True, timeout=30)
+    assert second.returncode == 3
+    assert "already watching" in second.stderr and "watching" not in second.stdout
+    experiments.stop_watcher(first)

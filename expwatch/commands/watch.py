@@ -76,12 +76,17 @@ def run(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
+    try:
+        supervisor.claim()
+    except AlreadyWatched as exc:
+        if notifier is not None:
+            notifier.close()
+        print(f"expwatch: {exc}", file=sys.stderr)
+        return 3
     console_line(f"watching {supervisor.layout.root} (audit log: {supervisor.layout.audit_path}); Ctrl-C to stop")
     display.start()
     try:
         supervisor.run()
-    except AlreadyWatched as exc:
-        error, code = str(exc), 3
     except RulesError as exc:
         error, code = str(exc), 2
     else:
