@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import signal
 import sys
 
+import psutil
+
 from conftest import fast_rules, wait_for
+from fleet import ts_seconds
 from expwatch.cli import main as cli
 
 
@@ -61,3 +65,43 @@ def test_a_rule_engine_failure_for_one_run_is_audited_and_the_other_run_is_still
     assert "255" in error["error"]
     wait_for(lambda: experiments.manifest("healthy").completed_at, what="healthy run completed")
     experiments.stop_watcher(watcher)
+
+
+def watcher_pids(experiments) -> list[int]:
+    return [r["pid"] for r in experiments.audit(event="watcher started")]
+
+
+def test_a_watcher_that_dies_by_a_signal_is_restarted_once_per_backoff_window_and_audited(experiments):
+    settings = experiments.root / "expwatch.yaml"
+    settings.write_text(settings.read_text().replace("safety_poll_s: 1.0}", "safety_poll_s: 1.0, restart_backoff_s: 3}"))
+    assert "restart_backoff_s: 3" in settings.read_text()
+    experiments.launch("r1", items=300, delay=0.05)
+    watcher = experiments.start_watcher()
+    first = watcher_pids(experiments)[0]
+    assert first != watcher.pid  # the watcher is the supervising parent's child
+    os.kill(first, signal.SIGSEGV)
+    wait_for(lambda: len(watcher_pids(experiments)) == 2, what="the watcher restarted")
+    died = experiments.audit(event="watcher died")[0]
+    assert (died["pid"], died["signal"], died["restart_in_s"]) == (first, "SIGSEGV", 0)
+    restarted = experiments.audit(event="watcher restarted")[0]
+    assert restarted["previous_pid"] == first
+    # A second death inside the window waits for the window's end.
+    second = watcher_pids(experiments)[1]
+    os.kill(second, signal.SIGKILL)
+    wait_for(lambda: experiments.audit(event="watcher died")[1:], what="second death audited")
+    assert experiments.audit(event="watcher died")[1]["restart_in_s"] > 1.5
+    wait_for(lambda: len(watcher_pids(experiments)) == 3, timeout=10, what="the second restart")
+    started = [ts_seconds(r["ts"]) for r in experiments.audit(event="watcher started")]
+    assert started[2] - started[1] >= 2.9
+    experiments.launch("after", items=6)
+    wait_for(lambda: experiments.manifest("after").completed_at, what="a run launched after the restarts to complete")
+    experiments.stop_watcher(watcher)
+    assert watcher.returncode == 0
+    assert not psutil.pid_exists(watcher_pids(experiments)[2])
+
+
+def test_killing_the_supervising_parent_with_sigkill_kills_its_watcher_too(experiments):
+    watcher = experiments.start_watcher()
+    child = watcher_pids(experiments)[0]
+    experiments.stop_watcher(watcher, signal.SIGKILL)
+    wait_for(lambda: not psutil.pid_exists(child) or psutil.Process(child).status() == "zombie", what="the watcher gone")

@@ -14,10 +14,13 @@ from datetime import datetime
 from pathlib import Path
 
 from expwatch.actions.notifier import notifier_for
+from expwatch.audit.log import AuditLog
 from expwatch.display.live import LiveView, terminal_wanted
 from expwatch.display.plain import PlainLines
+from expwatch.layout import ExperimentsLayout
+from expwatch.respawn import RespawnPolicy, Respawner
 from expwatch.rules.loader import RulesError
-from expwatch.settings import SettingsError
+from expwatch.settings import SettingsError, load_settings
 from expwatch.supervisor import AlreadyWatched, Supervisor
 from expwatch.watcher.events import Shutdown
 
@@ -27,6 +30,8 @@ EXAMPLE = """examples:
   nohup expwatch experiments/ > watch.log 2>&1 &    # one line per event, grep-able
 
 exit codes: 0 stopped by Ctrl-C/SIGTERM, 2 bad directory, settings or rules, 3 DIR already watched
+A watcher that dies abnormally (a signal, an uncaught error) is restarted, at most once per
+watch.restart_backoff_s, and the restart is audited; --no-restart watches in this one process.
 """
 
 
@@ -42,6 +47,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("dir", nargs="?", default=".", help="experiments directory (default: .)")
     p.add_argument("--dry-run", action="store_true", help="record what every action would do, do nothing")
     p.add_argument("--plain", action="store_true", help="one line per event even on a terminal (no live table)")
+    p.add_argument("--no-restart", action="store_true",
+                   help="watch in this process; do not restart the watcher if it dies abnormally (default: restart, "
+                   "at most once per watch.restart_backoff_s)")
     p.set_defaults(func=run)
 
 
@@ -49,11 +57,36 @@ def console_line(text: str) -> None:
     print(f"{datetime.now():%H:%M:%S} {text}", flush=True)
 
 
+def supervised(args: argparse.Namespace, root: Path) -> int:
+    """This process only restarts the real watcher, a child running ``watch --no-restart``."""
+    layout = ExperimentsLayout.at(root)
+    try:
+        settings = load_settings(layout)
+        policy = RespawnPolicy(settings.number("watch.restart_backoff_s"))
+    except SettingsError as exc:
+        print(f"expwatch: {exc}", file=sys.stderr)
+        return 2
+
+    def record(event: str, **fields: object) -> None:
+        audit = AuditLog(layout.audit_path, int(settings.number("audit.max_bytes")), int(settings.number("audit.backups")))
+        try:
+            audit.record(event, dir=str(layout.root), **fields)
+        finally:
+            audit.close()
+        console_line(f"{event}: " + " ".join(f"{k}={v}" for k, v in fields.items()))
+
+    argv = [sys.executable, "-m", "expwatch", "watch", "--no-restart", str(root)]
+    argv += ["--dry-run"] * args.dry_run + ["--plain"] * args.plain
+    return Respawner(argv, policy, record).run()
+
+
 def run(args: argparse.Namespace) -> int:
     root = Path(args.dir)
     if not root.is_dir():
         print(f"expwatch: {root} is not a directory", file=sys.stderr)
         return 2
+    if not args.no_restart:
+        return supervised(args, root)
     live = terminal_wanted(sys.stdout, args.plain)
     display: LiveView | PlainLines
     supervisor: Supervisor
