@@ -16,7 +16,7 @@ import re
 import stat
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from expwatch.limits import input_limits
 
@@ -30,12 +30,17 @@ class NotReadyYet(Exception):
         self.reason = reason
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` so that no reader ever sees a partial file."""
+def atomic_write_text(path: Path, text: str, mode: int | None = None) -> None:
+    """Write ``text`` to ``path`` so that no reader ever sees a partial file.
+
+    The file is 0600 (mkstemp's mode, whatever the umask) unless ``mode`` says otherwise.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        if mode is not None:
+            os.fchmod(fd, mode)
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)
             fh.flush()
@@ -49,8 +54,8 @@ def atomic_write_text(path: Path, text: str) -> None:
         raise
 
 
-def atomic_write_json(path: Path, data: Any) -> None:
-    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
+def atomic_write_json(path: Path, data: Any, mode: int | None = None) -> None:
+    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False, default=str) + "\n", mode)
 
 
 class Unreadable(NotReadyYet):
@@ -65,7 +70,11 @@ class Unreadable(NotReadyYet):
         self.args = (f"{path}: unreadable ({reason})",)
 
 
-def read_bounded(path: Path, max_bytes: int) -> bytes:
+# Called with the open file's fstat before anything is read (expwatch/trust.py's owner and mode check).
+FileCheck = Callable[[Path, os.stat_result], None]
+
+
+def read_bounded(path: Path, max_bytes: int, check: FileCheck | None = None) -> bytes:
     """A regular file's bytes, at most ``max_bytes``; FileNotFoundError if absent.
 
     Opened with O_NONBLOCK and checked with fstat before reading, so a FIFO
@@ -83,6 +92,8 @@ def read_bounded(path: Path, max_bytes: int) -> bytes:
             raise NotReadyYet(path, "is a directory")
         if not stat.S_ISREG(info.st_mode):
             raise Unreadable(path, "not a regular file (FIFO, socket or device)")
+        if check is not None:
+            check(path, info)
         if info.st_size > max_bytes:
             raise Unreadable(path, f"{info.st_size} bytes, more than the {max_bytes} allowed")
         chunks, total = [], 0
@@ -110,7 +121,7 @@ def _json_depth(raw: bytes) -> int:
     return max(itertools.accumulate(memoryview(steps).cast("b")), default=0)
 
 
-def read_json(path: Path) -> Any:
+def read_json(path: Path, check: FileCheck | None = None) -> Any:
     """Parse a JSON file within configs/limits.yaml's bounds.
 
     FileNotFoundError if absent, NotReadyYet if torn (retry), Unreadable if
@@ -120,7 +131,7 @@ def read_json(path: Path) -> Any:
     """
     path = Path(path)
     limits = input_limits().json
-    raw = read_bounded(path, limits.max_bytes)
+    raw = read_bounded(path, limits.max_bytes, check)
     if not raw.strip():
         raise NotReadyYet(path, "empty")
     if (depth := _json_depth(raw)) > limits.max_depth:
@@ -139,6 +150,6 @@ def read_json(path: Path) -> Any:
         raise Unreadable(path, "nested too deeply to parse") from exc
 
 
-def read_text(path: Path) -> str:
+def read_text(path: Path, check: FileCheck | None = None) -> str:
     """A UTF-8 text input (rules, settings) within the YAML size bound; UnicodeDecodeError if not UTF-8."""
-    return read_bounded(path, input_limits().yaml.max_bytes).decode("utf-8")
+    return read_bounded(path, input_limits().yaml.max_bytes, check).decode("utf-8")

@@ -15,6 +15,7 @@ from typing import Any
 
 from expwatch.files import NotReadyYet, atomic_write_json, read_json
 from expwatch.layout import ExperimentsLayout
+from expwatch.trust import UntrustedFile, check_trusted, file_mode, make_home
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
@@ -161,13 +162,15 @@ def validate_name(name: str) -> str:
 
 def save_manifest(layout: ExperimentsLayout, manifest: RunManifest) -> Path:
     path = layout.manifest_path(manifest.name)
-    atomic_write_json(path, manifest.to_json())
+    make_home(layout)
+    atomic_write_json(path, manifest.to_json(), file_mode(layout.runs_dir))
     return path
 
 
 def load_manifest(path: Path) -> RunManifest:
-    """Raises FileNotFoundError, NotReadyYet (torn write) or ManifestError."""
-    return RunManifest.from_json(read_json(path), path)
+    """Raises FileNotFoundError, NotReadyYet (torn write; UntrustedFile: not ours) or ManifestError."""
+    path = Path(path)
+    return RunManifest.from_json(read_json(path, lambda p, info: check_trusted(p, info, path.parent.parent)), path)
 
 
 def load_named(layout: ExperimentsLayout, name: str) -> RunManifest:
@@ -186,6 +189,7 @@ class UnreadableManifest:
     name: str
     path: Path
     reason: str  # one line naming the file (and the field)
+    untrusted: bool = False  # owned or writable by someone else (expwatch/trust.py)
 
 
 def survey(layout: ExperimentsLayout) -> tuple[list[RunManifest], list[UnreadableManifest]]:
@@ -202,7 +206,7 @@ def survey(layout: ExperimentsLayout) -> tuple[list[RunManifest], list[Unreadabl
         except FileNotFoundError:
             continue
         except (NotReadyYet, ManifestError) as exc:
-            broken.append(UnreadableManifest(path.stem, path, str(exc)))
+            broken.append(UnreadableManifest(path.stem, path, str(exc), isinstance(exc, UntrustedFile)))
     return found, broken
 
 

@@ -13,7 +13,8 @@ from typing import Any
 
 from expwatch.bounded_yaml import YamlRefused, parse_yaml
 from expwatch.files import NotReadyYet, read_text
-from expwatch.layout import ExperimentsLayout
+from expwatch.layout import HOME_NAME, ExperimentsLayout
+from expwatch.trust import check_trusted
 
 
 class SettingsError(Exception):
@@ -97,7 +98,7 @@ def yaml_mapping(text: str, label: str, error: type[Exception] = SettingsError) 
 
 def _load_user(path: Path) -> dict[str, Any]:
     try:
-        text = read_text(path)
+        text = read_text(path, lambda p, info: check_trusted(p, info, path.parent / HOME_NAME))
     except FileNotFoundError:
         return {}
     except NotReadyYet as exc:

@@ -28,6 +28,7 @@ from expwatch.files import NotReadyYet, Unreadable
 from expwatch.layout import ExperimentsLayout
 from expwatch.manifest import ManifestError, RunManifest, load_manifest, survey
 from expwatch.problems import RunProblems
+from expwatch.trust import UntrustedFile, make_home
 from expwatch.results.progress import read_progress
 from expwatch.rules.classify import LineClassifier
 from expwatch.rules.engine import EngineError, RuleEngine
@@ -158,8 +159,8 @@ class Supervisor:
     def _lock(self) -> None:
         if self._lock_fd is not None:
             return
-        self.layout.home.mkdir(parents=True, exist_ok=True)
-        self._lock_fd = os.open(self.layout.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        make_home(self.layout, bool(self.settings.get("security.group_access")))
+        self._lock_fd = os.open(self.layout.lock_path, os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -356,7 +357,7 @@ class Supervisor:
         """The usable manifests; each unusable one is audited (once per reason) and skipped."""
         manifests, broken = survey(self.layout)
         for bad in broken:
-            self.problems.report("manifest unreadable", bad.name, bad.path, bad.reason)
+            self.problems.report("manifest refused" if bad.untrusted else "manifest unreadable", bad.name, bad.path, bad.reason)
         for manifest in manifests:
             self.problems.clear(manifest.name, self.layout.manifest_path(manifest.name))
         return manifests
@@ -418,7 +419,7 @@ class Supervisor:
             return
         except (NotReadyYet, ManifestError) as exc:
             # Never acted on; retried on the next event or safety poll. A watched run keeps its last good manifest.
-            self.problems.report("manifest unreadable", name, path, str(exc))
+            self.problems.report("manifest refused" if isinstance(exc, UntrustedFile) else "manifest unreadable", name, path, str(exc))
             return
         self.problems.clear(name, path)
         run = self.runs.get(manifest.name)

@@ -20,6 +20,8 @@ import yaml
 
 from expwatch.bounded_yaml import YamlRefused, parse_yaml
 from expwatch.files import NotReadyYet, read_text
+from expwatch.layout import HOME_NAME
+from expwatch.trust import check_trusted
 from expwatch.rules.model import ActionSpec, Condition, Counter, LogAtom, NullRateAtom, RatioAtom, Rule, RuleSet
 from expwatch.settings import shipped_text
 
@@ -259,7 +261,7 @@ def load_rules(path: Path | None, known_profiles: set[str] | None = None) -> Rul
     if path is None or not Path(path).exists():
         return parse_rules(shipped_rules_text(), "configs/rules.yaml (shipped)", known_profiles)
     try:
-        text = read_text(Path(path))
+        text = read_text(Path(path), lambda p, info: check_trusted(p, info, Path(path).parent / HOME_NAME))
     except UnicodeDecodeError as exc:
         raise RulesError(str(path), None, f"not UTF-8 text ({exc.reason})") from None
     except NotReadyYet as exc:

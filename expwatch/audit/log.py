@@ -28,6 +28,7 @@ from typing import Any, Callable
 import structlog
 
 from expwatch.redact import redact_secrets
+from expwatch.trust import PRIVATE_DIR, file_mode
 
 # Fields that link records across stages; written first so raw lines read left to right.
 LINK_FIELDS = ("event", "run", "rule", "incident")
@@ -68,8 +69,8 @@ class _AppendOnlyFile:
 
     def _open(self) -> int:
         # Recreated when someone removes .expwatch/ under a running watcher (issue 15).
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        return os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=PRIVATE_DIR)
+        return os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, file_mode(self.path.parent))
 
     def write(self, line: str) -> str:
         if self._fd is None:

@@ -18,6 +18,7 @@ from expwatch.layout import ExperimentsLayout
 from expwatch.manifest import ManifestError, RunManifest, save_manifest
 from expwatch.runners.registry import Runners
 from expwatch.settings import SettingsError, load_settings
+from expwatch.trust import make_home
 
 EXAMPLE = """example:
   expwatch adopt --pid 48121 --log experiments/o3.log --result experiments/o3.json --expected 500 --dir experiments
@@ -52,6 +53,7 @@ def run(args: argparse.Namespace) -> int:
         settings = load_settings(layout)
         name, log, result, checkpoint = run_paths(args)
         refuse_live_duplicate(layout, name, Runners(settings))
+        make_home(layout, bool(settings.get("security.group_access")))
         profile = settings.profile(args.profile)
         proc = psutil.Process(args.pid)
         with proc.oneshot():

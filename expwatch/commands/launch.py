@@ -10,6 +10,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from expwatch.layout import ExperimentsLayout
+from expwatch.trust import make_home
 from expwatch.files import NotReadyYet
 from expwatch.manifest import ManifestError, RunManifest, load_manifest, save_manifest, validate_name
 from expwatch.results.progress import checkpoint_path_for
@@ -123,6 +124,7 @@ def run(args: argparse.Namespace) -> int:
         runner_name = args.runner or settings.get("runner")
         runner = runners.named(runner_name)
         refuse_live_duplicate(layout, name, runners)
+        make_home(layout, bool(settings.get("security.group_access")))
         profile = settings.profile(args.profile)
         overrides = {**profile.env, **parse_env(args.env)}
     except (ManifestError, SettingsError, ValueError, OSError) as exc:

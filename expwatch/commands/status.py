@@ -9,6 +9,7 @@ import sys
 from expwatch.layout import ExperimentsLayout
 from expwatch.rules.loader import RulesError, load_rules
 from expwatch.manifest import survey
+from expwatch.trust import group_shared
 from expwatch.runstate import RunReport, RunState, observe_all
 from expwatch.settings import SettingsError, load_settings
 
@@ -82,4 +83,6 @@ def run(args: argparse.Namespace) -> int:
     lines = [(r.manifest.name, format_row(r) + (f" {r.progress_note}" if r.state is RunState.UNREADABLE else "")) for r in reports] + [(b.name, f"{b.name:<20} {RunState.UNREADABLE.value} {b.reason}") for b in broken]
     for _, line in sorted(lines):
         print(line)
+    if group_shared(layout.home):
+        print(f"note: {layout.home} is shared with its group (security.group_access): group members can read and write it")
     return 0
