@@ -769,6 +769,8 @@ class Supervisor:
             self.executor.start(row)
 
     def _reload_rules(self) -> None:
+        if os.path.exists(self.layout.rules_path) and os.path.getsize(self.layout.rules_path) == 0:
+            return  # truncated mid-save: the write that follows brings its own event
         try:
             ruleset = load_rules(self.layout.rules_path, set(self.settings.profiles))
         except RulesError as exc:

@@ -76,7 +76,7 @@ def test_a_watcher_that_dies_by_a_signal_is_restarted_once_per_backoff_window_an
     settings.write_text(settings.read_text().replace("safety_poll_s: 1.0}", "safety_poll_s: 1.0, restart_backoff_s: 3}"))
     assert "restart_backoff_s: 3" in settings.read_text()
     experiments.launch("r1", items=300, delay=0.05)
-    watcher = experiments.start_watcher()
+    watcher = experiments.start_watcher(supervised=True)
     first = watcher_pids(experiments)[0]
     assert first != watcher.pid  # the watcher is the supervising parent's child
     os.kill(first, signal.SIGSEGV)
@@ -101,7 +101,7 @@ def test_a_watcher_that_dies_by_a_signal_is_restarted_once_per_backoff_window_an
 
 
 def test_killing_the_supervising_parent_with_sigkill_kills_its_watcher_too(experiments):
-    watcher = experiments.start_watcher()
+    watcher = experiments.start_watcher(supervised=True)
     child = watcher_pids(experiments)[0]
     experiments.stop_watcher(watcher, signal.SIGKILL)
     wait_for(lambda: not psutil.pid_exists(child) or psutil.Process(child).status() == "zombie", what="the watcher gone")
