@@ -29,7 +29,3 @@ class RunProblems:
         for path in paths:
             if path is not None:
                 self._known.pop((run, str(path)), None)
-
-    def current(self, run: str) -> str | None:
-        """The reason a run's files cannot be read now, for displays."""
-        return next((reason for (name, _), reason in self._known.items() if name == run), None)

@@ -42,7 +42,10 @@ def _die_with_parent() -> None:
 
 def describe_exit(returncode: int) -> dict[str, Any]:
     if returncode < 0:
-        return {"signal": signal.Signals(-returncode).name}
+        try:
+            return {"signal": signal.Signals(-returncode).name}
+        except ValueError:  # a real-time signal has no name
+            return {"signal": -returncode}
     return {"returncode": returncode}
 
 

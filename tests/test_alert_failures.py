@@ -49,3 +49,19 @@ def test_a_failing_alert_command_is_audited_and_never_halts_the_run(experiments,
     assert experiments.manifest(name).halted is None
     assert experiments.state(name) == "RUNNING"
     experiments.stop_watcher(watcher)
+
+
+def test_a_nul_byte_from_log_text_in_a_halt_reason_still_reaches_the_notify_command(tmp_path):
+    from expwatch.actions.notifier import Notifier, NotifyConfig
+
+    records: list[dict] = []
+    out = tmp_path / "message"
+    script = "import os, sys; open(sys.argv[1], 'w').write(os.environ['EXPWATCH_REASON'] + '|' + sys.argv[2])"
+    notifier = Notifier(NotifyConfig((sys.executable, "-c", script, str(out), "{reason}"), True, True, frozenset(), 10),
+                        str(tmp_path), lambda event, **fields: records.append({"event": event, **fields}))
+    notifier.on_record({"event": "action failed", "run": "r", "rule": "X", "incident": "i-1", "action": "exec", "error": "bad\x00byte"})
+    notifier.on_record({"event": "incident closed", "run": "r", "rule": "X", "incident": "i-1", "outcome": "halted"})
+    assert notifier.drain(10)
+    notifier.close()
+    assert records[-1]["event"] == "notify sent", records
+    assert out.read_text() == "action exec failed: bad\\0byte|action exec failed: bad\\0byte"
