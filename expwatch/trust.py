@@ -47,8 +47,8 @@ def group_shared(home: Path) -> bool:
 
 
 def file_mode(directory: Path) -> int:
-    """The mode of a new file expwatch writes in ``directory``."""
-    return SHARED_FILE if group_shared(directory) or group_shared(directory.parent) else PRIVATE_FILE
+    """The mode of a new file expwatch writes in ``directory`` (``.expwatch/`` or ``runs/``)."""
+    return SHARED_FILE if group_shared(directory) else PRIVATE_FILE
 
 
 def make_home(layout: ExperimentsLayout, group_access: bool | None = None) -> None:

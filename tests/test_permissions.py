@@ -32,6 +32,7 @@ def mode(path) -> int:
 
 
 def test_everything_under_expwatch_is_owner_only_even_under_umask_000(experiments):
+    os.chmod(experiments.root, 0o777)  # the experiments folder itself is the user's business
     with umask(0o000):
         experiments.launch("r1", items=200, delay=0.05)
         watcher = experiments.start_watcher()
