@@ -17,13 +17,14 @@ class RunProblems:
         self._record, self._console = record, console
         self._known: dict[tuple[str, str], str] = {}
 
-    def report(self, event: str, run: str, path: Path | str, reason: str) -> None:
-        key = (run, str(path))
+    def report(self, event: str, run: str, path: Path | str | None, reason: str) -> None:
+        """``path`` None: a problem of the run that no file names (a rule engine refusal)."""
+        key = (run, str(path) if path is not None else event)
         if self._known.get(key) == reason:
             return
         self._known[key] = reason
-        self._record(event, run=run, file=str(path), error=reason)
-        self._console(f"{run}: {event}: {path}: {reason}")
+        self._record(event, run=run, file=str(path) if path is not None else None, error=reason)
+        self._console(f"{run}: {event}: {reason}")
 
     def clear(self, run: str, *paths: Path | str | None) -> None:
         for path in paths:

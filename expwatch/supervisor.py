@@ -647,7 +647,7 @@ class Supervisor:
         try:
             matched = self.engine.evaluate(run.name, facts)
         except EngineError as exc:
-            self.audit.record("rule engine error", run=run.name, error=str(exc))
+            self.problems.report("rule engine error", run.name, None, str(exc))
             return
         # Refreshed before acting, so the save a decision below makes persists current latches.
         run.latches = {n for n in matched if n in run.latches}

@@ -65,6 +65,7 @@ def test_a_rule_engine_failure_for_one_run_is_audited_and_the_other_run_is_still
     assert "255" in error["error"]
     wait_for(lambda: experiments.manifest("healthy").completed_at, what="healthy run completed")
     experiments.stop_watcher(watcher)
+    assert len(experiments.audit(run="wide", event="rule engine error")) == 1  # once, not once per evaluation
 
 
 def watcher_pids(experiments) -> list[int]:

@@ -73,6 +73,12 @@ def test_a_manifest_planted_by_another_user_or_writable_by_others_is_refused_and
     assert status.returncode == 0 and status.stdout.count("UNREADABLE") == 2 and "refused" in status.stdout
 
 
+def test_rules_init_writes_a_file_only_its_owner_can_write_even_under_umask_000(experiments):
+    with umask(0o000):
+        assert cli(["rules", "init", str(experiments.root)]) == 0
+    assert mode(experiments.root / "expwatch.rules.yaml") == 0o644
+
+
 def test_a_rules_file_writable_by_others_stops_the_watcher_before_it_starts_with_one_line(experiments):
     rules = experiments.root / "expwatch.rules.yaml"
     assert cli(["rules", "init", str(experiments.root)]) == 0

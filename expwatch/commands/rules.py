@@ -54,6 +54,8 @@ def run_init(args: argparse.Namespace) -> int:
     schema = target.with_name(SCHEMA_NAME)
     schema.write_text(shipped_text("rules.schema.json"), encoding="utf-8")
     target.write_text(f"# yaml-language-server: $schema=./{SCHEMA_NAME}\n" + shipped_rules_text(), encoding="utf-8")
+    # Only its owner may write it whatever the umask, or the watcher would refuse it (expwatch/trust.py).
+    target.chmod(0o644)
     print(f"wrote {target} (and {schema.name} for editors); a running watcher reloads it on save")
     return 0
 
