@@ -87,6 +87,17 @@ def test_a_rules_file_writable_by_others_stops_the_watcher_before_it_starts_with
                           capture_output=True, text=True, timeout=30)
     assert done.returncode == 2
     assert done.stderr.count("\n") == 1 and str(rules) in done.stderr and "writable by every user" in done.stderr
+    refused = experiments.audit(event="watcher refused to start")
+    assert len(refused) == 1 and "writable by every user" in refused[0]["error"]
+    assert not experiments.audit(event="watcher started")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="planting another user's file needs root")
+def test_a_settings_file_owned_by_another_user_keeps_the_supervised_watcher_from_starting_audited(experiments):
+    os.chown(experiments.root / "expwatch.yaml", NOBODY, -1)
+    done = subprocess.run([sys.executable, "-m", "expwatch", "watch", str(experiments.root)], capture_output=True, text=True, timeout=30)
+    assert done.returncode == 2 and done.stderr.count("\n") == 1 and "owned by nobody" in done.stderr
+    assert "owned by nobody" in experiments.audit(event="watcher refused to start")[0]["error"]
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="planting another user's file needs root")

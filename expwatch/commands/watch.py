@@ -57,6 +57,18 @@ def console_line(text: str) -> None:
     print(f"{datetime.now():%H:%M:%S} {text}", flush=True)
 
 
+def refuse(root: Path, error: str) -> int:
+    """A watcher that cannot start says why on stderr and in the audit log (whose limits are then the shipped ones)."""
+    shipped = load_settings(None)
+    audit = AuditLog(ExperimentsLayout.at(root).audit_path, int(shipped.number("audit.max_bytes")), int(shipped.number("audit.backups")))
+    try:
+        audit.record("watcher refused to start", dir=str(ExperimentsLayout.at(root).root), error=error)
+    finally:
+        audit.close()
+    print(f"expwatch: {error}", file=sys.stderr)
+    return 2
+
+
 def supervised(args: argparse.Namespace, root: Path) -> int:
     """This process only restarts the real watcher, a child running ``watch --no-restart``."""
     layout = ExperimentsLayout.at(root)
@@ -64,8 +76,7 @@ def supervised(args: argparse.Namespace, root: Path) -> int:
         settings = load_settings(layout)
         policy = RespawnPolicy(settings.number("watch.restart_backoff_s"))
     except SettingsError as exc:
-        print(f"expwatch: {exc}", file=sys.stderr)
-        return 2
+        return refuse(root, str(exc))
 
     def record(event: str, **fields: object) -> None:
         audit = AuditLog(layout.audit_path, int(settings.number("audit.max_bytes")), int(settings.number("audit.backups")))
@@ -98,8 +109,7 @@ def run(args: argparse.Namespace) -> int:
         supervisor = Supervisor(root, dry_run=args.dry_run, console=display.console)
         notifier = notifier_for(supervisor.settings, str(supervisor.layout.root), lambda *a, **k: supervisor.audit.record(*a, **k))
     except SettingsError as exc:
-        print(f"expwatch: {exc}", file=sys.stderr)
-        return 2
+        return refuse(root, str(exc))
     supervisor.audit_listeners.append(display.on_record)
     if notifier is not None:
         supervisor.audit_listeners.append(notifier.on_record)
@@ -121,15 +131,14 @@ def run(args: argparse.Namespace) -> int:
     try:
         supervisor.run()
     except RulesError as exc:
-        error, code = str(exc), 2
+        error = str(exc)
     else:
-        error, code = "", 0
+        error = ""
     finally:
         display.stop()
         if notifier is not None:
             notifier.close()
     if error:
-        print(f"expwatch: {error}", file=sys.stderr)
-        return code
+        return refuse(root, error)
     console_line(f"stopped; audit log: {supervisor.layout.audit_path}")
     return 0
