@@ -67,8 +67,10 @@ class Respawner:
         for signum in FORWARDED:
             signal.signal(signum, self._forward)
         last_restart: float | None = None
-        while True:
+        while not self._stopping.is_set():
             self._child = subprocess.Popen(self._argv, preexec_fn=_die_with_parent)
+            if self._stopping.is_set():  # a signal between fork and the assignment was not forwarded
+                self._child.send_signal(signal.SIGTERM)
             pid = self._child.pid
             returncode = self._child.wait()
             if self._stopping.is_set() or returncode in FINAL_EXITS:
@@ -80,3 +82,4 @@ class Respawner:
                 return 128 - returncode if returncode < 0 else returncode
             last_restart = time.monotonic()
             self._record("watcher restarted", previous_pid=pid, **describe_exit(returncode))
+        return 0
