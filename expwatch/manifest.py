@@ -93,7 +93,8 @@ RESERVED_SUFFIXES = (".exit", ".json", ".tmp")
 
 
 def _fail(source: Path, key: str, wanted: str, value: Any) -> ManifestError:
-    return ManifestError(f"{source}: field '{key}' must be {wanted}, got {type(value).__name__} {str(value)[:40]!r}")
+    # Only the type: the value may be an environment secret.
+    return ManifestError(f"{source}: field '{key}' must be {wanted}, got {type(value).__name__}")
 
 
 def _text(key: str, value: Any, source: Path) -> str:
