@@ -82,6 +82,10 @@ def read_bounded(path: Path, max_bytes: int, check: FileCheck | None = None) -> 
     instead of blocking the reader forever.
     """
     path = Path(path)
+    # Opening a device can itself act (a tape rewinds): refuse what stat already shows; fstat below closes the race.
+    kind = os.stat(path).st_mode
+    if not (stat.S_ISREG(kind) or stat.S_ISDIR(kind) or stat.S_ISFIFO(kind)):
+        raise Unreadable(path, "not a regular file (socket or device)")
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | getattr(os, "O_NOCTTY", 0))
     except IsADirectoryError as exc:
