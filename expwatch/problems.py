@@ -15,14 +15,14 @@ from typing import Any, Callable
 class RunProblems:
     def __init__(self, record: Callable[..., Any], console: Callable[[str], None]):
         self._record, self._console = record, console
-        self._known: dict[tuple[str, str], str] = {}
+        self._known: dict[tuple[str, str], tuple[str, str]] = {}  # (run, file) -> (event, reason)
 
     def report(self, event: str, run: str, path: Path | str | None, reason: str) -> None:
         """``path`` None: a problem of the run that no file names (a rule engine refusal)."""
         key = (run, str(path) if path is not None else event)
-        if self._known.get(key) == reason:
+        if self._known.get(key) == (event, reason):
             return
-        self._known[key] = reason
+        self._known[key] = (event, reason)
         self._record(event, run=run, file=str(path) if path is not None else None, error=reason)
         self._console(f"{run}: {event}: {reason}")
 
@@ -30,3 +30,7 @@ class RunProblems:
         for path in paths:
             if path is not None:
                 self._known.pop((run, str(path)), None)
+
+    def of(self, *events: str) -> list[tuple[str, str]]:
+        """(run, reason) of the current problems recorded as one of ``events``; safe from a display thread."""
+        return [(run, reason) for (run, _), (event, reason) in list(self._known.items()) if event in events]

@@ -40,7 +40,7 @@ from expwatch.rules.model import INFORMATIONAL_ACTIONS, Rule
 from expwatch.processes import verified_process
 from expwatch.runners.registry import Runners
 from expwatch.runners.slurm import JobState, SlurmError
-from expwatch.runstate import RunObservation, classify, log_age
+from expwatch.runstate import RunObservation, RunState, classify, log_age
 from expwatch.settings import Settings, load_settings
 from expwatch.state import IncidentRow, StateStore
 from expwatch.watcher.events import ActionDone, Deadline, FileChanged, ProbeResult, ProcessExit, Shutdown
@@ -126,6 +126,7 @@ class Supervisor:
         self._leftovers: list[IncidentRow] = []  # unfinished incidents found at start, until resumed
         self._rules_refused: str | None = None  # the last reload refusal, so one save is refused once
         self._lock_fd: int | None = None
+        self.problems = RunProblems(lambda *a, **k: self.audit.record(*a, **k), console)
         self.runners = Runners(self.settings)
         self.audit_listeners: list[Callable[[dict[str, Any]], None]] = []  # attached before the first record
         self.limits = GuardLimits(
@@ -150,6 +151,10 @@ class Supervisor:
             job = f"job {m.job_id} {f.job_state or ''}".rstrip() if m.job_id else None
             rows.append(RunView(m.name, classify(obs, stale).value, f.done, m.expected, f.correct,
                                 sum(f.null_reasons.values()), age, m.restarts, m.pid, bool(f.alive), run.last_incident, job))
+        # Manifests that are not runs (unreadable or refused): shown with their reason where the last incident goes.
+        for name, reason in self.problems.of("manifest unreadable", "manifest refused"):
+            if name not in self.runs:
+                rows.append(RunView(name, RunState.UNREADABLE.value, 0, None, 0, 0, None, 0, None, False, reason))
         return rows
 
     def claim(self) -> None:
@@ -180,7 +185,6 @@ class Supervisor:
         self.audit = AuditLog(self.layout.audit_path, int(self.settings.number("audit.max_bytes")), int(self.settings.number("audit.backups")))
         for listener in self.audit_listeners:
             self.audit.add_listener(listener)
-        self.problems = RunProblems(self.audit.record, self.console)
         self.store = StateStore(self.layout.state_db)
         self.exits = ExitWaiter(self.events)
         self.files = DirectoryWatch(self.events, self.settings.get("watch.observer"), self.settings.number("watch.polling_interval_s"),

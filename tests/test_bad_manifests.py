@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 from conftest import wait_for
+from test_liveview import Pane, needs_tmux, table_rows
 
 GOOD = {"argv": ["python", "-c", "pass"], "cwd": "/", "log": "/nonexistent.log"}
 BAD = {
@@ -56,3 +57,21 @@ def test_the_watcher_audits_each_bad_manifest_once_and_serves_the_good_run(exper
     assert not [r for r in experiments.audit(event="run discovered") if r["run"] in wanted]
     experiments.stop_watcher(watcher)
     assert watcher.returncode == 0
+
+
+@needs_tmux
+def test_the_live_table_shows_a_bad_manifest_as_an_unreadable_row_beside_the_runs(experiments):
+    plant(experiments)
+    experiments.launch("healthy", items=400, delay=0.05)
+    pane = Pane([sys.executable, "-m", "expwatch", str(experiments.root)], 120, 30)
+    try:
+        def rows():
+            screen = pane.screen()
+            found = table_rows(screen, ["pid", "healthy"])
+            return found if any("UNREAD" in r for r in found["pid"]) and any("RUNNING" in r for r in found["healthy"]) else None
+
+        found = wait_for(rows, timeout=20, what="an UNREADABLE row and a RUNNING row")
+        assert str(experiments.layout.manifest_path("pid"))[:20] in found["pid"][0]  # the reason, cut to the column
+        pane.keys("C-c")
+    finally:
+        pane.close()
