@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from expwatch.redact import redact_env
+from expwatch.actions.command_env import exec_env, exec_text
 from expwatch.settings import Settings, SettingsError
 
 QUEUE_SIZE = 100
@@ -207,10 +208,10 @@ class Notifier:
             self._done_with_one()
 
     def _send(self, note: Notification) -> None:
-        argv = note.argv(self.config.argv, self._root)
+        argv = [exec_text(a) for a in note.argv(self.config.argv, self._root)]
         started = time.monotonic()
         try:
-            proc = subprocess.Popen(argv, env={**os.environ, **note.env(self._root)}, stdin=subprocess.DEVNULL,
+            proc = subprocess.Popen(argv, env=exec_env({**os.environ, **note.env(self._root)}), stdin=subprocess.DEVNULL,
                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, errors="replace",
                                     start_new_session=True)
         except OSError as exc:

@@ -11,6 +11,7 @@ import subprocess
 import sys
 from typing import Any
 
+from expwatch.actions.command_env import exec_env, exec_text
 from expwatch.actions.context import ActionContext, ActionFailed, ActionResult
 from expwatch.redact import redact_env
 
@@ -25,17 +26,21 @@ def incident_env(ctx: ActionContext, message: str) -> dict[str, str]:
         "EXPWATCH_DIR": str(ctx.layout.root),
         "EXPWATCH_EVIDENCE": str(evidence.get("line") or evidence.get("reason") or "")[:4000],
     }
-    # The watcher's own environment passes as it is; only the incident's text comes from the run.
-    return {**os.environ, **redact_env(incident)}
+    # The watcher's own environment passes as it is; only the incident's text comes from the run:
+    # redacted, and with NUL bytes escaped (they cannot be in an environment).
+    return exec_env({**os.environ, **redact_env(incident)})
 
 
 def run_command(ctx: ActionContext, argv: list[str], message: str, timeout_s: float) -> dict[str, Any]:
     try:
         done = subprocess.run(
-            argv, env=incident_env(ctx, message), stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout_s
+            [exec_text(a) for a in argv], env=incident_env(ctx, message), stdin=subprocess.DEVNULL, capture_output=True,
+            text=True, errors="replace", timeout=timeout_s,
         )
     except FileNotFoundError:
         raise ActionFailed(f"command {argv[0]!r} not found") from None
+    except OSError as exc:  # not executable, a directory, too many processes ...
+        raise ActionFailed(f"command {argv[0]!r} cannot be run: {exc.strerror or exc}") from None
     except subprocess.TimeoutExpired:
         raise ActionFailed(f"command {argv[0]!r} did not finish within {timeout_s:g}s") from None
     if done.returncode != 0:
@@ -50,7 +55,11 @@ def alert(ctx: ActionContext, arg: Any) -> ActionResult:
     ctx.console(f"ALERT {ctx.run}: {ctx.rule}: {message}")
     details: dict[str, Any] = {"message": message}
     if spec.get("argv"):
-        details["command"] = run_command(ctx, list(spec["argv"]), message, float(spec.get("timeout_s", 30)))
+        # An alert only informs: its command failing is recorded, and the incident goes on.
+        try:
+            details["command"] = run_command(ctx, list(spec["argv"]), message, float(spec.get("timeout_s", 30)))
+        except ActionFailed as exc:
+            return ActionResult("alert command failed", {**details, "error": str(exc)})
     return ActionResult("alerted", details)
 
 

@@ -148,7 +148,8 @@ class Fleet:
         before = len(self.audit.select("watcher started"))
         self._watcher_out = open(self.root / "watcher.out", "ab")
         self.watcher = subprocess.Popen(
-            [sys.executable, "-m", "expwatch", "watch", str(self.root), *args],
+            # --no-restart: benchmarks measure (and SIGKILL) the watcher process itself, not a supervising parent.
+            [sys.executable, "-m", "expwatch", "watch", "--no-restart", str(self.root), *args],
             stdout=self._watcher_out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
         )
         wait_for(lambda: len(self.audit.select("watcher started")) > before or self.watcher.poll() is not None,

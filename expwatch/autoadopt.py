@@ -3,7 +3,7 @@
 ``watcher.discover`` only reads ``/proc``; this is where the ``discover``
 setting decides what happens to what it found, and where the effect (a
 manifest, which the watcher then picks up like any other) and its audit
-record are made. The supervisor calls ``sweep`` on start and on every
+record are made. The engine loop calls ``sweep`` on start and on every
 safety poll; a scan is bounded by ``discovery.budget_s`` so the engine
 thread is never held up long.
 """

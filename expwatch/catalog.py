@@ -92,6 +92,13 @@ AUDIT_EVENTS: dict[str, str] = {
     "run suggested": "discovery found a run; `discover: suggest` printed the adopt line",
     "discovery truncated": "a /proc scan hit its time budget; the next poll goes on from there",
     "discovery: slurm unavailable": "squeue did not answer for discovery; asked again after discovery.squeue_retry_s",
+    "rule engine error": "durable-rules refused a run's facts: that run's problem, the others are served",
+    "run file unreadable": "a run's result or checkpoint cannot be read as it is (not a regular file, over a bound)",
+    "manifest unreadable": "a manifest that does not parse or has fields of the wrong type: never acted on",
+    "manifest refused": "a manifest not owned by this user (or root), or writable by others: never acted on",
+    "watcher died": "the watcher process ended abnormally (the restarting parent saw it)",
+    "watcher restarted": "the restarting parent started a new watcher",
+    "watcher refused to start": "the watcher could not start (bad settings or rules, untrusted file)",
     "notify sent": "a notification command ran",
     "notify failed": "a notification command failed or timed out",
 }

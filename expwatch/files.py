@@ -9,11 +9,16 @@ reported as "not readable yet" and retried, never raised as a crash.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
+import re
+import stat
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
+
+from expwatch.limits import input_limits
 
 
 class NotReadyYet(Exception):
@@ -25,12 +30,17 @@ class NotReadyYet(Exception):
         self.reason = reason
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` so that no reader ever sees a partial file."""
+def atomic_write_text(path: Path, text: str, mode: int | None = None) -> None:
+    """Write ``text`` to ``path`` so that no reader ever sees a partial file.
+
+    The file is 0600 (mkstemp's mode, whatever the umask) unless ``mode`` says otherwise.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        if mode is not None:
+            os.fchmod(fd, mode)
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)
             fh.flush()
@@ -44,23 +54,109 @@ def atomic_write_text(path: Path, text: str) -> None:
         raise
 
 
-def atomic_write_json(path: Path, data: Any) -> None:
-    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
+def atomic_write_json(path: Path, data: Any, mode: int | None = None) -> None:
+    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False, default=str) + "\n", mode)
 
 
-def read_json(path: Path) -> Any:
-    """Parse a JSON file; FileNotFoundError if absent, NotReadyYet if torn."""
+class Unreadable(NotReadyYet):
+    """A file that waiting will not fix: not a regular file, too large, too deep, absurd numbers.
+
+    A subclass of NotReadyYet so that every reader that already survives a
+    torn file survives this too; callers that show a reason can tell them apart.
+    """
+
+    def __init__(self, path: Path, reason: str):
+        super().__init__(path, reason)
+        self.args = (f"{path}: unreadable ({reason})",)
+
+
+# Called with the open file's fstat before anything is read (expwatch/trust.py's owner and mode check).
+FileCheck = Callable[[Path, os.stat_result], None]
+
+
+def read_bounded(path: Path, max_bytes: int, check: FileCheck | None = None) -> bytes:
+    """A regular file's bytes, at most ``max_bytes``; FileNotFoundError if absent.
+
+    Opened with O_NONBLOCK and checked with fstat before reading, so a FIFO
+    or a device planted where a result file should be is refused at once
+    instead of blocking the reader forever.
+    """
     path = Path(path)
+    # Opening a device can itself act (a tape rewinds): refuse what stat already shows; fstat below closes the race.
+    kind = os.stat(path).st_mode
+    if not (stat.S_ISREG(kind) or stat.S_ISDIR(kind) or stat.S_ISFIFO(kind)):
+        raise Unreadable(path, "not a regular file (socket or device)")
     try:
-        raw = path.read_bytes()
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | getattr(os, "O_NOCTTY", 0))
     except IsADirectoryError as exc:
         raise NotReadyYet(path, "is a directory") from exc
+    try:
+        info = os.fstat(fd)
+        if stat.S_ISDIR(info.st_mode):
+            raise NotReadyYet(path, "is a directory")
+        if not stat.S_ISREG(info.st_mode):
+            raise Unreadable(path, "not a regular file (FIFO, socket or device)")
+        if check is not None:
+            check(path, info)
+        if info.st_size > max_bytes:
+            raise Unreadable(path, f"{info.st_size} bytes, more than the {max_bytes} allowed")
+        chunks, total = [], 0
+        while chunk := os.read(fd, min(1 << 20, max_bytes + 1 - total)):
+            chunks.append(chunk)
+            total += len(chunk)
+            if total > max_bytes:
+                raise Unreadable(path, f"grew past the {max_bytes} bytes allowed while being read")
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
+# Strings are removed first so that brackets inside them do not count; then
+# every opening bracket becomes +1 and every closing one -1 (as signed bytes),
+# and the running sum's maximum is the depth, all in C.
+# (The unrolled string pattern costs ~10 ms per MB, a few times json.loads itself.)
+_JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')
+_NOT_BRACKET = re.compile(rb"[^\[\]{}]+")
+_STEP = bytes.maketrans(b"[{]}", b"\x01\x01\xff\xff")
+
+
+def _json_depth(raw: bytes) -> int:
+    steps = _NOT_BRACKET.sub(b"", _JSON_STRING.sub(b"", raw)).translate(_STEP)
+    return max(itertools.accumulate(memoryview(steps).cast("b")), default=0)
+
+
+def read_json(path: Path, check: FileCheck | None = None) -> Any:
+    """Parse a JSON file within configs/limits.yaml's bounds.
+
+    FileNotFoundError if absent, NotReadyYet if torn (retry), Unreadable if
+    it breaks a bound. The depth is measured before parsing (json's decoder
+    would raise RecursionError deep inside), integers are bounded by digits
+    (Python refuses more than 4300 with a ValueError of its own).
+    """
+    path = Path(path)
+    limits = input_limits().json
+    raw = read_bounded(path, limits.max_bytes, check)
     if not raw.strip():
         raise NotReadyYet(path, "empty")
+    if (depth := _json_depth(raw)) > limits.max_depth:
+        raise Unreadable(path, f"nested {depth} levels deep, more than the {limits.max_depth} allowed")
+
+    def bounded_int(text: str) -> int:
+        if len(text.lstrip("-")) > limits.max_int_digits:
+            raise Unreadable(path, f"an integer of {len(text.lstrip('-'))} digits, more than the {limits.max_int_digits} allowed")
+        return int(text)
+
     try:
-        return json.loads(raw.decode("utf-8", errors="replace"))
+        return json.loads(raw.decode("utf-8", errors="replace"), parse_int=bounded_int)
     except json.JSONDecodeError as exc:
         raise NotReadyYet(path, f"invalid JSON at line {exc.lineno} column {exc.colno}") from exc
+    except RecursionError as exc:  # only below the depth bound if the interpreter's own limit is lower
+        raise Unreadable(path, "nested too deeply to parse") from exc
+
+
+def read_text(path: Path, check: FileCheck | None = None) -> str:
+    """A UTF-8 text input (rules, settings) within the YAML size bound; UnicodeDecodeError if not UTF-8."""
+    return read_bounded(path, input_limits().yaml.max_bytes, check).decode("utf-8")
 
 
 def read_json_lines(path: Path) -> list[Any]:

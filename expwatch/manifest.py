@@ -9,13 +9,14 @@ rewritten atomically, and found by listing ``DIR/.expwatch/runs/``.
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from expwatch import crashpoints
 from expwatch.files import NotReadyYet, atomic_write_json, read_json
 from expwatch.layout import ExperimentsLayout
+from expwatch.trust import UntrustedFile, check_trusted, file_mode, make_home
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
@@ -77,46 +78,113 @@ class RunManifest:
 
     @classmethod
     def from_json(cls, data: Any, source: Path) -> "RunManifest":
+        """A manifest whose every field has its type; ManifestError names the file and field otherwise."""
         if not isinstance(data, dict):
-            raise ManifestError(f"{source}: manifest is not a JSON object")
-        known = {f.name for f in fields(cls)}
+            raise ManifestError(f"{source}: manifest is a JSON {type(data).__name__}, not an object")
         for required in ("name", "argv", "cwd", "log"):
             if required not in data:
                 raise ManifestError(f"{source}: field '{required}' is missing")
-        kwargs = {k: v for k, v in data.items() if k in known}
-        if not isinstance(kwargs["argv"], list) or not all(isinstance(a, str) for a in kwargs["argv"]):
-            raise ManifestError(f"{source}: field 'argv' must be a list of strings")
-        kwargs["argv"] = tuple(kwargs["argv"])
-        kwargs["env_unset"] = tuple(kwargs.get("env_unset") or ())
-        sbatch_args = kwargs.get("sbatch_args") or []
-        if not isinstance(sbatch_args, list) or not all(isinstance(a, str) for a in sbatch_args):
-            raise ManifestError(f"{source}: field 'sbatch_args' must be a list of strings")
-        kwargs["sbatch_args"] = tuple(sbatch_args)
-        kwargs["env_overrides"] = dict(kwargs.get("env_overrides") or {})
-        halted = kwargs.get("halted")
-        kwargs["halted"] = HaltMark(**halted) if isinstance(halted, dict) else None
+        kwargs = {k: _checked(k, v, source) for k, v in data.items() if k in FIELD_KINDS}
+        try:
+            validate_name(kwargs["name"])
+        except ManifestError as exc:
+            raise ManifestError(f"{source}: field 'name': {exc}") from None
+        if Path(source).name.endswith(".json") and Path(source).stem != kwargs["name"]:
+            raise ManifestError(f"{source}: field 'name' is {kwargs['name']!r}, but the file names run {Path(source).stem!r}")
+        if not kwargs["argv"]:
+            raise ManifestError(f"{source}: field 'argv' is empty")
         return cls(**kwargs)
 
     def with_changes(self, **changes: Any) -> "RunManifest":
         return replace(self, **changes)
 
 
+# A run NAME owns runs/NAME.json, runs/NAME.exit.json and runs/NAME/; a name
+# ending in one of these would make its files pass for another run's.
+RESERVED_SUFFIXES = (".exit", ".json", ".tmp")
+
+
+def _fail(source: Path, key: str, wanted: str, value: Any) -> ManifestError:
+    # Only the type: the value may be an environment secret.
+    return ManifestError(f"{source}: field '{key}' must be {wanted}, got {type(value).__name__}")
+
+
+def _text(key: str, value: Any, source: Path) -> str:
+    if not isinstance(value, str) or "\x00" in value:
+        raise _fail(source, key, "a string without NUL bytes", value)
+    return value
+
+
+def _integer(key: str, value: Any, source: Path) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise _fail(source, key, "a non-negative integer", value)
+    return value
+
+
+def _checked(key: str, value: Any, source: Path) -> Any:
+    """``value`` of manifest field ``key`` in its Python type, or ManifestError."""
+    kind = FIELD_KINDS[key]
+    if value is None and kind.startswith("optional "):
+        return None
+    kind = kind.removeprefix("optional ")
+    if kind == "text":
+        return _text(key, value, source)
+    if kind == "integer":
+        return _integer(key, value, source)
+    if kind == "number":
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
+            raise _fail(source, key, "a number", value)
+        return float(value)
+    if kind == "flag":
+        if not isinstance(value, bool):
+            raise _fail(source, key, "true or false", value)
+        return value
+    if kind == "texts":
+        if not isinstance(value, list):
+            raise _fail(source, key, "a list of strings", value)
+        return tuple(_text(key, item, source) for item in value)
+    if kind == "env":
+        if not isinstance(value, dict):
+            raise _fail(source, key, "an object of strings", value)
+        return {_text(key, k, source): _text(key, v, source) for k, v in value.items()}
+    if not isinstance(value, dict) or not isinstance(value.get("reason"), str) or not isinstance(value.get("at"), str) \
+            or not isinstance(value.get("incident"), (str, type(None))):
+        raise _fail(source, key, "an object with 'reason', 'at' and 'incident'", value)
+    return HaltMark(value["reason"], value["incident"], value["at"])
+
+
+# The JSON type of every manifest field; "optional" ones may be null.
+FIELD_KINDS = {
+    "name": "text", "argv": "texts", "cwd": "text", "log": "text", "env_overrides": "env", "env_unset": "texts",
+    "result": "optional text", "checkpoint": "optional text", "expected": "optional integer", "pid": "optional integer",
+    "create_time": "optional number", "pgid": "optional integer", "sid": "optional integer",
+    "launched_at": "optional text", "restarts": "integer", "profile": "optional text", "runner": "text",
+    "job_id": "optional text", "sbatch_args": "texts", "adopted": "flag", "halted": "optional halt",
+    "stopped_at": "optional text", "completed_at": "optional text",
+}
+
+
 def validate_name(name: str) -> str:
-    if not NAME_RE.match(name):
-        raise ManifestError(f"run name {name!r}: use letters, digits, '.', '_' or '-' (at most 100)")
+    """The one check of a run name (launch, adopt and every manifest read)."""
+    if not isinstance(name, str) or not NAME_RE.match(name):
+        raise ManifestError(f"run name {name!r}: use letters, digits, '.', '_' or '-', starting with a letter or digit (at most 100)")
+    if name.lower().endswith(RESERVED_SUFFIXES):
+        raise ManifestError(f"run name {name!r}: may not end in {', '.join(RESERVED_SUFFIXES)} (names files of other runs)")
     return name
 
 
 def save_manifest(layout: ExperimentsLayout, manifest: RunManifest) -> Path:
     path = layout.manifest_path(manifest.name)
-    atomic_write_json(path, manifest.to_json())
+    make_home(layout)
+    atomic_write_json(path, manifest.to_json(), file_mode(layout.runs_dir))
     crashpoints.passed("manifest:save")
     return path
 
 
 def load_manifest(path: Path) -> RunManifest:
-    """Raises FileNotFoundError, NotReadyYet (torn write) or ManifestError."""
-    return RunManifest.from_json(read_json(path), path)
+    """Raises FileNotFoundError, NotReadyYet (torn write; UntrustedFile: not ours) or ManifestError."""
+    path = Path(path)
+    return RunManifest.from_json(read_json(path, lambda p, info: check_trusted(p, info, path.parent.parent)), path)
 
 
 def load_named(layout: ExperimentsLayout, name: str) -> RunManifest:
@@ -128,16 +196,34 @@ def load_named(layout: ExperimentsLayout, name: str) -> RunManifest:
         raise ManifestError(f"no run named {name!r} in {layout.root} (known: {known})") from None
 
 
-def discover(layout: ExperimentsLayout) -> list[RunManifest]:
-    """Every readable manifest; unreadable ones are skipped (they are retried by the watcher)."""
-    found = []
+@dataclass(frozen=True)
+class UnreadableManifest:
+    """A file in runs/ that is not a usable manifest: shown as UNREADABLE, never acted on."""
+
+    name: str
+    path: Path
+    reason: str  # one line naming the file (and the field)
+    untrusted: bool = False  # owned or writable by someone else (expwatch/trust.py)
+
+
+def survey(layout: ExperimentsLayout) -> tuple[list[RunManifest], list[UnreadableManifest]]:
+    """Every manifest of ``layout``: the usable ones, and why each other one is not."""
+    found: list[RunManifest] = []
+    broken: list[UnreadableManifest] = []
     if not layout.runs_dir.is_dir():
-        return found
+        return found, broken
     for path in sorted(layout.runs_dir.glob("*.json")):
         if not layout.is_manifest(path):
             continue
         try:
             found.append(load_manifest(path))
-        except (FileNotFoundError, NotReadyYet, ManifestError):
+        except FileNotFoundError:
             continue
-    return found
+        except (NotReadyYet, ManifestError) as exc:
+            broken.append(UnreadableManifest(path.stem, path, str(exc), isinstance(exc, UntrustedFile)))
+    return found, broken
+
+
+def discover(layout: ExperimentsLayout) -> list[RunManifest]:
+    """Every usable manifest; see ``survey`` for the others (the watcher retries them)."""
+    return survey(layout)[0]

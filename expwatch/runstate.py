@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 
-from expwatch.files import NotReadyYet, read_json
+from expwatch.files import NotReadyYet, Unreadable, read_json
 from expwatch.manifest import RunManifest
 from expwatch.results.progress import ResultSnapshot, read_progress
 from expwatch.processes import verified_process
@@ -32,6 +32,7 @@ class RunState(str, Enum):
     HALTED = "HALTED"
     STOPPED = "STOPPED"
     UNKNOWN = "UNKNOWN"
+    UNREADABLE = "UNREADABLE"  # its manifest or one of its files breaks a bound or is not a file; the reason is shown
 
 
 @dataclass(frozen=True)
@@ -130,6 +131,8 @@ def observe(manifest: RunManifest, stale_after_s: float, exit_record: Path | Non
             Path(manifest.result) if manifest.result else None,
             Path(manifest.checkpoint) if manifest.checkpoint else None,
         )
+    except Unreadable as exc:
+        return RunReport(manifest, RunState.UNREADABLE, None, None, log_age(manifest.log), str(exc), job)
     except NotReadyYet as exc:
         progress, note = None, str(exc)
     if manifest.job_id:

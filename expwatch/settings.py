@@ -11,11 +11,11 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from expwatch.bounded_yaml import YamlRefused, parse_yaml
+from expwatch.files import NotReadyYet, read_text
+from expwatch.layout import HOME_NAME, ExperimentsLayout
+from expwatch.trust import check_trusted
 from expwatch.settings_shape import check_settings
-
-from expwatch.layout import ExperimentsLayout
 
 
 class SettingsError(Exception):
@@ -27,7 +27,7 @@ def shipped_text(name: str) -> str:
 
 
 def shipped_yaml(name: str) -> dict[str, Any]:
-    return yaml.safe_load(shipped_text(name)) or {}
+    return parse_yaml(shipped_text(name), f"configs/{name}").data or {}
 
 
 def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
@@ -92,18 +92,24 @@ class Settings:
 def yaml_mapping(text: str, label: str, error: type[Exception] = SettingsError) -> dict[str, Any]:
     """Parse a YAML settings text whose top level must be a mapping; errors name label:line."""
     try:
-        data = yaml.safe_load(text) or {}
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = f":{mark.line + 1}" if mark else ""
-        raise error(f"{label}{line}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
+        data = parse_yaml(text, label).data or {}
+    except YamlRefused as exc:
+        raise error(str(exc)) from None
     if not isinstance(data, dict):
         raise error(f"{label}: top level must be a mapping")
     return data
 
 
 def _load_user(path: Path) -> dict[str, Any]:
-    return yaml_mapping(path.read_text(encoding="utf-8"), str(path)) if path.exists() else {}
+    try:
+        text = read_text(path, lambda p, info: check_trusted(p, info, path.parent / HOME_NAME))
+    except FileNotFoundError:
+        return {}
+    except NotReadyYet as exc:
+        raise SettingsError(f"{path}: {exc.reason}") from None
+    except UnicodeDecodeError as exc:
+        raise SettingsError(f"{path}: not UTF-8 text ({exc.reason})") from None
+    return yaml_mapping(text, str(path))
 
 
 def _profiles(data: dict[str, Any]) -> dict[str, Profile]:

@@ -10,6 +10,7 @@ checkpoint).
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import threading
 import time
@@ -19,6 +20,7 @@ from typing import Any
 
 from expwatch import crashpoints
 from expwatch.redact import redact_record
+from expwatch.trust import PRIVATE_DIR, file_mode
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (name TEXT PRIMARY KEY, data TEXT NOT NULL);
@@ -52,9 +54,11 @@ class IncidentRow:
 
 class StateStore:
     def __init__(self, path: Path):
-        path.parent.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(parents=True, exist_ok=True, mode=PRIVATE_DIR)
         self._lock = threading.Lock()
         self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+        # Before WAL is on: SQLite gives its -wal and -shm files the database file's mode.
+        os.chmod(path, file_mode(path.parent))
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(SCHEMA)

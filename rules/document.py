@@ -13,6 +13,11 @@ from typing import Any
 
 import yaml
 
+from expwatch.bounded_yaml import YamlRefused, parse_yaml
+from expwatch.files import NotReadyYet, read_text
+from expwatch.layout import HOME_NAME
+from expwatch.trust import check_trusted
+
 
 class RulesError(Exception):
     """An invalid rules file. ``str()`` is the one-line message."""
@@ -63,20 +68,22 @@ class RulesDocument:
 
 
 def read_document(text: str, source: str) -> RulesDocument:
+    """Parse with bounds on size, depth and aliases before anything is built (expwatch/bounded_yaml.py)."""
     try:
-        root = yaml.compose(text)
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        raise RulesError(source, mark.line + 1 if mark else None, f"not valid YAML: {getattr(exc, 'problem', None) or exc}") from None
-    if data is None:
+        document = parse_yaml(text, source)
+    except YamlRefused as exc:
+        raise RulesError(source, exc.line, exc.message) from None
+    if document.data is None:
         raise RulesError(source, None, "the file is empty")
-    return RulesDocument(source, text, root, data)
+    return RulesDocument(source, text, document.root, document.data)
 
 
 def read_file(path: Path) -> RulesDocument:
+    """A user's rules file: refused unless its owner and mode say it is ours (expwatch/trust.py), bounded in size."""
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        text = read_text(Path(path), lambda p, info: check_trusted(p, info, Path(path).parent / HOME_NAME))
     except UnicodeDecodeError as exc:
         raise RulesError(str(path), None, f"not UTF-8 text ({exc.reason})") from None
+    except NotReadyYet as exc:
+        raise RulesError(str(path), None, exc.reason) from None
     return read_document(text, str(path))

@@ -32,7 +32,7 @@ class _QuietHost(durable.Host):
 
 
 class EngineError(Exception):
-    pass
+    """durable-rules refused one run's fact: that run's problem, audited, never the watcher's."""
 
 
 class RuleEngine:
@@ -76,19 +76,25 @@ class RuleEngine:
             return []
         except durable.MessageObservedException as exc:
             raise EngineError(f"run {run!r}: fact id reused ({exc})") from None
+        except Exception as exc:  # the C engine reports every other refusal as a bare Exception
+            raise EngineError(f"run {run!r}: durable-rules refused the fact ({exc})") from None
         matched = self._matched
         try:
             self._host.retract_fact(self._name, fact)
         except durable.MessageNotHandledException:
             pass
+        except Exception as exc:
+            raise EngineError(f"run {run!r}: durable-rules could not retract the fact ({exc})") from None
         order = {r.name: i for i, r in enumerate(self.ruleset.rules)}
         return sorted(set(matched), key=order.__getitem__)
 
     def forget(self, run: str) -> None:
-        """Drop a run's durable session (run lost or finished)."""
-        if not self._empty:
-            try:
-                self._host.delete_state(self._name, run)
-            except Exception:
-                # delete_state of a sid that never asserted anything raises a bare Exception.
-                pass
+        """A run lost or finished: nothing to drop, and nothing is asked of durable-rules.
+
+        Every fact is retracted right after it is evaluated, so a run's session
+        holds no facts between evaluations. durable-rules' ``delete_state`` is
+        not called: in 2.0.28 it frees state that the engine's node cache still
+        points to, and the next assert of another run dies with SIGSEGV or
+        SIGABRT (issue 15; jruizgit/rules PR #297 fixes the same eviction bug in
+        v0's C state code). A run that comes back reuses its empty session.
+        """

@@ -102,10 +102,11 @@ class Experiments:
         for run in runs:
             wait_for(lambda: self.incidents_closed(run), timeout=timeout, what=f"{run}'s incidents to close")
 
-    def start_watcher(self, *args: str) -> subprocess.Popen:
+    def start_watcher(self, *args: str, supervised: bool = False) -> subprocess.Popen:
+        """The watcher in one process (its timing and signals are the tests'); ``supervised``: under its restarting parent."""
         before = len(self.audit(event="watcher started"))
         proc = subprocess.Popen(
-            [sys.executable, "-m", "expwatch", "watch", str(self.root), *args],
+            [sys.executable, "-m", "expwatch", "watch", *([] if supervised else ["--no-restart"]), str(self.root), *args],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
         )
         self.watchers.append(proc)

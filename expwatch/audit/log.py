@@ -29,6 +29,7 @@ import structlog
 
 from expwatch import crashpoints
 from expwatch.redact import redact_secrets
+from expwatch.trust import PRIVATE_DIR, file_mode
 
 # Fields that link records across stages; written first so raw lines read left to right.
 LINK_FIELDS = ("event", "run", "rule", "incident")
@@ -68,7 +69,9 @@ class _AppendOnlyFile:
         self._fd: int | None = self._open()
 
     def _open(self) -> int:
-        return os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        # Recreated when someone removes .expwatch/ under a running watcher (issue 15).
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=PRIVATE_DIR)
+        return os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, file_mode(self.path.parent))
 
     def write(self, line: str) -> str:
         if self._fd is None:
@@ -99,6 +102,7 @@ class _AppendOnlyFile:
         ours = os.fstat(self._fd)
         if on_disk is None or (on_disk.st_dev, on_disk.st_ino) != (ours.st_dev, ours.st_ino):
             os.close(self._fd)
+            self._fd = None
             self._fd = self._open()
 
     def _rotate_if_full(self, incoming: int) -> None:

@@ -22,6 +22,7 @@ from expwatch.results.progress import checkpoint_path_for
 from expwatch.settings import Settings, SettingsError, load_settings
 from expwatch.watcher.discover import DiscoveryConfig
 from expwatch.watcher.discover_slurm import SlurmUnavailable, scan_jobs
+from expwatch.trust import make_home
 
 EXAMPLE = """examples:
   expwatch adopt --pid 48121 --log experiments/o3.log --result experiments/o3.json --expected 500 --dir experiments
@@ -99,6 +100,7 @@ def run(args: argparse.Namespace) -> int:
         if args.pid is None:
             return _adopt_by_log(args, layout, settings)
         name, log, result, checkpoint = run_paths(args)
+        make_home(layout, bool(settings.get("security.group_access")))
         profile = settings.profile(args.profile)
         record = read_process(args.pid)
         earlier = replace_earlier_adoption(layout, record, name)

@@ -13,6 +13,7 @@ from expwatch.manifest import ManifestError, RunManifest, save_manifest
 from expwatch.preflight import LaunchPlan, flag_int, preflight
 from expwatch.profile_slots import claim, runs_using
 from expwatch.run_options import add_run_options, now_iso, refuse_live_duplicate, run_paths
+from expwatch.trust import make_home
 from expwatch.runners.base import LaunchSpec
 from expwatch.runners.registry import RUNNER_NAMES, Runners
 from expwatch.runstate import exit_code
@@ -105,6 +106,7 @@ def run(args: argparse.Namespace) -> int:
         runner_name = args.runner or settings.get("runner")
         runner = runners.named(runner_name)
         refuse_live_duplicate(layout, name, runners)
+        make_home(layout, bool(settings.get("security.group_access")))
         profile = settings.profile(args.profile)
         overrides = {**profile.env, **parse_env(args.env)}
     except (ManifestError, SettingsError, ValueError, OSError) as exc:

@@ -71,6 +71,8 @@ def run_init(args: argparse.Namespace) -> int:
     schema.write_text(shipped_text("rules.schema.json"), encoding="utf-8")
     body = full_copy(shipped_rules_text()) if args.full else shipped_text("rules.local.yaml")
     target.write_text(f"# yaml-language-server: $schema=./{SCHEMA_NAME}\n" + body, encoding="utf-8")
+    # Only its owner may write it whatever the umask, or the watcher would refuse it (expwatch/trust.py).
+    target.chmod(0o644)
     kind = "a complete copy of the shipped rules (replace: true)" if args.full else "an override of the shipped rules"
     print(f"wrote {target}, {kind} (and {schema.name} for editors); a running watcher reloads it on save")
     return 0

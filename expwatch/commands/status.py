@@ -13,6 +13,9 @@ from expwatch.pipeline.state import all_states, render_states
 from expwatch.runstate import observe_all
 from expwatch.settings import SettingsError
 from expwatch.terminal import terminal_text
+from expwatch.manifest import survey
+from expwatch.trust import group_shared
+from expwatch.runstate import RunState
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -36,23 +39,33 @@ def run(args: argparse.Namespace) -> int:
     except SettingsError as exc:
         print(f"expwatch status: {exc}", file=sys.stderr)
         return 2
-    reports, note = observe_all(layout, stale)
+    manifests, broken = survey(layout)
+    reports, note = observe_all(layout, stale, manifests)
     if note:
         print(terminal_text(f"expwatch status: {note}"), file=sys.stderr)
     causes = last_causes(layout.audit_path)
     if args.json:
-        print(json.dumps([{**r.to_json(), "last_cause": causes.get(r.manifest.name)} for r in reports], indent=2))
+        rows = [{**r.to_json(), "last_cause": causes.get(r.manifest.name)} for r in reports]
+        rows += [{"name": b.name, "state": RunState.UNREADABLE.value, "progress_note": b.reason} for b in broken]
+        print(json.dumps(sorted(rows, key=lambda row: row["name"]), indent=2))
         return 0
-    if not reports:
+    if not reports and not broken:
         print(f"no runs under {layout.runs_dir}")
     else:
         print(HEADER)
-        for report in reports:
-            cause = causes.get(report.manifest.name)
-            print(terminal_text(format_row(report)) + (f"\n    cause: {terminal_text(cause)}" if cause else ""))
+        lines = []
+        for r in reports:
+            cause = causes.get(r.manifest.name)
+            row = terminal_text(format_row(r) + (f" {r.progress_note}" if r.state is RunState.UNREADABLE else ""))
+            lines.append((r.manifest.name, row + (f"\n    cause: {terminal_text(cause)}" if cause else "")))
+        lines += [(b.name, terminal_text(f"{b.name:<20} {RunState.UNREADABLE.value} {b.reason}")) for b in broken]
+        for _, line in sorted(lines):
+            print(line)
     for report in reports:
         if report.manifest.waiting_for_slot:
             print(terminal_text(f"{report.manifest.name}: switch_profile is waiting for a slot on profile {report.manifest.waiting_for_slot!r}"))
     for line in render_states(all_states(layout)):
         print(terminal_text(line))
+    if group_shared(layout.home):
+        print(f"note: {layout.home} is shared with its group (security.group_access): group members can read and write it")
     return 0

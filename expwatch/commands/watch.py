@@ -14,14 +14,16 @@ from datetime import datetime
 from pathlib import Path
 
 from expwatch.actions.notifier import notifier_for
+from expwatch.audit.log import AuditLog
 from expwatch.display.live import LiveView, terminal_wanted
 from expwatch.display.plain import PlainLines
+from expwatch.layout import ExperimentsLayout
+from expwatch.respawn import RespawnPolicy, Respawner
 from expwatch.rules.loader import RulesError
-from expwatch.settings import SettingsError
+from expwatch.settings import SettingsError, load_settings
 from expwatch.engine.lock import AlreadyWatched
 from expwatch.engine.loop import EngineLoop
 from expwatch.watcher.events import Shutdown
-from expwatch.terminal import terminal_text
 
 EXAMPLE = """examples:
   expwatch experiments/            # same as: expwatch watch experiments/
@@ -29,6 +31,8 @@ EXAMPLE = """examples:
   nohup expwatch experiments/ > watch.log 2>&1 &    # one line per event, grep-able
 
 exit codes: 0 stopped by Ctrl-C/SIGTERM, 2 bad directory, settings or rules, 3 DIR already watched
+A watcher that dies abnormally (a signal, an uncaught error) is restarted, at most once per
+watch.restart_backoff_s, and the restart is audited; --no-restart watches in this one process.
 """
 
 
@@ -44,11 +48,48 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("dir", nargs="?", default=".", help="experiments directory (default: .)")
     p.add_argument("--dry-run", action="store_true", help="record what every action would do, do nothing")
     p.add_argument("--plain", action="store_true", help="one line per event even on a terminal (no live table)")
+    p.add_argument("--no-restart", action="store_true",
+                   help="watch in this process; do not restart the watcher if it dies abnormally (default: restart, "
+                   "at most once per watch.restart_backoff_s)")
     p.set_defaults(func=run)
 
 
 def console_line(text: str) -> None:
-    print(terminal_text(f"{datetime.now():%H:%M:%S} {text}", keep_newlines=True), flush=True)
+    print(f"{datetime.now():%H:%M:%S} {text}", flush=True)
+
+
+def refuse(root: Path, error: str) -> int:
+    """A watcher that cannot start says why on stderr and in the audit log (whose limits are then the shipped ones)."""
+    shipped = load_settings(None)
+    audit = AuditLog(ExperimentsLayout.at(root).audit_path, int(shipped.number("audit.max_bytes")), int(shipped.number("audit.backups")))
+    try:
+        audit.record("watcher refused to start", dir=str(ExperimentsLayout.at(root).root), error=error)
+    finally:
+        audit.close()
+    print(f"expwatch: {error}", file=sys.stderr)
+    return 2
+
+
+def supervised(args: argparse.Namespace, root: Path) -> int:
+    """This process only restarts the real watcher, a child running ``watch --no-restart``."""
+    layout = ExperimentsLayout.at(root)
+    try:
+        settings = load_settings(layout)
+        policy = RespawnPolicy(settings.number("watch.restart_backoff_s"))
+    except SettingsError as exc:
+        return refuse(root, str(exc))
+
+    def record(event: str, **fields: object) -> None:
+        audit = AuditLog(layout.audit_path, int(settings.number("audit.max_bytes")), int(settings.number("audit.backups")))
+        try:
+            audit.record(event, dir=str(layout.root), **fields)
+        finally:
+            audit.close()
+        console_line(f"{event}: " + " ".join(f"{k}={v}" for k, v in fields.items()))
+
+    argv = [sys.executable, "-m", "expwatch", "watch", "--no-restart", str(root)]
+    argv += ["--dry-run"] * args.dry_run + ["--plain"] * args.plain
+    return Respawner(argv, policy, record).run()
 
 
 def run(args: argparse.Namespace) -> int:
@@ -56,6 +97,8 @@ def run(args: argparse.Namespace) -> int:
     if not root.is_dir():
         print(f"expwatch: {root} is not a directory", file=sys.stderr)
         return 2
+    if not args.no_restart:
+        return supervised(args, root)
     live = terminal_wanted(sys.stdout, args.plain)
     display: LiveView | PlainLines
     loop: EngineLoop
@@ -67,8 +110,7 @@ def run(args: argparse.Namespace) -> int:
         loop = EngineLoop(root, dry_run=args.dry_run, console=display.console)
         notifier = notifier_for(loop.settings, str(loop.layout.root), lambda *a, **k: loop.audit.record(*a, **k))
     except SettingsError as exc:
-        print(f"expwatch: {exc}", file=sys.stderr)
-        return 2
+        return refuse(root, str(exc))
     loop.audit_listeners.append(display.on_record)
     if notifier is not None:
         loop.audit_listeners.append(notifier.on_record)
@@ -78,22 +120,26 @@ def run(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
+    try:
+        loop.claim()
+    except AlreadyWatched as exc:
+        if notifier is not None:
+            notifier.close()
+        print(f"expwatch: {exc}", file=sys.stderr)
+        return 3
     console_line(f"watching {loop.layout.root} (audit log: {loop.layout.audit_path}); Ctrl-C to stop")
     display.start()
     try:
         loop.run()
-    except AlreadyWatched as exc:
-        error, code = str(exc), 3
     except RulesError as exc:
-        error, code = str(exc), 2
+        error = str(exc)
     else:
-        error, code = "", 0
+        error = ""
     finally:
         display.stop()
         if notifier is not None:
             notifier.close()
     if error:
-        print(f"expwatch: {error}", file=sys.stderr)
-        return code
+        return refuse(root, error)
     console_line(f"stopped; audit log: {loop.layout.audit_path}")
     return 0

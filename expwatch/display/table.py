@@ -17,7 +17,7 @@ from expwatch.display.records import clock, feed_records, summary, tone
 
 RESET = "\033[0m"
 BOLD, DIM = "1", "2"
-STATE_SGR = {"RUNNING": "32", "COMPLETE": "36", "DEAD": "1;31", "HALTED": "1;97;41", "STALE": "1;33", "STOPPED": "2", "UNKNOWN": "2"}
+STATE_SGR = {"RUNNING": "32", "COMPLETE": "36", "DEAD": "1;31", "HALTED": "1;97;41", "STALE": "1;33", "STOPPED": "2", "UNKNOWN": "2", "UNREADABLE": "1;35"}
 TONE_SGR = {"bad": "31", "good": "32", "warn": "33", "": ""}
 BAR_MIN, BAR_MAX, LAST_MIN = 8, 20, 18
 RATE_WINDOW_S = 120.0

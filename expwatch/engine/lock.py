@@ -11,6 +11,7 @@ import fcntl
 import os
 
 from expwatch.layout import ExperimentsLayout
+from expwatch.trust import make_home
 
 
 class AlreadyWatched(Exception):
@@ -18,14 +19,16 @@ class AlreadyWatched(Exception):
 
 
 class DirectoryLock:
-    def __init__(self, layout: ExperimentsLayout):
-        self._layout = layout
+    def __init__(self, layout: ExperimentsLayout, group_access: bool):
+        self._layout, self._group_access = layout, group_access
         self._fd: int | None = None
 
     def acquire(self) -> None:
-        """Take the lock or raise AlreadyWatched naming the holder's pid."""
-        self._layout.home.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self._layout.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        """Take the lock (once; again is a no-op) or raise AlreadyWatched naming the holder's pid."""
+        if self._fd is not None:
+            return
+        make_home(self._layout, self._group_access)
+        fd = os.open(self._layout.lock_path, os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

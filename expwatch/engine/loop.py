@@ -31,16 +31,19 @@ from expwatch.engine.reading import LogRead, log_lines, progress_of
 from expwatch.engine.progress_log import note_progress
 from expwatch.engine.recording import DecisionRecorder
 from expwatch.engine.recovery import Recovery
-from expwatch.engine.reload import reload_decider
+from expwatch.engine.reload import RulesReloader
 from expwatch.engine.runs import RunTable, WatchedRun
 from expwatch.engine.slurm_runs import SlurmRuns
-from expwatch.engine.snapshot import RunView, views_of
+from expwatch.engine.snapshot import RunView, unreadable_views, views_of
 from expwatch.engine.timers import Timers
-from expwatch.files import NotReadyYet
+from expwatch.files import NotReadyYet, Unreadable
 from expwatch.layout import ExperimentsLayout
-from expwatch.manifest import ManifestError, RunManifest, discover, load_manifest
+from expwatch.manifest import ManifestError, RunManifest, load_manifest, survey
+from expwatch.problems import RunProblems
+from expwatch.trust import UntrustedFile
 from expwatch.processes import verified_process
-from expwatch.rules.decide import Decider, DecisionPolicy, Outcome
+from expwatch.rules.decide import NOTHING, Decider, DecisionPolicy, Outcome
+from expwatch.rules.engine import EngineError
 from expwatch.rules.facts import RunFacts
 from expwatch.rules.loader import load_rules
 from expwatch.runners.registry import Runners
@@ -66,9 +69,14 @@ class EngineLoop:
         self.audit_listeners: list[Callable[[dict[str, Any]], None]] = []  # attached before the first record
         self._manifest_locks: dict[str, threading.Lock] = {}  # one per run, shared by its incidents' threads
         self._views: tuple[RunView, ...] = ()
-        self.lock = DirectoryLock(self.layout)
+        self.lock = DirectoryLock(self.layout, bool(self.settings.get("security.group_access")))
+        self.problems = RunProblems(lambda *a, **k: self.audit.record(*a, **k), console)
         # Built here so a bad discovery setting is refused before watching starts.
         self.discovery = RunDiscovery(self.layout, self.settings, lambda event, **f: self.audit.record(event, **f), self.console)
+
+    def claim(self) -> None:
+        """Take DIR's watcher lock before anything is shown (raises AlreadyWatched); ``run`` keeps it."""
+        self.lock.acquire()
 
     def views(self) -> tuple[RunView, ...]:
         """The latest snapshot the loop published (safe from any thread: an immutable tuple)."""
@@ -94,6 +102,7 @@ class EngineLoop:
                                          lambda: self.decider.ruleset.digest)
         self.probes = ProbeBoard(self.events, self.settings, self.audit.record)
         self.slurm = SlurmRuns(self)
+        self.reloader = RulesReloader(self.layout.rules_path, set(self.settings.profiles), self.audit, self.console)
         mode = self.files.watch(self.layout.root, recursive=True)
         self.files.start()
         self.exits.start()
@@ -104,7 +113,7 @@ class EngineLoop:
         # decides at once (informational ones do) is this watcher's own.
         self.recovery = Recovery(self.store, self.audit, self.executor)
         self.discovery.sweep()  # runs started by hand get their manifest before manifests are read
-        for manifest in discover(self.layout):
+        for manifest in self._survey():
             self._add_run(manifest)
         self.recovery.resume(self.runs)
         self.timers.arm("*", "poll", self.settings.number("watch.safety_poll_s"))
@@ -146,7 +155,8 @@ class EngineLoop:
                 self._dispatch(event)
             for deadline in self.timers.due():
                 self._dispatch(deadline)
-            self._views = views_of(self.runs, time.time(), self.decider.ruleset.stale_after_s(self.settings.number("watch.stale_fallback_s")))
+            self._views = views_of(self.runs, time.time(), self.decider.ruleset.stale_after_s(self.settings.number("watch.stale_fallback_s"))) \
+                + unreadable_views(self.problems, self.runs)
 
     def _dispatch(self, event: Any) -> None:
         if isinstance(event, FileChanged):
@@ -196,7 +206,7 @@ class EngineLoop:
     def _safety_poll(self) -> None:
         self.discovery.sweep()
         known = set()
-        for manifest in discover(self.layout):
+        for manifest in self._survey():
             known.add(manifest.name)
             if manifest.name not in self.runs:
                 self._add_run(manifest)
@@ -258,6 +268,15 @@ class EngineLoop:
         else:
             self.exits.watch(m.name, m.pid, m.create_time, self.layout.exit_path(m.name))
 
+    def _survey(self) -> list[RunManifest]:
+        """The usable manifests; each unusable one is audited (once per reason) and skipped."""
+        manifests, broken = survey(self.layout)
+        for bad in broken:
+            self.problems.report("manifest refused" if bad.untrusted else "manifest unreadable", bad.name, bad.path, bad.reason)
+        for manifest in manifests:
+            self.problems.clear(manifest.name, self.layout.manifest_path(manifest.name))
+        return manifests
+
     def _lose_run(self, name: str) -> None:
         self.runs.pop(name)
         self.exits.forget(name)
@@ -295,8 +314,11 @@ class EngineLoop:
             if name in self.runs:
                 self._lose_run(name)
             return
-        except (NotReadyYet, ManifestError):
-            return  # retried on the next event or safety poll
+        except (NotReadyYet, ManifestError) as exc:
+            # Never acted on; retried on the next event or safety poll. A watched run keeps its last good manifest.
+            self.problems.report("manifest refused" if isinstance(exc, UntrustedFile) else "manifest unreadable", name, path, str(exc))
+            return
+        self.problems.clear(name, path)
         run = self.runs.get(manifest.name)
         if run is None:
             self._add_run(manifest)
@@ -332,9 +354,9 @@ class EngineLoop:
         return read.count
 
     def _on_line(self, run: WatchedRun, line: LogLine) -> bool:
-        outcome = self.decider.on_line(run.name, run.decisions, run.facts, line.text, time.time(),
-                                       {"file": line.path, "offset": line.offset, "line": line.text},
-                                       replay=line.replay, finished=run.finished)
+        outcome = self._contained(run, lambda: self.decider.on_line(
+            run.name, run.decisions, run.facts, line.text, time.time(), {"file": line.path, "offset": line.offset, "line": line.text},
+            replay=line.replay, finished=run.finished))
         self._carry_out(run, outcome)
         crashes = run.crashes.feed(line.text, line.offset) if not line.replay else ()
         for crash in crashes:
@@ -342,12 +364,18 @@ class EngineLoop:
         return outcome.counted or bool(crashes)
 
     def _on_crash(self, run: WatchedRun, crash: Crash) -> None:
-        outcome = self.decider.on_crash(run.name, run.decisions, run.facts, crash, time.time(),
-                                        {"file": run.manifest.log, "offset": crash.offset}, finished=run.finished)
+        outcome = self._contained(run, lambda: self.decider.on_crash(
+            run.name, run.decisions, run.facts, crash, time.time(), {"file": run.manifest.log, "offset": crash.offset},
+            finished=run.finished))
         self._carry_out(run, outcome)
 
     def _read_progress(self, run: WatchedRun) -> None:
-        progress = progress_of(run)
+        try:
+            progress = progress_of(run)
+        except Unreadable as exc:
+            self.problems.report("run file unreadable", run.name, exc.path, exc.reason)
+            return
+        self.problems.clear(run.name, run.manifest.result, run.manifest.checkpoint)
         if progress is None:
             return
         self._on_progress(run, progress)
@@ -399,7 +427,15 @@ class EngineLoop:
     def evaluate(self, run: WatchedRun) -> None:
         if run.finished:
             return
-        self._carry_out(run, self.decider.evaluate(run.name, run.decisions, run.facts, time.time()))
+        self._carry_out(run, self._contained(run, lambda: self.decider.evaluate(run.name, run.decisions, run.facts, time.time())))
+
+    def _contained(self, run: WatchedRun, decide: Callable[[], Outcome]) -> Outcome:
+        """A durable-rules refusal for one run is that run's audited problem; the other runs go on."""
+        try:
+            return decide()
+        except EngineError as exc:
+            self.problems.report("rule engine error", run.name, None, str(exc))
+            return NOTHING
 
     def _carry_out(self, run: WatchedRun, outcome: Outcome) -> None:
         self.recorder.carry_out(run, outcome)
@@ -440,4 +476,4 @@ class EngineLoop:
         )
 
     def _reload_rules(self) -> None:
-        self.decider = reload_decider(self.decider, self.layout.rules_path, set(self.settings.profiles), self.runs, self.audit, self.console)
+        self.decider = self.reloader.reload(self.decider, self.runs)

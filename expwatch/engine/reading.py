@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-from expwatch.files import NotReadyYet
+from expwatch.files import NotReadyYet, Unreadable
 from expwatch.engine.runs import WatchedRun
 from expwatch.results.progress import read_progress
 from expwatch.rules.prefilter import LinePrefilter
@@ -46,10 +46,16 @@ def log_lines(run: WatchedRun, replay: bool, prefilter: LinePrefilter | None, re
 
 
 def progress_of(run: WatchedRun) -> Progress | None:
-    """What the run's result and checkpoint say now; None while unknown or not readable yet (retried)."""
+    """What the run's result and checkpoint say now; None while unknown or not readable yet (retried).
+
+    Raises Unreadable when a file can never be read as it is (a FIFO, over a
+    bound): the run's problem to report, not the watcher's.
+    """
     m = run.manifest
     try:
         snap = read_progress(Path(m.result) if m.result else None, Path(m.checkpoint) if m.checkpoint else None)
+    except Unreadable:
+        raise
     except NotReadyYet:
         return None
     if snap is None:

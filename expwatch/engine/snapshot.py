@@ -10,8 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterable
 
-from expwatch.engine.runs import WatchedRun
-from expwatch.runstate import RunObservation, classify, log_age
+from expwatch.engine.runs import RunTable, WatchedRun
+from expwatch.problems import RunProblems
+from expwatch.runstate import RunObservation, RunState, classify, log_age
 
 
 @dataclass(frozen=True)
@@ -47,3 +48,9 @@ def view_of(run: WatchedRun, now: float, stale_after_s: float) -> RunView:
 
 def views_of(runs: Iterable[WatchedRun], now: float, stale_after_s: float) -> tuple[RunView, ...]:
     return tuple(view_of(run, now, stale_after_s) for run in runs)
+
+
+def unreadable_views(problems: RunProblems, runs: RunTable) -> tuple[RunView, ...]:
+    """Manifests that are not runs (unreadable or refused), shown with their reason where the last incident goes."""
+    return tuple(RunView(name, RunState.UNREADABLE.value, 0, None, 0, 0, None, 0, None, False, reason)
+                 for name, reason in problems.of("manifest unreadable", "manifest refused") if name not in runs)

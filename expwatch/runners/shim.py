@@ -37,7 +37,11 @@ LAUNCH_TOKEN_ENV = "EXPWATCH_LAUNCH_TOKEN"
 
 def _write_record(path: str, record: dict) -> None:
     tmp = f"{path}.{os.getpid()}.tmp"
-    with open(tmp, "w", encoding="utf-8") as fh:
+    # Owner-only whatever the umask, group-shared when .expwatch/runs is (see expwatch/trust.py).
+    mode = 0o660 if os.stat(os.path.dirname(path) or ".").st_mode & 0o020 else 0o600
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    os.fchmod(fd, mode)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
         json.dump(record, fh)
         fh.flush()
         os.fsync(fh.fileno())
