@@ -80,8 +80,9 @@ def parse_yaml(text: str, label: str, limits: YamlLimits | None = None) -> YamlD
     size = len(text.encode("utf-8", errors="replace"))
     if size > limits.max_bytes:
         raise YamlRefused(label, None, f"{size} bytes, more than the {limits.max_bytes} allowed")
-    loader = _BoundedLoader(text, limits)
+    loader = None
     try:
+        loader = _BoundedLoader(text, limits)  # its reader refuses control characters already here
         root = loader.get_single_node()
         data = loader.construct_document(root) if root is not None else None
     except _Over as over:
@@ -90,5 +91,6 @@ def parse_yaml(text: str, label: str, limits: YamlLimits | None = None) -> YamlD
         mark = getattr(exc, "problem_mark", None)
         raise YamlRefused(label, mark.line + 1 if mark else None, f"not valid YAML ({getattr(exc, 'problem', None) or exc})") from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
     return YamlDocument(data, root)

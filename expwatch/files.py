@@ -125,33 +125,42 @@ def _json_depth(raw: bytes) -> int:
     return max(itertools.accumulate(memoryview(steps).cast("b")), default=0)
 
 
-def read_json(path: Path, check: FileCheck | None = None) -> Any:
-    """Parse a JSON file within configs/limits.yaml's bounds.
+def _bounded_loads(raw: bytes, path: Path, where: str = "") -> Any:
+    """One JSON value within configs/limits.yaml's depth and integer-digit bounds.
 
-    FileNotFoundError if absent, NotReadyYet if torn (retry), Unreadable if
-    it breaks a bound. The depth is measured before parsing (json's decoder
-    would raise RecursionError deep inside), integers are bounded by digits
-    (Python refuses more than 4300 with a ValueError of its own).
+    The depth is measured before parsing (json's decoder would raise
+    RecursionError deep inside), integers are bounded by digits (Python
+    refuses more than 4300 with a ValueError of its own).
     """
-    path = Path(path)
     limits = input_limits().json
-    raw = read_bounded(path, limits.max_bytes, check)
-    if not raw.strip():
-        raise NotReadyYet(path, "empty")
     if (depth := _json_depth(raw)) > limits.max_depth:
-        raise Unreadable(path, f"nested {depth} levels deep, more than the {limits.max_depth} allowed")
+        raise Unreadable(path, f"{where}nested {depth} levels deep, more than the {limits.max_depth} allowed")
 
     def bounded_int(text: str) -> int:
         if len(text.lstrip("-")) > limits.max_int_digits:
-            raise Unreadable(path, f"an integer of {len(text.lstrip('-'))} digits, more than the {limits.max_int_digits} allowed")
+            raise Unreadable(path, f"{where}an integer of {len(text.lstrip('-'))} digits, more than the {limits.max_int_digits} allowed")
         return int(text)
 
     try:
         return json.loads(raw.decode("utf-8", errors="replace"), parse_int=bounded_int)
+    except RecursionError as exc:  # only below the depth bound if the interpreter's own limit is lower
+        raise Unreadable(path, f"{where}nested too deeply to parse") from exc
+
+
+def read_json(path: Path, check: FileCheck | None = None) -> Any:
+    """Parse a JSON file within configs/limits.yaml's bounds.
+
+    FileNotFoundError if absent, NotReadyYet if torn (retry), Unreadable if
+    it breaks a bound.
+    """
+    path = Path(path)
+    raw = read_bounded(path, input_limits().json.max_bytes, check)
+    if not raw.strip():
+        raise NotReadyYet(path, "empty")
+    try:
+        return _bounded_loads(raw, path)
     except json.JSONDecodeError as exc:
         raise NotReadyYet(path, f"invalid JSON at line {exc.lineno} column {exc.colno}") from exc
-    except RecursionError as exc:  # only below the depth bound if the interpreter's own limit is lower
-        raise Unreadable(path, "nested too deeply to parse") from exc
 
 
 def read_text(path: Path, check: FileCheck | None = None) -> str:
@@ -160,24 +169,21 @@ def read_text(path: Path, check: FileCheck | None = None) -> str:
 
 
 def read_json_lines(path: Path) -> list[Any]:
-    """Parse a JSON Lines file, one value per line; FileNotFoundError if absent.
+    """Parse a JSON Lines file, one value per line, within the same bounds as ``read_json``.
 
-    A last line without its newline that does not parse is a record being
-    written: it is left out (the next read picks it up), never an error. A
-    broken line anywhere else is NotReadyYet naming its line number.
+    FileNotFoundError if absent. A last line without its newline that does
+    not parse is a record being written: it is left out (the next read picks
+    it up), never an error. A broken line anywhere else is NotReadyYet
+    naming its line number.
     """
     path = Path(path)
-    try:
-        raw = path.read_bytes()
-    except IsADirectoryError as exc:
-        raise NotReadyYet(path, "is a directory") from exc
-    lines = raw.split(b"\n")
+    lines = read_bounded(path, input_limits().json.max_bytes).split(b"\n")
     values = []
     for number, line in enumerate(lines, 1):
         if not line.strip():
             continue
         try:
-            values.append(json.loads(line.decode("utf-8", errors="replace")))
+            values.append(_bounded_loads(line, path, f"line {number}: "))
         except json.JSONDecodeError as exc:
             if number == len(lines):
                 break

@@ -45,7 +45,6 @@ from fuzz_inputs import audit_lines, broken_bytes, log_bytes, manifests, results
 pytestmark = pytest.mark.fuzz
 SHIPPED_CLASSIFIER = LineClassifier(load_rules(None))
 VALIDATION = load_validation_settings(None)
-HARDEN1 = "crashes in code engineer harden1 owns (issue 15 items 1-7); green after that branch is merged"
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +57,6 @@ def names_file(exc: Exception, path: Path) -> bool:
     return str(path) in str(exc)
 
 
-@pytest.mark.xfail(reason=f"manifest loading {HARDEN1}: wrong-typed fields reach RunManifest and observe()", strict=False)
 @given(raw=broken_bytes(manifests))
 def test_any_manifest_loads_or_is_refused_naming_its_file(scratch: Path, raw: bytes):
     path = scratch / "runs" / "victim.json"
@@ -96,7 +94,6 @@ def test_any_result_and_checkpoint_read_or_are_not_ready_naming_the_file(scratch
 
 
 @pytest.mark.filterwarnings("ignore::hypothesis.errors.HypothesisWarning")  # the 200 kB bomb's own repr
-@pytest.mark.xfail(reason=f"JSON bounds in expwatch/files.py {HARDEN1}: ValueError (digits) and RecursionError escape read_json", strict=True)
 @given(bomb=st.sampled_from([b'{"per_item": [{"id": ' + b"7" * 5000 + b"}]}", b"[" * 100_000 + b"]" * 100_000]))
 def test_a_result_bomb_is_not_ready_naming_the_file(scratch: Path, bomb: bytes):
     path = scratch / "bomb.json"

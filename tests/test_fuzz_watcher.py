@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import re
 import time
 
 import pytest
@@ -105,4 +106,5 @@ def test_hostile_files_of_one_run_never_crash_the_watcher_delay_or_touch_another
         for proc in sleepers:
             proc.kill()
             proc.wait()
-    assert "Traceback" not in out, out[-3000:]
+    # The watcher's own traceback would start a line; a fuzzed log line quoting one is evidence, not a crash.
+    assert not re.search(r"^Traceback \(most recent call last\):$", out, re.MULTILINE), out[-3000:]
