@@ -41,6 +41,7 @@ from expwatch.runners.slurm import JobState, SlurmError
 from expwatch.runstate import RunObservation, classify, log_age
 from expwatch.settings import Settings, load_settings
 from expwatch.state import IncidentRow, StateStore
+from expwatch.watcher.coalesce import EventQueue
 from expwatch.watcher.events import ActionDone, Deadline, FileChanged, ProbeResult, ProcessExit, Shutdown
 from expwatch.watcher.exits import ExitWaiter
 from expwatch.watcher.jobcomp import JobCompFollower
@@ -109,7 +110,7 @@ class Supervisor:
         self.settings = settings or load_settings(self.layout)
         self.dry_run = dry_run
         self.console = console
-        self.events: queue.Queue = queue.Queue()
+        self.events: queue.Queue = EventQueue()  # a file already waiting to be read is not queued twice
         self.runs: dict[str, WatchedRun] = {}
         self._timers: list[tuple[float, int, Deadline]] = []
         self._seq = itertools.count()
@@ -172,7 +173,7 @@ class Supervisor:
         self.store = StateStore(self.layout.state_db)
         self.exits = ExitWaiter(self.events)
         self.files = DirectoryWatch(self.events, self.settings.get("watch.observer"), self.settings.number("watch.polling_interval_s"),
-                                    ignore=self._own_write)
+                                    ignore=self._own_write, gather_s=self.settings.number("watch.inotify_gather_s"))
         self.executor = IncidentExecutor(self.store, self.audit, self._context, self.events.put, self.dry_run)
         mode = self.files.watch(self.layout.root, recursive=True)
         self.files.start()
