@@ -50,6 +50,7 @@ class LatencyResult:
     watcher_cpu_pct: float
     lines: int
     writer_late_ms: float
+    rss_mb: float = float("nan")  # the watcher's, right after the writer ends
 
 
 def percentile(sorted_values: list[float], q: float) -> float:
@@ -94,6 +95,7 @@ def measure(workdir: Path, runs: int, rate: float, duration: float, samples: int
         writer = subprocess.run([sys.executable, str(Path(__file__).with_name("logwriter.py")), str(root / "writer.json")],
                                 capture_output=True, text=True, timeout=duration + 60)
         cpu_after, wall_after = watcher.cpu_times(), time.monotonic()
+        rss_mb = watcher.memory_info().rss / 2**20
         if spy is not None:
             spy.wait(timeout=30)
         if writer.returncode != 0:
@@ -114,7 +116,7 @@ def measure(workdir: Path, runs: int, rate: float, duration: float, samples: int
             runs=runs, rate=rate, duration_s=duration, probes=report["probes"], seen=len(latencies),
             p50_ms=percentile(latencies, 50), p99_ms=percentile(latencies, 99), max_ms=latencies[-1] if latencies else float("nan"),
             watcher_cpu_pct=100 * busy / (wall_after - wall_before), lines=report["lines"],
-            writer_late_ms=report["late_s"] * 1000,
+            writer_late_ms=report["late_s"] * 1000, rss_mb=rss_mb,
         )
     finally:
         fleet.cleanup()
