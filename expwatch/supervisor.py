@@ -423,16 +423,25 @@ class Supervisor:
 
     def _read_log(self, run: WatchedRun, replay: bool = False) -> int:
         count, counted = 0, False
-        # History only feeds counters: the lines no rule can match need not be built at all.
-        prefilter = self.classifier.prefilter if replay else None
         while True:
+            # Lines no rule can match need not be built at all, unless an incident is collecting evidence.
+            collecting = run.incident is not None and not run.incident.acting and not replay
+            prefilter = None if collecting else self.classifier.prefilter
             lines = run.tailer.read_new(prefilter)
             for note in run.tailer.drain_notes():
                 self.audit.record("log file changed", run=run.name, file=run.manifest.log, note=note)
-            for line in lines:
+            if run.tailer.lines_read and not replay:
+                run.facts.last_log_at = time.time()  # skipped lines count as log activity too
+            rewound = False
+            for index, line in enumerate(lines):
                 counted = self._on_line(run, line, replay) or counted
+                if prefilter is not None and not replay and run.incident and not run.incident.acting:
+                    # This line opened an incident: the lines after it, skipped above, are its evidence.
+                    rewound = run.tailer.reread_after(index)
+                    if rewound:
+                        break
             count += run.tailer.lines_read
-            if not run.tailer.more_pending:
+            if not run.tailer.more_pending and not rewound:
                 break
         # Saving the read position costs a SQLite write. Lines no rule counts can
         # be read again after a crash at no cost, so those saves are throttled;

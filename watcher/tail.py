@@ -10,10 +10,14 @@ the engine thread calls it on watchdog events and on a slow safety poll.
 What happened to the file (rotation, truncation, deletion, ...) is not a line,
 so it is reported separately through ``drain_notes()`` for the audit trail.
 
-Catching up on a long history is the one place where speed matters (a first
-read of a run that has logged for days): given a ``LinePrefilter`` the tailer
-scans whole chunks of raw bytes and builds ``TailLine`` objects only for the
-few lines the prefilter points at, counting the rest in ``lines_read``.
+Given a ``LinePrefilter`` the tailer scans whole chunks of raw bytes and
+builds ``TailLine`` objects only for the few lines the prefilter points at,
+counting the rest in ``lines_read``. Catch-up on a long history needs that
+(a first read of a run that has logged for days), and so does the live path,
+where building a ``str`` per line no rule can match was most of the engine
+thread's work. A reader that, after some returned line, needs every line
+after it after all (an incident collecting evidence) calls ``reread_after``:
+the file itself is the buffer of recent raw bytes, so nothing is kept twice.
 """
 
 from __future__ import annotations
@@ -212,6 +216,9 @@ class LogTailer:
         self._open_error = ""
         self._more_pending = False
         self._lines_read = 0
+        # (index of its first line in the last batch, file) per file that batch read, to rewind into it.
+        self._batch_files: list[tuple[int, _OpenFile]] = []
+        self._last_lines: list[TailLine] = []
 
     @property
     def position(self) -> TailPosition:
@@ -244,6 +251,7 @@ class LogTailer:
         """
         lines: list[TailLine] = []
         self._more_pending = False
+        self._batch_files = []
         seen = [f for f in (self._retired, self._current) if f is not None]
         for f in seen:
             f.lines_read = 0
@@ -252,6 +260,7 @@ class LogTailer:
             if self._retired is None:
                 self._follow_path()
             if self._retired is not None:
+                self._batch_files.append((len(lines), self._retired))
                 budget = self._retired.read(budget, lines, prefilter)
                 if budget <= 0:
                     self._more_pending = True
@@ -260,6 +269,7 @@ class LogTailer:
                 self._retired.close()
                 self._retired = None
             if self._current is not None:
+                self._batch_files.append((len(lines), self._current))
                 self._more_pending = self._current.read(budget, lines, prefilter) <= 0
         except OSError as exc:
             # Lines already collected stay valid: read state advances chunk by chunk.
@@ -267,7 +277,26 @@ class LogTailer:
         finally:
             seen += [f for f in (self._retired, self._current) if f is not None and f not in seen]
             self._lines_read = sum(f.lines_read for f in seen)
+            self._last_lines = lines
         return lines
+
+    def reread_after(self, index: int) -> bool:
+        """Make the next ``read_new()`` resume right after line ``index`` of the last batch.
+
+        For a prefiltered read whose caller found, at that line, that it needs
+        every following line too: the lines the prefilter skipped are read
+        again from the file. False (nothing changed) when the line came from a
+        rotated file already drained and closed; its later lines are gone.
+        """
+        owner = next((f for first, f in reversed(self._batch_files) if first <= index), None)
+        if owner is None or owner not in (self._retired, self._current) or index >= len(self._last_lines):
+            return False
+        line = self._last_lines[index]
+        # Resume at the line's start while dropping the rest of it: exactly the bytes after it.
+        owner.seek(line.offset, True)
+        if owner is self._retired:
+            self._more_pending = True
+        return True
 
     def close(self) -> None:
         for f in (self._retired, self._current):
