@@ -119,6 +119,9 @@ class Fleet:
             log.touch()
             proc = subprocess.Popen(["sleep", "100000"], start_new_session=True)
             self._sleepers.append(proc)
+            # Popen returns once exec has begun (the close-on-exec pipe closes), a moment before the
+            # kernel sets up the new command line; adopt reads it, so wait for it under load.
+            wait_for(lambda: Path(f"/proc/{proc.pid}/cmdline").read_bytes(), 5, f"sleep {proc.pid} to exec", 0.001)
             chatter = io.StringIO()
             code = quietly(["adopt", "--pid", str(proc.pid), "--name", name, "--log", str(log), "--dir", str(self.root)], chatter)
             if code != 0:

@@ -34,6 +34,17 @@ class EventQueue(queue.Queue):
                     return
         super().put(item, block, timeout)
 
+    def put_all(self, items: list[Any]) -> None:
+        """Queue a batch under one lock and with one wake-up of the engine thread (this queue is unbounded)."""
+        with self.not_full:
+            before = self._qsize()
+            for item in items:
+                self._put(item)
+            added = self._qsize() - before
+            if added:
+                self.unfinished_tasks += added
+                self.not_empty.notify()
+
     def _put(self, item: Any) -> None:
         if isinstance(item, FileChanged):
             if item.path in self._waiting:

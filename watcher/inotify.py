@@ -57,9 +57,9 @@ def _libc() -> ctypes.CDLL:
 
 
 class InotifyWatch:
-    """Watches directories; calls ``sink(path)`` on its own thread, once per changed path per kernel read."""
+    """Watches directories; calls ``sink(paths)`` on its own thread with the distinct paths of one kernel read."""
 
-    def __init__(self, sink: Callable[[Path], None], gather_s: float = 0.0):
+    def __init__(self, sink: Callable[[list[Path]], None], gather_s: float = 0.0):
         """``gather_s``: after the first event of a quiet spell, wait this long so a burst is read as one batch."""
         self._sink = sink
         self._gather_s = gather_s
@@ -135,8 +135,9 @@ class InotifyWatch:
                 continue
             except OSError:
                 return
-            for path in self._paths(buf):
-                self._sink(path)
+            paths = self._paths(buf)
+            if paths:
+                self._sink(list(paths))
 
     def _paths(self, buf: bytes) -> dict[Path, None]:
         """The distinct paths a buffer of events names, in order of first mention."""

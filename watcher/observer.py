@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import logging
 import os
-import queue
 from pathlib import Path
 from typing import Callable
 
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers.polling import PollingObserver
 
+from expwatch.watcher.coalesce import EventQueue
 from expwatch.watcher.events import FileChanged
 from expwatch.watcher.inotify import InotifyWatch
 
@@ -56,19 +56,22 @@ def wants_polling(path: Path, mode: str) -> bool:
 
 
 class _Enqueue(FileSystemEventHandler):
-    def __init__(self, events: queue.Queue, ignore: Callable[[Path], bool]):
+    def __init__(self, events: EventQueue, ignore: Callable[[Path], bool]):
         self._events, self._ignore = events, ignore
         self._ignored: dict[Path, bool] = {}  # ``ignore`` is a pure function of the path: asked once per path
 
-    def path(self, path: Path) -> None:
-        """InotifyWatch's sink: already one path at a time, already deduplicated per read."""
-        ignored = self._ignored.get(path)
-        if ignored is None:
-            if len(self._ignored) >= 4096:
-                self._ignored.clear()
-            ignored = self._ignored[path] = self._ignore(path)
-        if not ignored:
-            self._events.put(FileChanged(path))
+    def paths(self, paths: list[Path]) -> None:
+        """InotifyWatch's sink: the distinct paths of one kernel read, queued together."""
+        events = []
+        for path in paths:
+            ignored = self._ignored.get(path)
+            if ignored is None:
+                if len(self._ignored) >= 4096:
+                    self._ignored.clear()
+                ignored = self._ignored[path] = self._ignore(path)
+            if not ignored:
+                events.append(FileChanged(path))
+        self._events.put_all(events)
 
     def on_any_event(self, event: FileSystemEvent) -> None:
         if event.event_type in ("opened", "closed_no_write"):
@@ -83,13 +86,13 @@ class _Enqueue(FileSystemEventHandler):
 class DirectoryWatch:
     """One observer for inotify paths and one for polled paths, started lazily."""
 
-    def __init__(self, events: queue.Queue, mode: str, polling_interval_s: float, ignore: Callable[[Path], bool] = lambda p: False,
+    def __init__(self, events: EventQueue, mode: str, polling_interval_s: float, ignore: Callable[[Path], bool] = lambda p: False,
                  gather_s: float = 0.0):
         """``ignore``: paths whose events are dropped at the source (the watcher's own writes).
         ``gather_s``: inotify events of one burst are read together after this long (watch.inotify_gather_s)."""
         self._handler = _Enqueue(events, ignore)
         self._mode = mode
-        self._inotify = InotifyWatch(self._handler.path, gather_s)
+        self._inotify = InotifyWatch(self._handler.paths, gather_s)
         self._polling = PollingObserver(timeout=polling_interval_s)
         self._watched: dict[Path, bool] = {}
         self._started = False
