@@ -8,6 +8,7 @@ rewritten atomically, and found by listing ``DIR/.expwatch/runs/``.
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
@@ -118,13 +119,15 @@ def load_named(layout: ExperimentsLayout, name: str) -> RunManifest:
 def discover(layout: ExperimentsLayout) -> list[RunManifest]:
     """Every readable manifest; unreadable ones are skipped (they are retried by the watcher)."""
     found = []
-    if not layout.runs_dir.is_dir():
+    try:
+        # Names filtered as strings before any Path is built: a lab's folder holds >10,000 of them.
+        names = sorted(n for n in os.listdir(layout.runs_dir)
+                       if n.endswith(".json") and not n.endswith(".exit.json") and not n.startswith("."))
+    except (FileNotFoundError, NotADirectoryError):
         return found
-    for path in sorted(layout.runs_dir.glob("*.json")):
-        if not layout.is_manifest(path):
-            continue
+    for name in names:
         try:
-            found.append(load_manifest(path))
-        except (FileNotFoundError, NotReadyYet, ManifestError):
+            found.append(load_manifest(layout.runs_dir / name))
+        except (FileNotFoundError, NotReadyYet, ManifestError, IsADirectoryError):
             continue
     return found

@@ -118,9 +118,13 @@ class _OpenFile:
                 self._pick(chunk, last, lines, prefilter)
                 self.offset += last + 1
                 budget -= last + 1
-                continue
-            budget -= len(chunk)
-            self._consume(chunk, lines, prefilter)
+            else:
+                budget -= len(chunk)
+                self._consume(chunk, lines, prefilter)
+            if len(chunk) < size:
+                # The end of the file as of this read: asking again costs a syscall per read to learn
+                # nothing. A write after it sends its own event (and the safety poll backs that up).
+                break
         if not self.head:
             self.head = head_digest(self.fd)
         return budget
