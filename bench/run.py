@@ -163,7 +163,8 @@ def peer_table(ours, others: list, skipped: dict[str, str]) -> str:
              for p in others]
     out = [f"Peers, same workload: {ours.runs} runs × {ours.rate:g} lines/s, {ours.probes} probes (each tool to its action)", "",
            "| tool | p50 | p99 | max | CPU (% of one core) | with children | RSS | probes seen |", "|---|---|---|---|---|---|---|---|"]
-    out += [f"| {name} | {p50:.1f} ms | {p99:.1f} ms | {mx:.1f} ms | {cpu:.1f}% | {cpuc:.1f}% | {rss:.0f} MB | {seen}/{n} |"
+    # "tail|grep" in a Markdown cell must not end it.
+    out += [f"| {name.replace('|', chr(92) + '|')} | {p50:.1f} ms | {p99:.1f} ms | {mx:.1f} ms | {cpu:.1f}% | {cpuc:.1f}% | {rss:.0f} MB | {seen}/{n} |"
             for name, p50, p99, mx, cpu, cpuc, rss, seen, n in rows]
     out.append("")
     for p in others:

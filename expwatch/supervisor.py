@@ -24,6 +24,7 @@ from typing import Any, Callable
 from expwatch.actions.context import ActionContext
 from expwatch.actions.executor import IncidentExecutor
 from expwatch.audit.log import AuditLog
+from expwatch.dormancy import Dormancy
 from expwatch.files import NotReadyYet
 from expwatch.layout import ExperimentsLayout
 from expwatch.manifest import ManifestError, RunManifest, discover, load_manifest
@@ -125,6 +126,7 @@ class Supervisor:
         self._leftovers: list[IncidentRow] = []  # unfinished incidents found at start, until resumed
         self.runners = Runners(self.settings)
         self.audit_listeners: list[Callable[[dict[str, Any]], None]] = []  # attached before the first record
+        self.dormancy = Dormancy(self.layout, self.settings.number("watch.release_finished_s"))
         self.limits = GuardLimits(
             int(self.settings.number("guard.same_rule_limit")),
             int(self.settings.number("guard.restart_budget")),
@@ -136,18 +138,18 @@ class Supervisor:
     def views(self) -> list[RunView]:
         """A consistent-enough copy of every run for a display thread (reads only)."""
         now = time.time()
+        return [self._view(run, now) for run in list(self.runs.values())] + self.dormancy.views()
+
+    def _view(self, run: WatchedRun, now: float) -> RunView:
         stale = (self.ruleset.silence_thresholds() or [self.settings.number("watch.stale_fallback_s")])[0]
-        rows = []
-        for run in list(self.runs.values()):
-            f, m = run.facts, run.manifest
-            age = now - f.last_log_at if f.last_log_at is not None else log_age(m.log, now)
-            obs = RunObservation(alive=bool(f.alive), done=f.done, expected=m.expected, log_age_s=age,
-                                 halted=m.halted is not None, stopped=m.stopped_at is not None,
-                                 exit_code=f.exit_code, pending=f.job_state == "PENDING")
-            job = f"job {m.job_id} {f.job_state or ''}".rstrip() if m.job_id else None
-            rows.append(RunView(m.name, classify(obs, stale).value, f.done, m.expected, f.correct,
-                                sum(f.null_reasons.values()), age, m.restarts, m.pid, bool(f.alive), run.last_incident, job))
-        return rows
+        f, m = run.facts, run.manifest
+        age = now - f.last_log_at if f.last_log_at is not None else log_age(m.log, now)
+        obs = RunObservation(alive=bool(f.alive), done=f.done, expected=m.expected, log_age_s=age,
+                             halted=m.halted is not None, stopped=m.stopped_at is not None,
+                             exit_code=f.exit_code, pending=f.job_state == "PENDING")
+        job = f"job {m.job_id} {f.job_state or ''}".rstrip() if m.job_id else None
+        return RunView(m.name, classify(obs, stale).value, f.done, m.expected, f.correct,
+                       sum(f.null_reasons.values()), age, m.restarts, m.pid, bool(f.alive), run.last_incident, job)
 
     def _lock(self) -> None:
         self.layout.home.mkdir(parents=True, exist_ok=True)
@@ -186,6 +188,7 @@ class Supervisor:
         self._leftovers = self.store.unfinished_incidents()
         for manifest in discover(self.layout):
             self._add_run(manifest)
+            self._release_if_due(manifest.name)  # long-finished runs hold no descriptor past their first read
         self._reconcile()
         self._arm("*", "poll", self.settings.number("watch.safety_poll_s"))
         try:
@@ -285,10 +288,12 @@ class Supervisor:
             self._evaluate(run)
 
     def _safety_poll(self) -> None:
-        known = set()
-        for manifest in discover(self.layout):
-            known.add(manifest.name)
-            if manifest.name not in self.runs:
+        # Released runs' manifests are parsed only when they changed (expwatch/dormancy.py).
+        manifests, known = self.dormancy.discover()
+        for manifest in manifests:
+            if manifest.name in self.dormancy:
+                self._on_manifest(self.layout.manifest_path(manifest.name))
+            elif manifest.name not in self.runs:
                 self._add_run(manifest)
         for name in list(self.runs):
             if name not in known and not self.layout.manifest_path(name).exists():
@@ -298,11 +303,13 @@ class Supervisor:
             self._read_log(run)
             self._read_progress(run)
             self._evaluate(run)
+            self._release_if_due(name)
         self._poll_jobs()
 
     # ----- runs --------------------------------------------------------------------
 
     def _add_run(self, manifest: RunManifest) -> None:
+        self.dormancy.wake(manifest.name)
         saved = self.store.run_data(manifest.name)
         position = TailPosition(**saved["position"]) if saved.get("position") else None
         tailer = LogTailer(Path(manifest.log), position, int(self.settings.number("tail.max_line_bytes")))
@@ -350,6 +357,21 @@ class Supervisor:
         run.tailer.close()
         self.audit.record("run lost", run=name)
 
+    def _release_if_due(self, name: str) -> None:
+        """A run finished long enough ago, with nothing in hand, lets go of its files and memory (expwatch/dormancy.py)."""
+        run = self.runs.get(name)
+        if run is None or not self.dormancy.due(run.manifest, run.incident is None and not run.side_incidents, time.time()):
+            return
+        self._save(run)  # before the tailer closes: its position is what a revival resumes from
+        run.tailer.close()
+        self.exits.forget(name)
+        self.engine.forget(name)
+        self.store.forget_written(name)
+        del self.runs[name]
+        self._by_path = None
+        self.dormancy.release(run.manifest, self._view(run, time.time()))
+        self.audit.record("run released", run=name, note="finished; watched again when its files change")
+
     def _save(self, run: WatchedRun) -> None:
         if run.incident and not run.incident.acting:
             return  # lines of an undecided incident are read again after a crash
@@ -383,6 +405,9 @@ class Supervisor:
         if self.layout.is_manifest(path):
             self._on_manifest(path)
             return
+        asleep = self.dormancy.owner(str(path))
+        if asleep is not None:
+            self._on_manifest(self.layout.manifest_path(asleep))  # a released run's file changed: watch it again
         for run in self._runs_for(path):
             if str(path) == run.manifest.log:
                 self._read_log(run)
@@ -391,6 +416,8 @@ class Supervisor:
 
     def _on_manifest(self, path: Path) -> None:
         name = path.stem
+        if name in self.dormancy:
+            self._add_run(self.dormancy.manifest(name))  # revived as it slept; the new manifest is compared below
         try:
             manifest = load_manifest(path)
         except FileNotFoundError:

@@ -4,7 +4,8 @@ bench/lab.py with 200 live runs (2 lines/s each, probe lines) beside 2,000
 finished ones, a real watcher on the folder. Speed depends on the machine
 and is only reported by the benchmark; these tests check what does not:
 every probe is matched, memory does not grow with the writing, and open
-descriptors are a constant plus a couple per live run (issue 16).
+descriptors are a constant plus a couple per live run, because finished runs
+are released (expwatch/dormancy.py; issue 16).
 """
 
 from __future__ import annotations
@@ -40,7 +41,5 @@ def test_memory_stays_bounded_while_the_live_runs_write(measured):
 
 
 @pytest.mark.timeout(180)
-@pytest.mark.xfail(strict=True, reason="every finished run keeps its log open until the engine loop releases "
-                                       "finished runs (issue 16, part B, left to the loop rewrite of issue 11)")
 def test_open_descriptors_are_a_constant_plus_a_few_per_live_run(measured):
     assert measured.fds_end <= FDS_CONSTANT + FDS_PER_LIVE_RUN * LIVE
