@@ -161,12 +161,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="expwatch-lab-"))
-    result = measure(workdir, args.live, args.finished, args.rate, args.duration, args.samples, args.seed)
+    try:
+        result = measure(workdir, args.live, args.finished, args.rate, args.duration, args.samples, args.seed)
+    finally:
+        if args.workdir is None:
+            shutil.rmtree(workdir, ignore_errors=True)
     print(describe(result))
     if args.json:
         args.json.write_text(json.dumps(asdict(result), indent=1))
-    if args.workdir is None:
-        shutil.rmtree(workdir, ignore_errors=True)
     return 0
 
 
