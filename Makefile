@@ -7,6 +7,8 @@ PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed
 SYSTEM_PACKAGES := tmux chromium zsh slurm-wlm munge
+# The peers bench/run.py measures expwatch against (bench/peers.py); py-spy for bench/profile.py.
+BENCH_PACKAGES := fail2ban
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -14,7 +16,7 @@ $(STAMP): pyproject.toml
 	$(VENV)/bin/pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
-.PHONY: install system-packages demo test bench fuzz
+.PHONY: install system-packages bench-packages demo test bench fuzz
 install: $(STAMP)
 
 system-packages:
@@ -37,5 +39,9 @@ test: $(STAMP) system-packages
 fuzz: $(STAMP)
 	$(VENV)/bin/python -m pytest -q -m fuzz --hypothesis-profile=fuzz-long tests/test_fuzz_loaders.py tests/test_fuzz_watcher.py
 
-bench: $(STAMP)
+bench-packages: $(STAMP)
+	@[ -x $(VENV)/bin/py-spy ] || $(VENV)/bin/pip install --quiet py-spy
+	@$(MAKE) --no-print-directory system-packages SYSTEM_PACKAGES="$(BENCH_PACKAGES)"
+
+bench: $(STAMP) bench-packages
 	$(VENV)/bin/python bench/run.py

@@ -50,9 +50,10 @@ def ts_seconds(ts: str) -> float:
     return datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp()
 
 
-def quietly(argv: list[str]) -> int:
-    """Run an expwatch command in this process, its chatter discarded."""
-    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+def quietly(argv: list[str], chatter: io.StringIO | None = None) -> int:
+    """Run an expwatch command in this process, its chatter discarded (or kept in ``chatter``)."""
+    chatter = chatter or io.StringIO()
+    with contextlib.redirect_stdout(chatter), contextlib.redirect_stderr(chatter):
         return cli(argv)
 
 
@@ -115,9 +116,14 @@ class Fleet:
             log.touch()
             proc = subprocess.Popen(["sleep", "100000"], start_new_session=True)
             self._sleepers.append(proc)
-            code = quietly(["adopt", "--pid", str(proc.pid), "--name", name, "--log", str(log), "--dir", str(self.root)])
+            # Popen returns once exec has begun (the close-on-exec pipe closes), a moment before the
+            # kernel sets up the new command line; adopt reads it, so wait for it under load.
+            wait_for(lambda: Path(f"/proc/{proc.pid}/cmdline").read_bytes(), 5, f"sleep {proc.pid} to exec", 0.001)
+            chatter = io.StringIO()
+            code = quietly(["adopt", "--pid", str(proc.pid), "--name", name, "--log", str(log), "--dir", str(self.root)], chatter)
             if code != 0:
-                raise RuntimeError(f"expwatch adopt of {name} failed ({code})")
+                died = f"; the sleep process exited with {proc.poll()}" if proc.poll() is not None else ""
+                raise RuntimeError(f"expwatch adopt of {name} failed ({code}): {chatter.getvalue().strip()}{died}")
 
     def launch(self, name: str, eval_args: list[str], items: int, delay: float) -> None:
         """A stand-in evaluation (expwatch.demo.fake_eval) launched through ``expwatch launch``."""

@@ -50,6 +50,7 @@ class LatencyResult:
     watcher_cpu_pct: float
     lines: int
     writer_late_ms: float
+    rss_mb: float = float("nan")  # the watcher's, right after the writer ends
 
 
 def percentile(sorted_values: list[float], q: float) -> float:
@@ -60,7 +61,17 @@ def percentile(sorted_values: list[float], q: float) -> float:
     return sorted_values[rank - 1]
 
 
-def measure(workdir: Path, runs: int, rate: float, duration: float, samples: int, seed: int) -> LatencyResult:
+def start_profiler(pid: int, out: Path, duration: float) -> subprocess.Popen:
+    """py-spy sampling every thread of ``pid`` (idle ones excluded) for ``duration`` s into a raw stacks file."""
+    spy = Path(sys.executable).with_name("py-spy")
+    return subprocess.Popen([str(spy), "record", "--pid", str(pid), "--format", "raw", "--rate", "200", "--threads", "--gil",
+                             "--duration", str(int(duration)), "--output", str(out), "--nonblocking"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def measure(workdir: Path, runs: int, rate: float, duration: float, samples: int, seed: int,
+            profile: Path | None = None) -> LatencyResult:
+    """``profile``: also sample the watcher with py-spy while the writer runs (raw stacks there; bench/profile.py)."""
     root = workdir / f"latency-{runs}"
     fleet = Fleet(root, settings="audit: {max_bytes: 1000000000}\n", rules=shipped_rules_text() + PROBE_RULE)
     names = [f"r{i:03d}" for i in range(runs)]
@@ -79,10 +90,14 @@ def measure(workdir: Path, runs: int, rate: float, duration: float, samples: int
         }
         (root / "writer.json").write_text(json.dumps(config))
         watcher = psutil.Process(fleet.watcher.pid)
+        spy = start_profiler(fleet.watcher.pid, profile, duration) if profile else None
         cpu_before, wall_before = watcher.cpu_times(), time.monotonic()
         writer = subprocess.run([sys.executable, str(Path(__file__).with_name("logwriter.py")), str(root / "writer.json")],
                                 capture_output=True, text=True, timeout=duration + 60)
         cpu_after, wall_after = watcher.cpu_times(), time.monotonic()
+        rss_mb = watcher.memory_info().rss / 2**20
+        if spy is not None:
+            spy.wait(timeout=30)
         if writer.returncode != 0:
             raise RuntimeError(f"log writer failed: {writer.stderr}")
         report = json.loads(writer.stdout.strip().splitlines()[-1])
@@ -101,7 +116,7 @@ def measure(workdir: Path, runs: int, rate: float, duration: float, samples: int
             runs=runs, rate=rate, duration_s=duration, probes=report["probes"], seen=len(latencies),
             p50_ms=percentile(latencies, 50), p99_ms=percentile(latencies, 99), max_ms=latencies[-1] if latencies else float("nan"),
             watcher_cpu_pct=100 * busy / (wall_after - wall_before), lines=report["lines"],
-            writer_late_ms=report["late_s"] * 1000,
+            writer_late_ms=report["late_s"] * 1000, rss_mb=rss_mb,
         )
     finally:
         fleet.cleanup()

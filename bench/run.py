@@ -5,6 +5,7 @@ and exits 1 if a goal is missed; ``--quick`` (under a minute, for CI) runs
 every benchmark on a small scale, prints the same table, and judges nothing.
 
     detection latency   bench/latency.py  (1, 10, 100 runs logging 20 lines/s each)
+    peers               bench/peers.py    (the largest latency workload against fail2ban and tail -F | grep)
     catch-up throughput bench/catchup.py  (1,000,000-line history vs grep -cE)
     idle cost           bench/idle.py     (100 quiet runs, 60 s)
 
@@ -30,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import catchup  # noqa: E402
 import idle  # noqa: E402
 import latency  # noqa: E402
+import peers  # noqa: E402
 
 CRON_PERIOD_S = 300
 
@@ -148,6 +150,30 @@ def table(scale: Scale, quick: bool, info: dict, lat: list, cup, idl) -> tuple[s
     return "\n".join(head + [f"| {' | '.join(row)} |" for row in rows]), missed
 
 
+def ratio(ours: float, theirs: float, floor: float) -> str:
+    """``ours/theirs``, or why not: a peer below what its measure resolves gives no meaningful ratio."""
+    return f"{ours / theirs:.2f}×" if theirs >= floor else f"n/a (peer < {floor:g})"
+
+
+def peer_table(ours, others: list, skipped: dict[str, str]) -> str:
+    """expwatch beside its peers on one workload, with the ratios the README quotes."""
+    rows = [("expwatch (watcher)", ours.p50_ms, ours.p99_ms, ours.max_ms, ours.watcher_cpu_pct, ours.watcher_cpu_pct,
+             ours.rss_mb, ours.seen, ours.probes)]
+    rows += [(f"{p.tool} ({p.version})", p.p50_ms, p.p99_ms, p.max_ms, p.cpu_pct, p.cpu_children_pct, p.rss_mb, p.seen, p.probes)
+             for p in others]
+    out = [f"Peers, same workload: {ours.runs} runs × {ours.rate:g} lines/s, {ours.probes} probes (each tool to its action)", "",
+           "| tool | p50 | p99 | max | CPU (% of one core) | with children | RSS | probes seen |", "|---|---|---|---|---|---|---|---|"]
+    # "tail|grep" in a Markdown cell must not end it.
+    out += [f"| {name.replace('|', chr(92) + '|')} | {p50:.1f} ms | {p99:.1f} ms | {mx:.1f} ms | {cpu:.1f}% | {cpuc:.1f}% | {rss:.0f} MB | {seen}/{n} |"
+            for name, p50, p99, mx, cpu, cpuc, rss, seen, n in rows]
+    out.append("")
+    for p in others:
+        out.append(f"expwatch/{p.tool}: CPU {ratio(ours.watcher_cpu_pct, p.cpu_children_pct, 0.05)}, "
+                   f"p99 {ratio(ours.p99_ms, p.p99_ms, 0.01)}, RSS {ratio(ours.rss_mb, p.rss_mb, 0.1)}")
+    out += [f"{tool}: not run ({why})" for tool, why in skipped.items()]
+    return "\n".join(out)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="small scale, under a minute, judges nothing (CI)")
@@ -159,12 +185,20 @@ def main(argv: list[str] | None = None) -> int:
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="expwatch-bench-"))
     workdir.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
+    load_at_start = os.getloadavg()
     try:
         info = machine()
         lat = []
         for runs in scale.latency_runs:
             print(f"detection latency, {runs} runs ...", file=sys.stderr, flush=True)
             lat.append(latency.measure(workdir, runs, scale.rate, scale.latency_duration_s, scale.latency_samples, args.seed))
+        skipped = peers.available()
+        others = []
+        biggest = max(scale.latency_runs)
+        for tool, measure in (("fail2ban", peers.measure_fail2ban), ("tail|grep", peers.measure_tail_grep)):
+            if tool not in skipped:
+                print(f"{tool}, {biggest} runs ...", file=sys.stderr, flush=True)
+                others.append(measure(workdir, biggest, scale.rate, scale.latency_duration_s, scale.latency_samples, args.seed))
         print(f"catch-up, {scale.history_lines:,} lines ...", file=sys.stderr, flush=True)
         cup = catchup.measure(workdir, scale.history_lines, scale.rounds, python_loop=True, seed=args.seed)
         print(f"idle cost, {scale.idle_runs} runs ...", file=sys.stderr, flush=True)
@@ -176,10 +210,15 @@ def main(argv: list[str] | None = None) -> int:
     elapsed = time.monotonic() - started
     print(f"\n## expwatch benchmarks{' (--quick: small scale, nothing judged)' if args.quick else ''}\n")
     print(text)
-    print(f"\n(ran in {elapsed:.0f} s; `python bench/run.py{' --quick' if args.quick else ''}`)")
+    print()
+    print(peer_table(next(r for r in lat if r.runs == biggest), others, skipped))
+    load_at_end = os.getloadavg()
+    print(f"\n(ran in {elapsed:.0f} s; `python bench/run.py{' --quick' if args.quick else ''}`; load average "
+          f"{' / '.join(f'{x:.2f}' for x in load_at_start)} at start, {' / '.join(f'{x:.2f}' for x in load_at_end)} at end)")
     if args.json:
         args.json.write_text(json.dumps({"machine": info, "quick": args.quick, "latency": [asdict(r) for r in lat],
-                                         "catchup": asdict(cup), "idle": asdict(idl), "elapsed_s": elapsed}, indent=1))
+                                         "catchup": asdict(cup), "idle": asdict(idl),
+                                         "peers": [asdict(p) for p in others], "load_average": [load_at_start, load_at_end], "elapsed_s": elapsed}, indent=1))
     if missed:
         print(f"goals missed: {', '.join(missed)}", file=sys.stderr)
         return 1

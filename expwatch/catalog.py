@@ -99,6 +99,7 @@ AUDIT_EVENTS: dict[str, str] = {
     "watcher died": "the watcher process ended abnormally (the restarting parent saw it)",
     "watcher restarted": "the restarting parent started a new watcher",
     "watcher refused to start": "the watcher could not start (bad settings or rules, untrusted file)",
+    "run released": "a long-finished run let go of its files and memory; a change to its files brings it back",
     "notify sent": "a notification command ran",
     "notify failed": "a notification command failed or timed out",
 }

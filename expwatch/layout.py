@@ -9,6 +9,7 @@ experiments, in plain sight.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 HOME_NAME = ".expwatch"
@@ -16,17 +17,19 @@ HOME_NAME = ".expwatch"
 
 @dataclass(frozen=True)
 class ExperimentsLayout:
+    """Paths are computed once per layout (cached_property): the engine asks for them on every file event."""
+
     root: Path
 
     @classmethod
     def at(cls, root: Path | str) -> "ExperimentsLayout":
         return cls(Path(root).resolve())
 
-    @property
+    @cached_property
     def home(self) -> Path:
         return self.root / HOME_NAME
 
-    @property
+    @cached_property
     def runs_dir(self) -> Path:
         return self.home / "runs"
 
@@ -41,24 +44,24 @@ class ExperimentsLayout:
         """Diagnosis bundles and validation reports of one run."""
         return self.home / "runs" / name
 
-    @property
+    @cached_property
     def audit_path(self) -> Path:
         return self.home / "audit.jsonl"
 
-    @property
+    @cached_property
     def state_db(self) -> Path:
         return self.home / "state.sqlite3"
 
-    @property
+    @cached_property
     def lock_path(self) -> Path:
         return self.home / "watcher.lock"
 
-    @property
+    @cached_property
     def rules_path(self) -> Path:
         """The user's editable rules, created by ``expwatch rules init``."""
         return self.root / "expwatch.rules.yaml"
 
-    @property
+    @cached_property
     def settings_path(self) -> Path:
         """Optional user overrides of configs/settings.yaml."""
         return self.root / "expwatch.yaml"

@@ -8,10 +8,11 @@ rewritten atomically, and found by listing ``DIR/.expwatch/runs/``.
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Callable, Any
 
 from expwatch import crashpoints
 from expwatch.files import NotReadyYet, atomic_write_json, read_json
@@ -206,14 +207,27 @@ class UnreadableManifest:
     untrusted: bool = False  # owned or writable by someone else (expwatch/trust.py)
 
 
-def survey(layout: ExperimentsLayout) -> tuple[list[RunManifest], list[UnreadableManifest]]:
-    """Every manifest of ``layout``: the usable ones, and why each other one is not."""
+def survey(layout: ExperimentsLayout, skip: Callable[[str], bool] | None = None,
+           seen: set[str] | None = None) -> tuple[list[RunManifest], list[UnreadableManifest]]:
+    """Every manifest of ``layout``: the usable ones, and why each other one is not.
+
+    ``skip(name)``: leave that manifest unparsed (a released run whose file did
+    not change); ``seen`` collects every run name on disk, parsed or not.
+    """
     found: list[RunManifest] = []
     broken: list[UnreadableManifest] = []
-    if not layout.runs_dir.is_dir():
+    try:
+        # Names filtered as strings before any Path is built: a lab's folder holds >10,000 of them.
+        names = sorted(n for n in os.listdir(layout.runs_dir) if n.endswith(".json"))
+    except (FileNotFoundError, NotADirectoryError):
         return found, broken
-    for path in sorted(layout.runs_dir.glob("*.json")):
+    for name in names:
+        path = layout.runs_dir / name
         if not layout.is_manifest(path):
+            continue
+        if seen is not None:
+            seen.add(path.stem)
+        if skip is not None and skip(path.stem):
             continue
         try:
             found.append(load_manifest(path))

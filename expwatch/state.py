@@ -62,6 +62,9 @@ class StateStore:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(SCHEMA)
+        # name -> the JSON last written for it: a save that changes nothing (a safety poll that read no
+        # line, a progress record) costs a dict lookup instead of an SQLite write.
+        self._written: dict[str, str] = {}
 
     def close(self) -> None:
         with self._lock:
@@ -73,9 +76,18 @@ class StateStore:
         return json.loads(row[0]) if row else {}
 
     def save_run(self, name: str, data: dict[str, Any]) -> None:
+        text = json.dumps(data)
         with self._lock:
-            self._db.execute("INSERT OR REPLACE INTO runs(name, data) VALUES (?, ?)", (name, json.dumps(data)))
+            if self._written.get(name) == text:
+                return
+            self._db.execute("INSERT OR REPLACE INTO runs(name, data) VALUES (?, ?)", (name, text))
+            self._written[name] = text
         crashpoints.passed("store:save_run")
+
+    def forget_written(self, name: str) -> None:
+        """Drop the memory of a run's last save (it is released; its row stays in the database)."""
+        with self._lock:
+            self._written.pop(name, None)
 
     def open_incident(self, inc_id: str, run: str, rule: str, plan: list[dict[str, Any]], context: dict[str, Any]) -> None:
         with self._lock:

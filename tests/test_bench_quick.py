@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -19,8 +20,13 @@ def test_quick_benchmark_run_prints_every_row_of_the_table(tmp_path):
                 "| catch-up throughput |", "| catch-up, plain Python loop |", "| idle cost |"):
         assert row in table, row
     assert "MISSED" not in table and "machine: " in table
+    # The peers ran the same workload in the same invocation (fail2ban only where it is installed).
+    assert "| expwatch (watcher) |" in table and "| tail\\|grep (" in table and "expwatch/tail|grep: CPU " in table
+    if shutil.which("fail2ban-server"):
+        assert "| fail2ban (" in table and "expwatch/fail2ban: CPU " in table
     import json
 
     results = json.loads((tmp_path / "bench.json").read_text())
     assert all(r["seen"] == r["probes"] > 0 for r in results["latency"])
     assert results["catchup"]["lines"] == 50_000 and results["catchup"]["matching_lines"] > 0
+    assert all(p["seen"] == p["probes"] > 0 for p in results["peers"])

@@ -10,10 +10,12 @@ the engine thread calls it on watchdog events and on a slow safety poll.
 What happened to the file (rotation, truncation, deletion, ...) is not a line,
 so it is reported separately through ``drain_notes()`` for the audit trail.
 
-Catching up on a long history is the one place where speed matters (a first
-read of a run that has logged for days): given a ``LinePrefilter`` the tailer
-scans whole chunks of raw bytes and builds ``TailLine`` objects only for the
-few lines the prefilter points at, counting the rest in ``lines_read``.
+Given a ``LinePrefilter`` the tailer scans whole chunks of raw bytes and
+builds ``TailLine`` objects only for the few lines the prefilter points at,
+counting the rest in ``lines_read``. Catch-up on a long history needs that
+(a first read of a run that has logged for days). The live path reads every
+line: a crash is assembled from all of its lines (watcher/crash.py), most
+of which no rule's literal is in.
 """
 
 from __future__ import annotations
@@ -114,9 +116,13 @@ class _OpenFile:
                 self._pick(chunk, last, lines, prefilter)
                 self.offset += last + 1
                 budget -= last + 1
-                continue
-            budget -= len(chunk)
-            self._consume(chunk, lines, prefilter)
+            else:
+                budget -= len(chunk)
+                self._consume(chunk, lines, prefilter)
+            if len(chunk) < size:
+                # The end of the file as of this read: asking again costs a syscall per read to learn
+                # nothing. A write after it sends its own event (and the safety poll backs that up).
+                break
         if not self.head:
             self.head = head_digest(self.fd)
         return budget
@@ -212,6 +218,7 @@ class LogTailer:
         self._open_error = ""
         self._more_pending = False
         self._lines_read = 0
+        # (index of its first line in the last batch, file) per file that batch read, to rewind into it.
 
     @property
     def position(self) -> TailPosition:

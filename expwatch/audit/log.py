@@ -71,14 +71,16 @@ class _AppendOnlyFile:
     def _open(self) -> int:
         # Recreated when someone removes .expwatch/ under a running watcher (issue 15).
         self.path.parent.mkdir(parents=True, exist_ok=True, mode=PRIVATE_DIR)
-        return os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, file_mode(self.path.parent))
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, file_mode(self.path.parent))
+        st = os.fstat(fd)
+        self._identity = (st.st_dev, st.st_ino)  # of the file our descriptor appends to; it never changes
+        return fd
 
     def write(self, line: str) -> str:
         if self._fd is None:
             raise ValueError(f"{self.path}: audit log is closed")
         data = (line + "\n").encode("utf-8")
-        self._follow_rotation()
-        self._rotate_if_full(len(data))
+        self._rotate_if_full(len(data), self._follow_rotation())
         # No fsync: it would cost milliseconds per record on busy runs, and the
         # guarantee we need is "no torn lines", which O_APPEND + one write gives
         # against process death. Only a kernel crash can lose the tail.
@@ -87,8 +89,8 @@ class _AppendOnlyFile:
             raise OSError(f"{self.path}: short write ({written} of {len(data)} bytes); disk full?")
         return line
 
-    def _follow_rotation(self) -> None:
-        """Reopen if another process rotated the file under our descriptor.
+    def _follow_rotation(self) -> int:
+        """Reopen if another process rotated the file under our descriptor; return its size.
 
         Several processes append to one audit file (``expwatch resume`` writes
         while the watcher runs). Without this, a writer would keep appending
@@ -99,13 +101,15 @@ class _AppendOnlyFile:
             on_disk = os.stat(self.path)
         except FileNotFoundError:
             on_disk = None
-        ours = os.fstat(self._fd)
-        if on_disk is None or (on_disk.st_dev, on_disk.st_ino) != (ours.st_dev, ours.st_ino):
+        if on_disk is None or (on_disk.st_dev, on_disk.st_ino) != self._identity:
             os.close(self._fd)
             self._fd = None
             self._fd = self._open()
+            return os.fstat(self._fd).st_size
+        # The stat of the path just taken has the size too: no second fstat per record.
+        return on_disk.st_size
 
-    def _rotate_if_full(self, incoming: int) -> None:
+    def _rotate_if_full(self, incoming: int, size: int) -> None:
         """audit.jsonl → .1 → .2 … → .{backups}, dropping the oldest, then a fresh file.
 
         Rotation is done by whichever writer notices the size, without a
@@ -116,7 +120,6 @@ class _AppendOnlyFile:
         writers are short-lived CLI commands writing a record or two.
         """
         assert self._fd is not None
-        size = os.fstat(self._fd).st_size
         # An empty file takes any record, even one larger than max_bytes.
         if size == 0 or size + incoming <= self._max_bytes:
             return

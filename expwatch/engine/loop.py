@@ -25,6 +25,7 @@ from expwatch.autoadopt import RunDiscovery
 from expwatch.actions.executor import IncidentClosed, IncidentExecutor
 from expwatch.audit.log import AuditLog
 from expwatch.engine.lock import DirectoryLock
+from expwatch.engine.membership import RunMembership
 from expwatch.engine.persist import RunStatePersistence
 from expwatch.engine.probes import ProbeBoard
 from expwatch.engine.reading import LogRead, log_lines, progress_of
@@ -36,24 +37,20 @@ from expwatch.engine.runs import RunTable, WatchedRun
 from expwatch.engine.slurm_runs import SlurmRuns
 from expwatch.engine.snapshot import RunView, unreadable_views, views_of
 from expwatch.engine.timers import Timers
-from expwatch.files import NotReadyYet, Unreadable
+from expwatch.files import Unreadable
 from expwatch.layout import ExperimentsLayout
-from expwatch.manifest import ManifestError, RunManifest, load_manifest, survey
+from expwatch.dormancy import Dormancy
 from expwatch.problems import RunProblems
-from expwatch.trust import UntrustedFile
-from expwatch.processes import verified_process
 from expwatch.rules.decide import NOTHING, Decider, DecisionPolicy, Outcome
 from expwatch.rules.engine import EngineError
-from expwatch.rules.facts import RunFacts
 from expwatch.rules.loader import load_rules
 from expwatch.runners.registry import Runners
 from expwatch.settings import Settings, load_settings
 from expwatch.state import StateStore
-from expwatch.watcher.crash import CrashAssembler, CrashLimits
+from expwatch.watcher.coalesce import EventQueue
 from expwatch.watcher.events import Crash, Deadline, FileChanged, LogLine, ProbeResult, ProcessExit, Progress, Shutdown
 from expwatch.watcher.exits import ExitWaiter
 from expwatch.watcher.observer import DirectoryWatch
-from expwatch.watcher.tail import LogTailer
 
 
 class EngineLoop:
@@ -62,7 +59,7 @@ class EngineLoop:
         self.settings = settings or load_settings(self.layout)
         self.dry_run = dry_run
         self.console = console
-        self.events: queue.Queue = queue.Queue()
+        self.events: queue.Queue = EventQueue()  # a file already waiting to be read is not queued twice
         self.runs = RunTable()
         self.timers = Timers()
         self.runners = Runners(self.settings)
@@ -70,6 +67,7 @@ class EngineLoop:
         self._manifest_locks: dict[str, threading.Lock] = {}  # one per run, shared by its incidents' threads
         self._views: tuple[RunView, ...] = ()
         self.lock = DirectoryLock(self.layout, bool(self.settings.get("security.group_access")))
+        self.dormancy = Dormancy(self.layout, self.settings.number("watch.release_finished_s"))
         self.problems = RunProblems(lambda *a, **k: self.audit.record(*a, **k), console)
         # Built here so a bad discovery setting is refused before watching starts.
         self.discovery = RunDiscovery(self.layout, self.settings, lambda event, **f: self.audit.record(event, **f), self.console)
@@ -96,12 +94,13 @@ class EngineLoop:
         self.persist = RunStatePersistence(self.store)
         self.exits = ExitWaiter(self.events)
         self.files = DirectoryWatch(self.events, self.settings.get("watch.observer"), self.settings.number("watch.polling_interval_s"),
-                                    ignore=self._own_write)
+                                    ignore=self._own_write, gather_s=self.settings.number("watch.inotify_gather_s"))
         self.executor = IncidentExecutor(self.store, self.audit, self._context, self.events.put, self.dry_run)
         self.recorder = DecisionRecorder(self.audit, self.store, self.executor, self.console, self.persist.save,
                                          lambda: self.decider.ruleset.digest)
         self.probes = ProbeBoard(self.events, self.settings, self.audit.record)
         self.slurm = SlurmRuns(self)
+        self.members = RunMembership(self)
         self.reloader = RulesReloader(self.layout.rules_path, set(self.settings.profiles), self.audit, self.console)
         mode = self.files.watch(self.layout.root, recursive=True)
         self.files.start()
@@ -113,8 +112,9 @@ class EngineLoop:
         # decides at once (informational ones do) is this watcher's own.
         self.recovery = Recovery(self.store, self.audit, self.executor)
         self.discovery.sweep()  # runs started by hand get their manifest before manifests are read
-        for manifest in self._survey():
-            self._add_run(manifest)
+        for manifest in self.members.survey():
+            self.members.add(manifest)
+            self.members.release_if_due(manifest.name)  # long-finished runs hold no descriptor past their first read
         self.recovery.resume(self.runs)
         self.timers.arm("*", "poll", self.settings.number("watch.safety_poll_s"))
         try:
@@ -155,7 +155,7 @@ class EngineLoop:
                 self._dispatch(event)
             for deadline in self.timers.due():
                 self._dispatch(deadline)
-            self._views = views_of(self.runs, time.time(), self.decider.ruleset.stale_after_s(self.settings.number("watch.stale_fallback_s"))) \
+            self._views = views_of(self.runs, time.time(), self.stale_after_s()) + tuple(self.dormancy.views()) \
                 + unreadable_views(self.problems, self.runs)
 
     def _dispatch(self, event: Any) -> None:
@@ -205,83 +205,27 @@ class EngineLoop:
 
     def _safety_poll(self) -> None:
         self.discovery.sweep()
-        known = set()
-        for manifest in self._survey():
-            known.add(manifest.name)
-            if manifest.name not in self.runs:
-                self._add_run(manifest)
+        known: set[str] = set()
+        for manifest in self.members.survey(known):  # released runs' manifests only when they changed
+            if manifest.name in self.dormancy:
+                self.members.on_manifest(self.layout.manifest_path(manifest.name))
+            elif manifest.name not in self.runs:
+                self.members.add(manifest)
         for name in self.runs.names():
             if name not in known and not self.layout.manifest_path(name).exists():
-                self._lose_run(name)
+                self.members.lose(name)
                 continue
             run = self.runs.get(name)
-            self._read_log(run)
-            self._read_progress(run)
+            self.read_log(run)
+            self.read_progress(run)
             self.evaluate(run)
+            self.members.release_if_due(name)
         self.slurm.poll()
 
     # ----- runs --------------------------------------------------------------------
 
-    def _add_run(self, manifest: RunManifest) -> None:
-        position = self.persist.saved_position(manifest.name)
-        tailer = LogTailer(Path(manifest.log), position, int(self.settings.number("tail.max_line_bytes")))
-        now = time.time()
-        decisions, latched_for = self.persist.restore(manifest)
-        run = WatchedRun(manifest, tailer, RunFacts(self.decider.ruleset, started_at=now), decisions, latched_for,
-                         crashes=CrashAssembler(CrashLimits.from_settings(self.settings.get("crash"))))
-        self.runs.add(run)
-        self.recovery.claim(run, self.decider)
-        for path in (manifest.log, manifest.result, manifest.checkpoint):
-            if path and not Path(path).resolve().is_relative_to(self.layout.root):
-                Path(path).parent.mkdir(parents=True, exist_ok=True)
-                self.files.watch(Path(path).parent, recursive=False)
-        run.facts.expected = manifest.expected
-        run.facts.alive = self._alive(run)
-        self.audit.record("run discovered", run=manifest.name, pid=manifest.pid, job_id=manifest.job_id,
-                          job_state=run.facts.job_state, alive=run.facts.alive, log=manifest.log,
-                          resumed_at_offset=position.offset if position else None,
-                          halted=manifest.halted.reason if manifest.halted else None)
-        replayed = self._read_log(run, replay=position is None)
-        if replayed and position is None:
-            self.audit.record("history read", run=manifest.name, lines=replayed, note="old lines rebuild counters, trigger nothing")
-        if run.facts.alive:
-            run.facts.last_log_at = os.stat(manifest.log).st_mtime if os.path.exists(manifest.log) else now
-            self._watch_exit(run)
-        self._read_progress(run)
-        self.probes.ensure(manifest.profile)
-        self.evaluate(run)
-        self.arm_silence(run)
-
-    def _alive(self, run: WatchedRun) -> bool:
-        """Local runs: the process lives. SLURM runs: assumed alive until squeue (asked off this thread) says otherwise."""
-        m = run.manifest
-        if m.job_id:
-            self.slurm.poll([run])
-            return True
-        return verified_process(m.pid, m.create_time) is not None if m.pid else False
-
-    def _watch_exit(self, run: WatchedRun) -> None:
-        m = run.manifest
-        if m.job_id:
-            self.exits.forget(m.name)
-            self.slurm.follow_completions()
-        else:
-            self.exits.watch(m.name, m.pid, m.create_time, self.layout.exit_path(m.name))
-
-    def _survey(self) -> list[RunManifest]:
-        """The usable manifests; each unusable one is audited (once per reason) and skipped."""
-        manifests, broken = survey(self.layout)
-        for bad in broken:
-            self.problems.report("manifest refused" if bad.untrusted else "manifest unreadable", bad.name, bad.path, bad.reason)
-        for manifest in manifests:
-            self.problems.clear(manifest.name, self.layout.manifest_path(manifest.name))
-        return manifests
-
-    def _lose_run(self, name: str) -> None:
-        self.runs.pop(name)
-        self.exits.forget(name)
-        self.decider.forget(name)
-        self.audit.record("run lost", run=name)
+    def stale_after_s(self) -> float:
+        return self.decider.ruleset.stale_after_s(self.settings.number("watch.stale_fallback_s"))
 
     def _own_write(self, path: Path) -> bool:
         """Audit, state and lock files under .expwatch/: every record would be an event to discard.
@@ -298,48 +242,20 @@ class EngineLoop:
             self._reload_rules()
             return
         if self.layout.is_manifest(path):
-            self._on_manifest(path)
+            self.members.on_manifest(path)
             return
+        asleep = self.dormancy.owner(str(path))
+        if asleep is not None:
+            self.members.on_manifest(self.layout.manifest_path(asleep))  # a released run's file changed: watch it again
         for run in self.runs.owning(str(path)):
             if str(path) == run.manifest.log:
-                self._read_log(run)
+                self.read_log(run)
             else:
-                self._read_progress(run)
-
-    def _on_manifest(self, path: Path) -> None:
-        name = path.stem
-        try:
-            manifest = load_manifest(path)
-        except FileNotFoundError:
-            if name in self.runs:
-                self._lose_run(name)
-            return
-        except (NotReadyYet, ManifestError) as exc:
-            # Never acted on; retried on the next event or safety poll. A watched run keeps its last good manifest.
-            self.problems.report("manifest refused" if isinstance(exc, UntrustedFile) else "manifest unreadable", name, path, str(exc))
-            return
-        self.problems.clear(name, path)
-        run = self.runs.get(manifest.name)
-        if run is None:
-            self._add_run(manifest)
-            return
-        old, run.manifest = run.manifest, manifest
-        self.runs.files_changed()
-        run.facts.expected = manifest.expected
-        if (manifest.pid, manifest.create_time, manifest.job_id) != (old.pid, old.create_time, old.job_id) and (manifest.pid or manifest.job_id):
-            run.facts.new_process(time.time())
-            run.facts.alive = self._alive(run)
-            self._watch_exit(run)
-            self.arm_silence(run)
-        if old.halted and not manifest.halted:
-            self.decider.resumed(run.decisions)
-            self.audit.record("run resumed", run=run.name)
-        self.probes.ensure(manifest.profile)
-        self.persist.save(run)
+                self.read_progress(run)
 
     # ----- sources → facts ---------------------------------------------------------
 
-    def _read_log(self, run: WatchedRun, replay: bool = False) -> int:
+    def read_log(self, run: WatchedRun, replay: bool = False) -> int:
         read, counted = LogRead(), False
         prefilter = self.decider.classifier.prefilter if replay else None
         for line in log_lines(run, replay, prefilter, read):
@@ -369,7 +285,7 @@ class EngineLoop:
             finished=run.finished))
         self._carry_out(run, outcome)
 
-    def _read_progress(self, run: WatchedRun) -> None:
+    def read_progress(self, run: WatchedRun) -> None:
         try:
             progress = progress_of(run)
         except Unreadable as exc:
@@ -396,10 +312,10 @@ class EngineLoop:
         if run.facts.alive is False and run.facts.job_state == event.job_state and event.job_id:
             return  # the completion record and the poll both saw this job end
         self.runners.local.reap()  # if this watcher started it
-        self._read_log(run)
+        self.read_log(run)
         for crash in run.crashes.flush():  # nothing more will be written: an open traceback is complete
             self._on_crash(run, crash)
-        self._read_progress(run)
+        self.read_progress(run)
         f = run.facts
         f.alive, f.exit_signal, f.exit_code = False, event.signal, event.returncode
         if event.job_id:
@@ -463,7 +379,7 @@ class EngineLoop:
         if run.last_incident and event.incident == run.last_incident_id:
             run.last_incident = f"{run.last_incident.split(':')[0]}: {event.outcome}"
         failure = self.decider.closed(run.decisions, event.incident, event.outcome, time.time())
-        self._on_manifest(self.layout.manifest_path(run.name))
+        self.members.on_manifest(self.layout.manifest_path(run.name))
         if failure:
             self.persist.save(run)
             self.evaluate(run)

@@ -1,0 +1,152 @@
+"""Which runs the engine loop watches: added as manifests appear, lost as they go, released when long finished.
+
+A manifest's arrival, change or removal changes the run table; a finished
+run with nothing in hand is released (expwatch/dormancy.py) and comes back
+when its files change. Unusable manifests are audited once per reason and
+never acted on. Everything here runs on the engine thread.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from expwatch.engine.runs import WatchedRun
+from expwatch.engine.snapshot import view_of
+from expwatch.files import NotReadyYet
+from expwatch.manifest import ManifestError, RunManifest, load_manifest, survey
+from expwatch.processes import verified_process
+from expwatch.rules.facts import RunFacts
+from expwatch.trust import UntrustedFile
+from expwatch.watcher.crash import CrashAssembler, CrashLimits
+from expwatch.watcher.tail import LogTailer
+
+if TYPE_CHECKING:
+    from expwatch.engine.loop import EngineLoop
+
+
+class RunMembership:
+    def __init__(self, loop: "EngineLoop"):
+        self.loop = loop
+
+    def add(self, manifest: RunManifest) -> None:
+        self.loop.dormancy.wake(manifest.name)
+        position = self.loop.persist.saved_position(manifest.name)
+        tailer = LogTailer(Path(manifest.log), position, int(self.loop.settings.number("tail.max_line_bytes")))
+        now = time.time()
+        decisions, latched_for = self.loop.persist.restore(manifest)
+        run = WatchedRun(manifest, tailer, RunFacts(self.loop.decider.ruleset, started_at=now), decisions, latched_for,
+                         crashes=CrashAssembler(CrashLimits.from_settings(self.loop.settings.get("crash"))))
+        self.loop.runs.add(run)
+        self.loop.recovery.claim(run, self.loop.decider)
+        for path in (manifest.log, manifest.result, manifest.checkpoint):
+            if path and not Path(path).resolve().is_relative_to(self.loop.layout.root):
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
+                self.loop.files.watch(Path(path).parent, recursive=False)
+        run.facts.expected = manifest.expected
+        run.facts.alive = self.alive(run)
+        self.loop.audit.record("run discovered", run=manifest.name, pid=manifest.pid, job_id=manifest.job_id,
+                          job_state=run.facts.job_state, alive=run.facts.alive, log=manifest.log,
+                          resumed_at_offset=position.offset if position else None,
+                          halted=manifest.halted.reason if manifest.halted else None)
+        replayed = self.loop.read_log(run, replay=position is None)
+        if replayed and position is None:
+            self.loop.audit.record("history read", run=manifest.name, lines=replayed, note="old lines rebuild counters, trigger nothing")
+        if run.facts.alive:
+            run.facts.last_log_at = os.stat(manifest.log).st_mtime if os.path.exists(manifest.log) else now
+            self.watch_exit(run)
+        self.loop.read_progress(run)
+        self.loop.probes.ensure(manifest.profile)
+        self.loop.evaluate(run)
+        self.loop.arm_silence(run)
+
+
+    def alive(self, run: WatchedRun) -> bool:
+        """Local runs: the process lives. SLURM runs: assumed alive until squeue (asked off this thread) says otherwise."""
+        m = run.manifest
+        if m.job_id:
+            self.loop.slurm.poll([run])
+            return True
+        return verified_process(m.pid, m.create_time) is not None if m.pid else False
+
+
+    def watch_exit(self, run: WatchedRun) -> None:
+        m = run.manifest
+        if m.job_id:
+            self.loop.exits.forget(m.name)
+            self.loop.slurm.follow_completions()
+        else:
+            self.loop.exits.watch(m.name, m.pid, m.create_time, self.loop.layout.exit_path(m.name))
+
+
+    def survey(self, known: set[str] | None = None) -> list[RunManifest]:
+        """The usable manifests (``known`` collects every name on disk); each unusable one is audited once per reason."""
+        seen: set[str] = set()
+        manifests, broken = survey(self.loop.layout, skip=self.loop.dormancy.unchanged, seen=seen)
+        self.loop.dormancy.forget_missing(seen)
+        if known is not None:
+            known |= seen
+        for bad in broken:
+            self.loop.problems.report("manifest refused" if bad.untrusted else "manifest unreadable", bad.name, bad.path, bad.reason)
+        for manifest in manifests:
+            self.loop.problems.clear(manifest.name, self.loop.layout.manifest_path(manifest.name))
+        return manifests
+
+
+    def release_if_due(self, name: str) -> None:
+        """A run finished long enough ago, with nothing in hand, lets go of its files and memory (expwatch/dormancy.py)."""
+        run = self.loop.runs.get(name)
+        if run is None or not self.loop.dormancy.due(run.manifest, run.decisions.incident is None and not run.decisions.side_incidents, time.time()):
+            return
+        self.loop.persist.save(run)  # before the tailer closes: its position is what a revival resumes from
+        run.tailer.close()
+        self.loop.runs.pop(name)
+        self.loop.exits.forget(name)
+        self.loop.decider.forget(name)
+        self.loop.store.forget_written(name)
+        self.loop.dormancy.release(run.manifest, view_of(run, time.time(), self.loop.stale_after_s()))
+        self.loop.audit.record("run released", run=name, note="finished; watched again when its files change")
+
+
+    def lose(self, name: str) -> None:
+        self.loop.runs.pop(name)
+        self.loop.exits.forget(name)
+        self.loop.decider.forget(name)
+        self.loop.audit.record("run lost", run=name)
+
+
+    def on_manifest(self, path: Path) -> None:
+        name = path.stem
+        try:
+            manifest = load_manifest(path)
+        except FileNotFoundError:
+            if name in self.loop.runs:
+                self.lose(name)
+            return
+        except (NotReadyYet, ManifestError) as exc:
+            # Never acted on; retried on the next event or safety poll. A watched run keeps its last good manifest.
+            self.loop.problems.report("manifest refused" if isinstance(exc, UntrustedFile) else "manifest unreadable", name, path, str(exc))
+            return
+        self.loop.problems.clear(name, path)
+        if name in self.loop.dormancy:
+            self.add(self.loop.dormancy.manifest(name))  # revived as it slept; the new manifest is compared below
+        run = self.loop.runs.get(manifest.name)
+        if run is None:
+            self.add(manifest)
+            return
+        old, run.manifest = run.manifest, manifest
+        self.loop.runs.files_changed()
+        run.facts.expected = manifest.expected
+        if (manifest.pid, manifest.create_time, manifest.job_id) != (old.pid, old.create_time, old.job_id) and (manifest.pid or manifest.job_id):
+            run.facts.new_process(time.time())
+            run.facts.alive = self.alive(run)
+            self.watch_exit(run)
+            self.loop.arm_silence(run)
+        if old.halted and not manifest.halted:
+            self.loop.decider.resumed(run.decisions)
+            self.loop.audit.record("run resumed", run=run.name)
+        self.loop.probes.ensure(manifest.profile)
+        self.loop.persist.save(run)
+

@@ -1,0 +1,87 @@
+"""Finished runs let go of their files and come back when those change (expwatch/dormancy.py, issue 16).
+
+A real watcher on a folder of runs whose manifests say they finished; what
+it holds open is read from /proc, what it did from its audit trail.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from datetime import datetime, timezone
+
+from conftest import wait_for
+from fleet import Fleet, ts_seconds
+
+from expwatch.manifest import HaltMark, RunManifest, save_manifest
+
+SETTINGS = """\
+watch: {settle_s: 0.4, safety_poll_s: 0.3, release_finished_s: 1.5}
+kill: {grace_s: 2}
+launch: {check_after_s: 0.05}
+"""
+
+
+def iso(at: float) -> str:
+    return datetime.fromtimestamp(at, timezone.utc).isoformat(timespec="milliseconds")
+
+
+def finished_run(fleet: Fleet, name: str, **marks) -> RunManifest:
+    log = fleet.root / f"{name}.log"
+    log.write_text("INFO eval: [1/2] item-1 correct=True\nINFO eval: [2/2] item-2 correct=True\n")
+    manifest = RunManifest(name=name, argv=("python", "eval.py"), cwd=str(fleet.root), log=str(log), expected=2, **marks)
+    save_manifest(fleet.layout, manifest)
+    return manifest
+
+
+def open_paths(pid: int) -> set[str]:
+    paths = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            paths.add(os.readlink(f"/proc/{pid}/fd/{fd}"))
+        except OSError:
+            pass
+    return paths
+
+
+def test_a_long_finished_run_is_released_at_once_and_revived_by_a_write_to_its_log(tmp_path):
+    fleet = Fleet(tmp_path / "exp", settings=SETTINGS)
+    try:
+        old = finished_run(fleet, "old", completed_at=iso(time.time() - 86400))
+        size = os.path.getsize(old.log)
+        watcher = fleet.start_watcher()
+        wait_for(lambda: fleet.audit.select("run released", run="old"), what="the finished run to be released")
+        assert old.log not in open_paths(watcher.pid)
+        with open(old.log, "a") as fh:
+            fh.write("INFO eval: a line written after the run completed\n")
+        discovered = wait_for(lambda: fleet.audit.select("run discovered", run="old")[1:], what="the run to be watched again")
+        assert discovered[0]["resumed_at_offset"] == size  # read on from where it was released, not from the start
+        wait_for(lambda: len(fleet.audit.select("run released", run="old")) == 2, what="the run to be released again")
+        assert old.log not in open_paths(watcher.pid)
+    finally:
+        fleet.cleanup()
+
+
+def test_a_run_that_just_finished_is_kept_for_release_finished_s(tmp_path):
+    fleet = Fleet(tmp_path / "exp", settings=SETTINGS)
+    try:
+        fresh = finished_run(fleet, "fresh", completed_at=iso(time.time()))
+        finished = time.time()
+        watcher = fleet.start_watcher()
+        assert fresh.log in open_paths(watcher.pid)
+        released = wait_for(lambda: fleet.audit.select("run released", run="fresh"), what="the release")
+        assert ts_seconds(released[0]["ts"]) - finished >= 1.5 - 0.01
+    finally:
+        fleet.cleanup()
+
+
+def test_a_released_halted_run_that_is_resumed_has_its_guard_reset(tmp_path):
+    fleet = Fleet(tmp_path / "exp", settings=SETTINGS)
+    try:
+        halted = finished_run(fleet, "stuck", halted=HaltMark(reason="TRACEBACK twice without progress", incident=None, at=iso(time.time() - 3600)))
+        fleet.start_watcher()
+        wait_for(lambda: fleet.audit.select("run released", run="stuck"), what="the halted run to be released")
+        save_manifest(fleet.layout, halted.with_changes(halted=None))  # what `expwatch resume` writes
+        wait_for(lambda: fleet.audit.select("run resumed", run="stuck"), what="the resume to be seen")
+    finally:
+        fleet.cleanup()
