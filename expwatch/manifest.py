@@ -161,7 +161,8 @@ FIELD_KINDS = {
     "create_time": "optional number", "pgid": "optional integer", "sid": "optional integer",
     "launched_at": "optional text", "restarts": "integer", "profile": "optional text", "runner": "text",
     "job_id": "optional text", "sbatch_args": "texts", "adopted": "flag", "halted": "optional halt",
-    "stopped_at": "optional text", "completed_at": "optional text",
+    "stopped_at": "optional text", "completed_at": "optional text", "command_pid": "optional integer",
+    "profile_since": "optional text", "waiting_for_slot": "optional text",
 }
 
 

@@ -18,11 +18,13 @@ incident threads of one watcher and ``launch`` commands alike.
 from __future__ import annotations
 
 import fcntl
+import os
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Callable, Iterator
 
+from expwatch.trust import file_mode, make_home
 from expwatch.layout import ExperimentsLayout
 from expwatch.manifest import RunManifest, discover
 from expwatch.runners.registry import Runners
@@ -59,9 +61,11 @@ def runs_using(layout: ExperimentsLayout, runners: Runners, profile: str, exclud
 
 @contextmanager
 def _slot_lock(layout: ExperimentsLayout) -> Iterator[None]:
-    layout.home.mkdir(parents=True, exist_ok=True)
+    make_home(layout)
     # A fresh open file description per claim: flock then excludes other threads of this process too.
-    with open(layout.home / LOCK_NAME, "a") as fh:
+    # Owner-only whatever the umask, like everything under .expwatch/ (expwatch/trust.py).
+    fd = os.open(layout.home / LOCK_NAME, os.O_WRONLY | os.O_APPEND | os.O_CREAT, file_mode(layout.home))
+    with os.fdopen(fd, "a") as fh:
         fcntl.flock(fh, fcntl.LOCK_EX)
         try:
             yield

@@ -46,8 +46,9 @@ def refuse_live_duplicate(layout: ExperimentsLayout, name: str, runners: Runners
         return
     try:
         old = load_manifest(path)
-    except (NotReadyYet, ManifestError):
-        return
+    except (NotReadyYet, ManifestError) as exc:
+        # Whether its process lives cannot be told: overwriting could orphan a live run.
+        raise ManifestError(f"run {name!r} already has a manifest that cannot be read ({exc}); fix or remove it first") from None
     if runners.for_manifest(old).alive(old):
         where = f"job {old.job_id}" if old.job_id else f"pid {old.shown_pid}"
         raise ManifestError(f"run {name!r} is already running as {where}; pick another --name")

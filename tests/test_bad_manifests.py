@@ -75,3 +75,12 @@ def test_the_live_table_shows_a_bad_manifest_as_an_unreadable_row_beside_the_run
         pane.keys("C-c")
     finally:
         pane.close()
+
+
+def test_every_manifest_field_has_its_type_check():
+    """A field added to RunManifest without a kind would be dropped silently on every read."""
+    from dataclasses import fields
+
+    from expwatch.manifest import FIELD_KINDS, RunManifest
+
+    assert set(FIELD_KINDS) == {f.name for f in fields(RunManifest)}

@@ -202,11 +202,12 @@ def test_a_worker_pool_is_one_run_and_an_editor_swap_file_is_no_run(experiments,
     assert found[0].expected.value is None and found[0].waiting == f"result {root / 'pool.json'} not written yet"
 
 
-def test_an_unknown_discover_mode_is_refused_before_watching(experiments, capsys):
+def test_an_unknown_discover_mode_is_refused_before_watching(experiments, capfd):
     with open(experiments.root / "expwatch.yaml", "a") as fh:
         fh.write("discover: sometimes\n")
+    # Through the restarting parent, as a user runs it: the watcher child says why and the parent exits with its code.
     assert cli(["watch", str(experiments.root)]) == 2
-    assert "field 'discover' must be one of adopt, suggest, off, got 'sometimes'" in capsys.readouterr().err
+    assert "field 'discover' must be one of adopt, suggest, off, got 'sometimes'" in capfd.readouterr().err
 
 
 def test_discover_off_written_bare_in_yaml_turns_discovery_off(experiments, shell):
