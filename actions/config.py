@@ -46,7 +46,7 @@ def switch_profile(ctx: ActionContext, arg: Any) -> ActionResult:
         ctx.update(switch)
         return ActionResult("profile switched", {"from": old.name, "to": new.name, "env": new.env})
     outcome = claim(ctx.layout, ctx.runners, new, lambda: ctx.update(switch), exclude=ctx.run, wait=True,
-                    poll_s=ctx.settings.number("launch.slot_poll_s"), on_wait=waiting,
+                    poll_s=ctx.settings.launch.slot_poll_s, on_wait=waiting,
                     pause=lambda s: ctx.stop.wait(s) or ctx.manifest().stopped_at is not None)
     if not outcome.granted:
         return ActionResult("interrupted")  # shutting down (the next watcher waits on) or stopped by hand

@@ -30,7 +30,7 @@ from typing import Any, Callable
 
 from expwatch.redact import redact_env
 from expwatch.actions.command_env import exec_env, exec_text
-from expwatch.settings import Settings, SettingsError
+from expwatch.settings import Settings
 
 QUEUE_SIZE = 100
 DRAIN_LIMIT_S = 10.0  # how long a stopping watcher waits for notifications still queued
@@ -48,20 +48,9 @@ class NotifyConfig:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "NotifyConfig":
-        raw = settings.raw.get("notify") or {}
-        if not isinstance(raw, dict):
-            raise SettingsError("settings: field 'notify' must be a mapping")
-        argv = raw.get("argv") or []
-        if not isinstance(argv, list) or not all(isinstance(a, (str, int, float)) for a in argv):
-            raise SettingsError("settings: field 'notify.argv' must be a list of strings (the command and its arguments)")
-        rules = raw.get("rules") or []
-        if not isinstance(rules, list) or not all(isinstance(r, str) for r in rules):
-            raise SettingsError("settings: field 'notify.rules' must be a list of rule names")
-        for key in ("on_halt", "on_complete"):
-            if not isinstance(raw.get(key, True), bool):
-                raise SettingsError(f"settings: field 'notify.{key}' must be true or false")
-        return cls(tuple(str(a) for a in argv), bool(raw.get("on_halt", True)), bool(raw.get("on_complete", True)),
-                   frozenset(rules), settings.number("notify.timeout_s") if "timeout_s" in raw else 30.0)
+        """The ``notify`` section, already validated by configs/settings.schema.json."""
+        n = settings.notify
+        return cls(n.argv, n.on_halt, n.on_complete, frozenset(n.rules), float(n.timeout_s))
 
     @property
     def enabled(self) -> bool:

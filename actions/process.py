@@ -19,7 +19,7 @@ from expwatch.processes import run_tree, verified_process
 
 
 def kill(ctx: ActionContext, arg: Any) -> ActionResult:
-    grace = float((arg or {}).get("grace_s", ctx.settings.number("kill.grace_s")))
+    grace = float((arg or {}).get("grace_s", ctx.settings.kill.grace_s))
     manifest = ctx.manifest()
     report = ctx.runner_for(manifest).kill(manifest, grace)
     crashpoints.passed("runner:kill")
@@ -82,7 +82,7 @@ def restart(ctx: ActionContext, arg: Any) -> ActionResult:
             return ActionResult("restarted", {"pid": found.pid, "job_id": found.job_id, "restarts": recorded.restarts,
                                               "launched_before_watcher_restart": True})
     if runner.alive(manifest):
-        runner.kill(manifest, ctx.settings.number("kill.grace_s"))
+        runner.kill(manifest, ctx.settings.kill.grace_s)
         crashpoints.passed("runner:kill")
     if not os.path.isdir(manifest.cwd):
         raise ActionFailed(f"working directory {manifest.cwd} is gone")

@@ -65,7 +65,7 @@ def env_difference(theirs: dict[str, str], ours: dict[str, str], ignore: set[str
 
 def adopted_manifest(record: ProcessRecord, settings: Settings, name: str, log: str, result: str | None,
                      checkpoint: str | None, expected: int | None, profile: str) -> RunManifest:
-    overrides, unset = env_difference(record.environ, dict(os.environ), set(settings.get("adopt.ignore_env")))
+    overrides, unset = env_difference(record.environ, dict(os.environ), set(settings.adopt.ignore_env))
     return RunManifest(
         name=name, argv=record.argv, cwd=record.cwd, log=log, env_overrides=overrides, env_unset=unset,
         result=result, checkpoint=checkpoint, expected=expected, pid=record.pid, create_time=record.create_time,
@@ -94,7 +94,7 @@ def adopt_found(layout: ExperimentsLayout, settings: Settings, found: FoundRun, 
 
 def slurm_environment(settings: Settings) -> dict[str, str]:
     """The environment SLURM commands run with: ours, plus ``slurm.conf`` when set."""
-    conf = settings.get("slurm").get("conf")
+    conf = settings.slurm.conf
     return {**os.environ, **({"SLURM_CONF": str(conf)} if conf else {})}
 
 

@@ -18,21 +18,17 @@ from typing import Any, Callable
 from expwatch.adoption import ProcessUnreadable, adopt_command_line, adopt_found, adopt_job, slurm_environment
 from expwatch.layout import ExperimentsLayout
 from expwatch.manifest import RunManifest, discover
-from expwatch.settings import Settings, SettingsError
+from expwatch.settings import Settings
 from expwatch.watcher.discover import DiscoveryConfig, scan
 from expwatch.watcher.discover_slurm import SlurmUnavailable, scan_jobs
 
-MODES = ("adopt", "suggest", "off")
 
 
 class RunDiscovery:
     def __init__(self, layout: ExperimentsLayout, settings: Settings, record: Callable[..., Any], console: Callable[[str], None]):
         self.layout = layout
         self.settings = settings
-        mode = settings.get("discover")
-        self.mode = "off" if mode is False else mode  # YAML 1.1 reads a bare `off` as false
-        if self.mode not in MODES:
-            raise SettingsError(f"settings: field 'discover' must be one of {', '.join(MODES)}, got {self.mode!r}")
+        self.mode = settings.discover  # one of adopt | suggest | off (configs/settings.schema.json)
         self.config = DiscoveryConfig.from_settings(settings)
         self._record = record
         self._console = console
@@ -80,14 +76,14 @@ class RunDiscovery:
 
     def _sweep_jobs(self, manifests: list[RunManifest]) -> None:
         """SLURM jobs with StdOut under DIR; skipped without squeue, and for a while after SLURM did not answer."""
-        retry = self.settings.number("discovery.squeue_retry_s")
+        retry = self.settings.discovery["squeue_retry_s"]
         if shutil.which("squeue", path=self._slurm_env.get("PATH")) is None:
             return
         if self._slurm_down_at is not None and time.monotonic() - self._slurm_down_at < retry:
             return
         try:
             jobs = scan_jobs(self.layout.root, manifests, self.config, self._slurm_env,
-                             self.settings.number("discovery.squeue_timeout_s"))
+                             self.settings.discovery["squeue_timeout_s"])
         except SlurmUnavailable as exc:
             if self._slurm_down_at is None:
                 self._record("discovery: slurm unavailable", error=str(exc), retry_s=retry)

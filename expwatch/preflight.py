@@ -100,7 +100,7 @@ def check_workers(plan: LaunchPlan, settings: Settings) -> PreflightFailure | No
 
 def check_drift(baseline: str, command: tuple[str, ...], settings: Settings) -> PreflightFailure | None:
     """The run's config (named by a config flag in its argv) against ``baseline``, on the cache-key fields."""
-    flags = list(settings.get("launch.config_flags"))
+    flags = list(settings.launch.config_flags)
     current = flag_text(command, flags)
     if current is None:
         return PreflightFailure("drift", f"--baseline {baseline}: the command names no config ({' / '.join(flags)}) to compare",
@@ -128,7 +128,7 @@ def preflight(plan: LaunchPlan, settings: Settings, env: dict[str, str], *, skip
               baseline: str | None, accept_drift: bool, allow_volatile_log: bool) -> list[PreflightFailure]:
     """Every failing check, cheapest first (the probe waits on the network last)."""
     found = [
-        None if allow_volatile_log else check_volatile_log(plan.log, list(settings.get("launch.volatile_path_markers"))),
+        None if allow_volatile_log else check_volatile_log(plan.log, list(settings.launch.volatile_path_markers)),
         None if skip_workers else check_workers(plan, settings),
         None if baseline is None or accept_drift else check_drift(baseline, plan.command, settings),
         None if skip_probe else check_probe(plan.profile, env),

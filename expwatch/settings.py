@@ -15,7 +15,7 @@ from expwatch.bounded_yaml import YamlRefused, parse_yaml
 from expwatch.files import NotReadyYet, read_text
 from expwatch.layout import HOME_NAME, ExperimentsLayout
 from expwatch.trust import check_trusted
-from expwatch.settings_shape import check_settings
+from expwatch.settings_schema import check_settings
 
 
 class SettingsError(Exception):
@@ -59,31 +59,126 @@ class WorkerBounds:
 
 
 @dataclass(frozen=True)
-class Settings:
-    """Flat, typed view of settings.yaml + profiles.yaml (+ the user's expwatch.yaml)."""
+class WatchSettings:
+    settle_s: float
+    safety_poll_s: float
+    observer: str
+    polling_interval_s: float
+    inotify_gather_s: float
+    stale_fallback_s: float
+    position_save_s: float
+    restart_backoff_s: float
+    release_finished_s: float
 
-    raw: dict[str, Any]
+
+@dataclass(frozen=True)
+class TailSettings:
+    max_line_bytes: int
+
+
+@dataclass(frozen=True)
+class GuardSettings:
+    same_rule_limit: int
+    restart_budget: int
+    restart_window_s: float
+
+
+@dataclass(frozen=True)
+class KillSettings:
+    grace_s: float
+
+
+@dataclass(frozen=True)
+class LaunchSettings:
+    check_after_s: float
+    volatile_path_markers: tuple[str, ...]
+    config_flags: tuple[str, ...]
+    slot_poll_s: float
+
+
+@dataclass(frozen=True)
+class AuditSettings:
+    max_bytes: int
+    backups: int
+    progress_every_s: float
+
+
+@dataclass(frozen=True)
+class AdoptSettings:
+    ignore_env: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class NotifySettings:
+    argv: tuple[str, ...]
+    on_halt: bool
+    on_complete: bool
+    rules: tuple[str, ...]
+    timeout_s: float
+
+
+@dataclass(frozen=True)
+class SecuritySettings:
+    group_access: bool
+
+
+@dataclass(frozen=True)
+class SlurmSettings:
+    conf: str | None
+    jobcomp: str | None
+    poll_s: float
+    command_timeout_s: float
+
+
+@dataclass(frozen=True)
+class TestingSettings:
+    """Test-only (expwatch/crashpoints.py); null in the shipped settings."""
+
+    crash_at: str | None
+    crash_trace: str | None
+
+
+_SECTIONS = {"watch": WatchSettings, "tail": TailSettings, "guard": GuardSettings, "kill": KillSettings,
+             "launch": LaunchSettings, "audit": AuditSettings, "adopt": AdoptSettings, "notify": NotifySettings,
+             "security": SecuritySettings, "slurm": SlurmSettings, "testing": TestingSettings}
+
+
+def _section(cls: type, data: dict[str, Any]) -> Any:
+    """A validated section as its frozen dataclass (lists become tuples, so nothing downstream can edit them)."""
+    return cls(**{k: tuple(str(x) for x in v) if isinstance(v, list) else v for k, v in data.items()})
+
+
+@dataclass(frozen=True)
+class Settings:
+    """settings.yaml + profiles.yaml (+ the user's expwatch.yaml), validated by configs/settings.schema.json.
+
+    Sections whose shape their owners parse further stay mappings: ``crash``
+    (watcher/crash.py, rules/retry_hint.py) and ``discovery`` (watcher/discover.py).
+    """
+
+    watch: WatchSettings
+    tail: TailSettings
+    guard: GuardSettings
+    kill: KillSettings
+    launch: LaunchSettings
+    audit: AuditSettings
+    adopt: AdoptSettings
+    notify: NotifySettings
+    security: SecuritySettings
+    slurm: SlurmSettings
+    testing: TestingSettings
+    crash: dict[str, Any]
+    discovery: dict[str, Any]
+    discover: str  # adopt | suggest | off
+    runner: str
+    default_profile: str
     profiles: dict[str, Profile]
     worker_flag: str
     worker_bounds: dict[str, WorkerBounds]
     launch_workers_max: dict[str, int] = field(default_factory=dict)  # backend -> most workers `launch` accepts
 
-    def get(self, dotted: str) -> Any:
-        node: Any = self.raw
-        for part in dotted.split("."):
-            if not isinstance(node, dict) or part not in node:
-                raise SettingsError(f"settings: field '{dotted}' is missing")
-            node = node[part]
-        return node
-
-    def number(self, dotted: str) -> float:
-        value = self.get(dotted)
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-            raise SettingsError(f"settings: field '{dotted}' must be a non-negative number, got {value!r}")
-        return float(value)
-
     def profile(self, name: str | None) -> Profile:
-        key = name or self.get("profile")
+        key = name or self.default_profile
         if key not in self.profiles:
             raise SettingsError(f"profiles: unknown profile {key!r} (known: {', '.join(sorted(self.profiles))})")
         return self.profiles[key]
@@ -100,16 +195,25 @@ def yaml_mapping(text: str, label: str, error: type[Exception] = SettingsError) 
     return data
 
 
-def _load_user(path: Path) -> dict[str, Any]:
+def _load_user(path: Path) -> tuple[dict[str, Any], Any]:
+    """The user's settings and their YAML nodes (for line numbers); ({}, None) when there is no file."""
     try:
         text = read_text(path, lambda p, info: check_trusted(p, info, path.parent / HOME_NAME))
     except FileNotFoundError:
-        return {}
+        return {}, None
     except NotReadyYet as exc:
         raise SettingsError(f"{path}: {exc.reason}") from None
     except UnicodeDecodeError as exc:
         raise SettingsError(f"{path}: not UTF-8 text ({exc.reason})") from None
-    return yaml_mapping(text, str(path))
+    try:
+        document = parse_yaml(text, str(path))
+    except YamlRefused as exc:
+        raise SettingsError(str(exc)) from None
+    if document.data is None:
+        return {}, None
+    if not isinstance(document.data, dict):
+        raise SettingsError(f"{path}: top level must be a mapping")
+    return document.data, document.root
 
 
 def _profiles(data: dict[str, Any]) -> dict[str, Profile]:
@@ -147,9 +251,9 @@ def _positive_int(value: Any, label: str) -> int | None:
 
 
 def load_settings(layout: ExperimentsLayout | None = None) -> Settings:
-    user = _load_user(layout.settings_path) if layout else {}
+    user, root = _load_user(layout.settings_path) if layout else ({}, None)
     shipped = deep_merge(shipped_yaml("settings.yaml"), shipped_yaml("profiles.yaml"))
-    if layout and (problem := check_settings(user, shipped, layout.settings_path)):
+    if layout and (problem := check_settings(user, root, shipped, layout.settings_path)):
         raise SettingsError(problem)
     raw = deep_merge(shipped, user)
     workers = raw.get("workers") or {}
@@ -161,5 +265,7 @@ def load_settings(layout: ExperimentsLayout | None = None) -> Settings:
         str(backend): _positive_int(most, f"profiles: workers.launch_max.{backend}")
         for backend, most in (workers.get("launch_max") or {}).items()
     }
-    return Settings(raw=raw, profiles=_profiles(raw), worker_flag=str(workers.get("flag", "--workers")), worker_bounds=bounds,
-                    launch_workers_max=launch_max)
+    return Settings(**{name: _section(cls, raw[name]) for name, cls in _SECTIONS.items()},
+                    crash=raw["crash"], discovery=raw["discovery"], discover="off" if raw["discover"] is False else str(raw["discover"]),
+                    runner=str(raw["runner"]), default_profile=str(raw["profile"]), profiles=_profiles(raw),
+                    worker_flag=str(workers.get("flag", "--workers")), worker_bounds=bounds, launch_workers_max=launch_max)

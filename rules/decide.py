@@ -39,10 +39,10 @@ class DecisionPolicy:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "DecisionPolicy":
-        return cls(settings.number("watch.settle_s"), GuardLimits(
-            int(settings.number("guard.same_rule_limit")), int(settings.number("guard.restart_budget")),
-            settings.number("guard.restart_window_s")), CrashPolicy.from_settings(settings.get("crash")),
-            settings.number("crash.settle_max_s"))
+        return cls(settings.watch.settle_s, GuardLimits(
+            int(settings.guard.same_rule_limit), int(settings.guard.restart_budget),
+            settings.guard.restart_window_s), CrashPolicy.from_settings(settings.crash),
+            settings.crash["settle_max_s"])
 
 
 @dataclass(frozen=True)

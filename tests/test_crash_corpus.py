@@ -26,7 +26,7 @@ CORPUS = Path(__file__).parent / "data" / "crashes"
 SETTINGS = load_settings()
 RULES = load_rules(None, set(SETTINGS.profiles))
 POLICY = DecisionPolicy.from_settings(SETTINGS)
-LIMITS = CrashLimits.from_settings(SETTINGS.get("crash"))
+LIMITS = CrashLimits.from_settings(SETTINGS.crash)
 
 
 def read_case(path: Path) -> tuple[dict, list[str]]:

@@ -68,3 +68,11 @@ def test_a_settings_value_of_the_wrong_kind_is_one_error_naming_file_line_and_fi
             proc = expwatch(*command)
             assert proc.returncode == 2 and "Traceback" not in proc.stderr, (text, command, proc.stderr)
             assert f"{settings}:{line}: field '{field}" in proc.stderr, (text, proc.stderr)
+
+
+def test_a_misspelt_setting_is_refused_with_a_did_you_mean_not_silently_ignored(tmp_path: Path):
+    settings = tmp_path / "expwatch.yaml"
+    settings.write_text("watch:\n  setle_s: 0.4\n")
+    proc = expwatch("status", str(tmp_path))
+    assert proc.returncode == 2
+    assert f"{settings}:2: field 'watch.setle_s': unknown field (did you mean 'settle_s'?)" in proc.stderr, proc.stderr

@@ -182,7 +182,7 @@ def test_a_proxy_outage_moves_runs_onto_the_capped_fallback_one_at_a_time(experi
 def test_a_bad_max_runs_or_fallback_is_refused_with_the_field_named(experiments, capsys):
     path = experiments.root / "expwatch.yaml"
     base = path.read_text()
-    for bad, message in (("profiles:\n  trapi: {max_runs: 0}\n", "profiles: profile 'trapi': field 'max_runs' must be a positive integer, got 0"),
+    for bad, message in (("profiles:\n  trapi: {max_runs: 0}\n", f"{path}:{base.count(chr(10)) + 2}: field 'profiles.trapi.max_runs' must be at least 1, got 0"),
                          ("profiles:\n  proxy: {fallback: tarpi}\n", "profiles: profile 'proxy': field 'fallback': unknown profile 'tarpi'")):
         path.write_text(base + bad)
         assert cli(_launch_argv(experiments, "bad", "default")) == 2

@@ -26,7 +26,7 @@ from expwatch.files import NotReadyYet, read_json
 from expwatch.layout import HOME_NAME
 from expwatch.manifest import RunManifest
 from expwatch.results.progress import checkpoint_path_for
-from expwatch.settings import Settings, SettingsError
+from expwatch.settings import Settings
 
 INTERPRETER_RE = re.compile(r"^(python[0-9.]*|pypy[0-9.]*)$")
 UNSAFE_NAME_RE = re.compile(r"[^A-Za-z0-9._-]+")
@@ -49,14 +49,11 @@ class DiscoveryConfig:
     @classmethod
     def from_settings(cls, settings: Settings) -> "DiscoveryConfig":
         def names(key: str) -> tuple[str, ...]:
-            value = settings.get(f"discovery.{key}")
-            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-                raise SettingsError(f"settings: field 'discovery.{key}' must be a list of strings, got {value!r}")
-            return tuple(value)
+            return tuple(settings.discovery[key])  # lists of strings, by configs/settings.schema.json
 
         return cls(
-            budget_s=settings.number("discovery.budget_s"),
-            result_wait_s=settings.number("discovery.result_wait_s"),
+            budget_s=settings.discovery["budget_s"],
+            result_wait_s=settings.discovery["result_wait_s"],
             result_flags=names("result_flags"),
             expected_flags=names("expected_flags"),
             expected_result_keys=names("expected_result_keys"),

@@ -63,7 +63,7 @@ def _adopt_by_log(args: argparse.Namespace, layout: ExperimentsLayout, settings:
 
 def _adopt_job(args: argparse.Namespace, layout: ExperimentsLayout, settings: Settings) -> int:
     jobs = scan_jobs(layout.root, discover(layout), DiscoveryConfig.from_settings(settings), slurm_environment(settings),
-                     settings.number("discovery.squeue_timeout_s"))
+                     settings.discovery["squeue_timeout_s"])
     job = next((j for j in jobs if j.job_id == args.job), None)
     if job is None:
         raise ManifestError(f"no live SLURM job {args.job} of yours with its StdOut under {layout.root} lacks a manifest")
@@ -100,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
         if args.pid is None:
             return _adopt_by_log(args, layout, settings)
         name, log, result, checkpoint = run_paths(args)
-        make_home(layout, bool(settings.get("security.group_access")))
+        make_home(layout, bool(settings.security.group_access))
         profile = settings.profile(args.profile)
         record = read_process(args.pid)
         earlier = replace_earlier_adoption(layout, record, name)

@@ -186,7 +186,7 @@ class WatcherThread:
     def stop(self) -> None:
         if self.alive:
             self.loop.events.put(Shutdown("demo"))
-            self._thread.join(timeout=self.loop.settings.number("kill.grace_s") + 15)
+            self._thread.join(timeout=self.loop.settings.kill.grace_s + 15)
 
 
 def settled(manifest: RunManifest) -> bool:
@@ -323,7 +323,7 @@ def wind_down(layout: ExperimentsLayout, names: list[str], outcome: str, timeout
         print(f"left running (--keep): {', '.join(unsettled) or 'nothing'}; watch them with: expwatch {layout.root}")
         return
     # The watcher is stopped first, so nothing restarts what is killed here.
-    stopped = stop_unsettled(layout, unsettled, watcher.loop.settings.number("kill.grace_s"))
+    stopped = stop_unsettled(layout, unsettled, watcher.loop.settings.kill.grace_s)
     if stopped:
         print(f"stopped the unfinished runs: {', '.join(stopped)}")
 

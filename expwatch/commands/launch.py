@@ -103,10 +103,10 @@ def run(args: argparse.Namespace) -> int:
         settings = load_settings(layout)
         name, log, result, checkpoint = run_paths(args)
         runners = Runners(settings)
-        runner_name = args.runner or settings.get("runner")
+        runner_name = args.runner or settings.runner
         runner = runners.named(runner_name)
         refuse_live_duplicate(layout, name, runners)
-        make_home(layout, bool(settings.get("security.group_access")))
+        make_home(layout, bool(settings.security.group_access))
         profile = settings.profile(args.profile)
         overrides = {**profile.env, **parse_env(args.env)}
     except (ManifestError, SettingsError, ValueError, OSError) as exc:
@@ -128,7 +128,7 @@ def run(args: argparse.Namespace) -> int:
         for failure in failures:
             print(f"  - {failure}", file=sys.stderr)
         return 1
-    warning = volatile_warning(log, settings.get("launch.volatile_path_markers"))
+    warning = volatile_warning(log, settings.launch.volatile_path_markers)
     if warning:
         print(warning, file=sys.stderr)
     holders = runs_using(layout, runners, profile.name, exclude=name) if profile.max_runs else []
@@ -186,7 +186,7 @@ def run(args: argparse.Namespace) -> int:
     holders_seen: tuple[str, ...] = ()
     try:
         holders_seen = claim(layout, runners, profile, take, exclude=name, wait=args.queue,
-                             poll_s=settings.number("launch.slot_poll_s"), on_wait=waiting).holders
+                             poll_s=settings.launch.slot_poll_s, on_wait=waiting).holders
     except OSError as exc:
         print(f"expwatch launch: cannot start: {exc}", file=sys.stderr)
         return 1
@@ -198,7 +198,7 @@ def run(args: argparse.Namespace) -> int:
         print(full_profile_message(profile, list(holders_seen)), file=sys.stderr)
         return 1
     manifest = launches[0]
-    time.sleep(settings.number("launch.check_after_s"))
+    time.sleep(settings.launch.check_after_s)
     if manifest.job_id:
         state = runners.slurm.state(manifest)
         print(f"JOB {manifest.job_id} ({state.state})\nLOG {log}\nRUN {name} ({layout.manifest_path(name)})")

@@ -125,7 +125,7 @@ def run_test(args: argparse.Namespace) -> int:
         print(f"{args.log}: {exc.strerror}", file=sys.stderr)
         return 2
     result = replay(ruleset, lines, DecisionPolicy.from_settings(settings), args.exit_code, args.exit_signal,
-                    CrashLimits.from_settings(settings.get("crash")))
+                    CrashLimits.from_settings(settings.crash))
     text = json.dumps(replay_json(result), indent=2) if args.json else replay_text(result, args.log)
     print("\n".join(terminal_text(line) for line in text.splitlines()))
     return 0

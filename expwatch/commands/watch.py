@@ -61,7 +61,7 @@ def console_line(text: str) -> None:
 def refuse(root: Path, error: str) -> int:
     """A watcher that cannot start says why on stderr and in the audit log (whose limits are then the shipped ones)."""
     shipped = load_settings(None)
-    audit = AuditLog(ExperimentsLayout.at(root).audit_path, int(shipped.number("audit.max_bytes")), int(shipped.number("audit.backups")))
+    audit = AuditLog(ExperimentsLayout.at(root).audit_path, int(shipped.audit.max_bytes), int(shipped.audit.backups))
     try:
         audit.record("watcher refused to start", dir=str(ExperimentsLayout.at(root).root), error=error)
     finally:
@@ -75,12 +75,12 @@ def supervised(args: argparse.Namespace, root: Path) -> int:
     layout = ExperimentsLayout.at(root)
     try:
         settings = load_settings(layout)
-        policy = RespawnPolicy(settings.number("watch.restart_backoff_s"))
+        policy = RespawnPolicy(settings.watch.restart_backoff_s)
     except SettingsError as exc:
         return refuse(root, str(exc))
 
     def record(event: str, **fields: object) -> None:
-        audit = AuditLog(layout.audit_path, int(settings.number("audit.max_bytes")), int(settings.number("audit.backups")))
+        audit = AuditLog(layout.audit_path, int(settings.audit.max_bytes), int(settings.audit.backups))
         try:
             audit.record(event, dir=str(layout.root), **fields)
         finally:

@@ -12,7 +12,7 @@ from expwatch.settings import load_settings
 def stale_after_s(layout: ExperimentsLayout) -> float:
     """The rules in force decide when a silent run is STALE (``RuleSet.stale_after_s``), the watcher's own test."""
     settings = load_settings(layout)
-    fallback = settings.number("watch.stale_fallback_s")
+    fallback = settings.watch.stale_fallback_s
     try:
         return load_rules(layout.rules_path, set(settings.profiles)).stale_after_s(fallback)
     except RulesError:

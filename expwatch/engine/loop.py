@@ -66,8 +66,8 @@ class EngineLoop:
         self.audit_listeners: list[Callable[[dict[str, Any]], None]] = []  # attached before the first record
         self._manifest_locks: dict[str, threading.Lock] = {}  # one per run, shared by its incidents' threads
         self._views: tuple[RunView, ...] = ()
-        self.lock = DirectoryLock(self.layout, bool(self.settings.get("security.group_access")))
-        self.dormancy = Dormancy(self.layout, self.settings.number("watch.release_finished_s"))
+        self.lock = DirectoryLock(self.layout, bool(self.settings.security.group_access))
+        self.dormancy = Dormancy(self.layout, self.settings.watch.release_finished_s)
         self.problems = RunProblems(lambda *a, **k: self.audit.record(*a, **k), console)
         # Built here so a bad discovery setting is refused before watching starts.
         self.discovery = RunDiscovery(self.layout, self.settings, lambda event, **f: self.audit.record(event, **f), self.console)
@@ -85,16 +85,16 @@ class EngineLoop:
     def run(self) -> int:
         """Watch until Shutdown arrives; raises AlreadyWatched or RulesError before starting."""
         self.lock.acquire()
-        crashpoints.arm(self.settings.get("testing.crash_at"), self.settings.get("testing.crash_trace"))
+        crashpoints.arm(self.settings.testing.crash_at, self.settings.testing.crash_trace)
         self.decider = Decider(load_rules(self.layout.rules_path, set(self.settings.profiles)), DecisionPolicy.from_settings(self.settings))
-        self.audit = AuditLog(self.layout.audit_path, int(self.settings.number("audit.max_bytes")), int(self.settings.number("audit.backups")))
+        self.audit = AuditLog(self.layout.audit_path, int(self.settings.audit.max_bytes), int(self.settings.audit.backups))
         for listener in self.audit_listeners:
             self.audit.add_listener(listener)
         self.store = StateStore(self.layout.state_db)
         self.persist = RunStatePersistence(self.store)
         self.exits = ExitWaiter(self.events)
-        self.files = DirectoryWatch(self.events, self.settings.get("watch.observer"), self.settings.number("watch.polling_interval_s"),
-                                    ignore=self._own_write, gather_s=self.settings.number("watch.inotify_gather_s"))
+        self.files = DirectoryWatch(self.events, self.settings.watch.observer, self.settings.watch.polling_interval_s,
+                                    ignore=self._own_write, gather_s=self.settings.watch.inotify_gather_s)
         self.executor = IncidentExecutor(self.store, self.audit, self._context, self.events.put, self.dry_run)
         self.recorder = DecisionRecorder(self.audit, self.store, self.executor, self.console, self.persist.save,
                                          lambda: self.decider.ruleset.digest)
@@ -116,7 +116,7 @@ class EngineLoop:
             self.members.add(manifest)
             self.members.release_if_due(manifest.name)  # long-finished runs hold no descriptor past their first read
         self.recovery.resume(self.runs)
-        self.timers.arm("*", "poll", self.settings.number("watch.safety_poll_s"))
+        self.timers.arm("*", "poll", self.settings.watch.safety_poll_s)
         try:
             self._loop()
         finally:
@@ -130,7 +130,7 @@ class EngineLoop:
         # before the first step) are then resumed by it.
         for run in self.runs:
             self._settle(run, stopping=True)
-        self.executor.join(timeout=self.settings.number("kill.grace_s") + 5)
+        self.executor.join(timeout=self.settings.kill.grace_s + 5)
         self.probes.stop()
         self.slurm.stop()
         self.files.stop()
@@ -189,7 +189,7 @@ class EngineLoop:
     def _on_deadline(self, deadline: Deadline) -> None:
         if deadline.purpose == "poll":
             self._safety_poll()
-            self.timers.arm("*", "poll", self.settings.number("watch.safety_poll_s"))
+            self.timers.arm("*", "poll", self.settings.watch.safety_poll_s)
             return
         run = self.runs.get(deadline.run)
         if run is None:
@@ -225,7 +225,7 @@ class EngineLoop:
     # ----- runs --------------------------------------------------------------------
 
     def stale_after_s(self) -> float:
-        return self.decider.ruleset.stale_after_s(self.settings.number("watch.stale_fallback_s"))
+        return self.decider.ruleset.stale_after_s(self.settings.watch.stale_fallback_s)
 
     def _own_write(self, path: Path) -> bool:
         """Audit, state and lock files under .expwatch/: every record would be an event to discard.
@@ -265,7 +265,7 @@ class EngineLoop:
         # Saving the read position costs a SQLite write. Lines no rule counts can
         # be read again after a crash at no cost, so those saves are throttled;
         # a line that counted is saved at once, or a crash would count it twice.
-        if counted or (read.count and time.time() - run.saved_at >= self.settings.number("watch.position_save_s")):
+        if counted or (read.count and time.time() - run.saved_at >= self.settings.watch.position_save_s):
             self.persist.save(run)
         return read.count
 
@@ -301,7 +301,7 @@ class EngineLoop:
         if (p.done, p.null_reasons) != (f.done, f.null_reasons):
             f.done, f.null_reasons, f.correct = p.done, dict(p.null_reasons), p.correct
             self.evaluate(run)
-        note_progress(run, self.audit, self.settings.number("audit.progress_every_s"))
+        note_progress(run, self.audit, self.settings.audit.progress_every_s)
 
     def on_exit(self, event: ProcessExit) -> None:
         run = self.runs.get(event.run)
@@ -332,7 +332,7 @@ class EngineLoop:
     def _on_probe(self, event: ProbeResult) -> None:
         since, started = self.probes.on_result(event)
         for run in self.runs:
-            if (run.manifest.profile or self.settings.get("profile")) == event.profile:
+            if (run.manifest.profile or self.settings.default_profile) == event.profile:
                 run.facts.probe_failing_since = since
                 self.evaluate(run)
                 for threshold in self.decider.ruleset.probe_thresholds() if started else ():

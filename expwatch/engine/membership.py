@@ -34,11 +34,11 @@ class RunMembership:
     def add(self, manifest: RunManifest) -> None:
         self.loop.dormancy.wake(manifest.name)
         position = self.loop.persist.saved_position(manifest.name)
-        tailer = LogTailer(Path(manifest.log), position, int(self.loop.settings.number("tail.max_line_bytes")))
+        tailer = LogTailer(Path(manifest.log), position, int(self.loop.settings.tail.max_line_bytes))
         now = time.time()
         decisions, latched_for = self.loop.persist.restore(manifest)
         run = WatchedRun(manifest, tailer, RunFacts(self.loop.decider.ruleset, started_at=now), decisions, latched_for,
-                         crashes=CrashAssembler(CrashLimits.from_settings(self.loop.settings.get("crash"))))
+                         crashes=CrashAssembler(CrashLimits.from_settings(self.loop.settings.crash)))
         self.loop.runs.add(run)
         self.loop.recovery.claim(run, self.loop.decider)
         for path in (manifest.log, manifest.result, manifest.checkpoint):

@@ -67,8 +67,8 @@ class PipelineRunner:
         watch_settings = load_settings(self.layout)  # the watcher's rotation bounds for the file we share
         self.folder.mkdir(parents=True, exist_ok=True)
         lock = self._lock()
-        self.audit = AuditLog(self.layout.audit_path, int(watch_settings.number("audit.max_bytes")),
-                              int(watch_settings.number("audit.backups")))
+        self.audit = AuditLog(self.layout.audit_path, int(watch_settings.audit.max_bytes),
+                              int(watch_settings.audit.backups))
         try:
             state = self._initial_state()
             if state.status == STOPPED and retry:

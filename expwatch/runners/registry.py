@@ -22,12 +22,12 @@ class Runners:
     @property
     def slurm(self) -> SlurmRunner:
         if self._slurm is None:
-            cfg = self._settings.get("slurm")
+            cfg = self._settings.slurm
             self._slurm = SlurmRunner(
-                slurm_conf=cfg.get("conf") or None,
-                jobcomp=cfg.get("jobcomp") or None,
-                poll_s=float(cfg.get("poll_s", 0.25)),
-                command_timeout_s=float(cfg.get("command_timeout_s", 30)),
+                slurm_conf=cfg.conf or None,
+                jobcomp=cfg.jobcomp or None,
+                poll_s=float(cfg.poll_s),
+                command_timeout_s=float(cfg.command_timeout_s),
             )
         return self._slurm
 
