@@ -141,7 +141,7 @@ def test_crash_faults_end_in_a_real_traceback(eval_run: EvalRun, kind: str, last
 
 
 def test_rate_limit_prints_a_burst_of_429s_and_retries(eval_run: EvalRun) -> None:
-    _, lines = eval_run.run("--items", "6", "--fault", "rate_limit@2")
+    _, lines = eval_run.run("--items", "6", "--fault", "rate_limit@2", "--http-log", "verbose")
 
     http = [line for line in lines if line.endswith(HTTP_429)]
     retries = [m.group(1) for m in map(RETRY.search, lines) if m]
@@ -176,7 +176,7 @@ def test_proxy_fault_chains_the_connect_error(eval_run: EvalRun) -> None:
 
 
 def test_forbidden_storm_is_survived(eval_run: EvalRun) -> None:
-    code, lines = eval_run.run("--items", "6", "--fault", "forbidden@2")
+    code, lines = eval_run.run("--items", "6", "--fault", "forbidden@2", "--http-log", "verbose")
 
     forbidden = [line for line in lines if line.endswith(HTTP_403)]
     assert len(forbidden) == 10

@@ -125,8 +125,10 @@ def test_any_settings_file_loads_or_is_refused_naming_the_file(scratch: Path, te
     layout.settings_path.write_text(text, encoding="utf-8")
     try:
         settings = load_settings(layout)
-        for key in ("watch.settle_s", "watch.safety_poll_s", "guard.restart_window_s", "kill.grace_s", "audit.max_bytes"):
-            settings.number(key)
+        # Accepted means every value has its kind: the numbers the watcher reads first are numbers, and not negative.
+        for value in (settings.watch.settle_s, settings.watch.safety_poll_s, settings.guard.restart_window_s,
+                      settings.kill.grace_s, settings.audit.max_bytes):
+            assert isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0
         settings.profile(None)
     except SettingsError as exc:
         assert names_file(exc, layout.settings_path)

@@ -210,7 +210,7 @@ def run(args: argparse.Namespace) -> int:
         code = exit_code(layout.exit_path(name))
         if code != 0:
             ended = "ended" if code is None else f"exited with code {code}"
-            print(f"expwatch launch: run {name!r} {ended} within {settings.number('launch.check_after_s')}s; see {log}", file=sys.stderr)
+            print(f"expwatch launch: run {name!r} {ended} within {settings.launch.check_after_s}s; see {log}", file=sys.stderr)
             return 1
     print(f"PID {manifest.shown_pid}\nSID {manifest.sid}\nLOG {log}\nRUN {name} ({layout.manifest_path(name)})")
     return 0

@@ -18,11 +18,11 @@ Options:
     --workers W           only logged and recorded in the config (default 4)
     --seed S              makes answers, correctness, null and leak picks deterministic (default 0)
     --model NAME          model name in the config and in error messages (default gpt-4o)
-    --http-log MODE       verbose (default): the HTTP client libraries log at INFO, one
-                          "HTTP Request: ..." line per request and one "Retrying request ..."
-                          line per retry; quiet: they are silenced (logger level WARNING), as
-                          most scripts do, so a client failure shows only the traceback
-                          Python prints for the uncaught exception
+    --http-log MODE       quiet (default): the HTTP client libraries are silenced (logger level
+                          WARNING), as most scripts do, so a client failure shows only the
+                          traceback Python prints for the uncaught exception; verbose: they
+                          log at INFO, one "HTTP Request: ..." line per request and one
+                          "Retrying request ..." line per retry
     --max-retries N       the openai client's max_retries (default 2, the client's own default)
     --null-rate F         fraction of items answered with a content-policy null (default 0)
     --leak-rate F         fraction of backward items (EPM, ASI, HLD) whose max_time is
@@ -213,7 +213,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--leak-rate", type=_rate, default=0.0)
     parser.add_argument("--task-types", default="EPM,ASI,HLD,QA,OCR")
     parser.add_argument("--fault", type=FaultSpec.parse, action="append", default=[])
-    parser.add_argument("--http-log", choices=("verbose", "quiet"), default="verbose")
+    parser.add_argument("--http-log", choices=("verbose", "quiet"), default="quiet")
     parser.add_argument("--max-retries", type=_non_negative_int, default=2)
     args = parser.parse_args(argv)
     args.task_types = [t.strip() for t in args.task_types.split(",") if t.strip()]
