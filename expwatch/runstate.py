@@ -21,6 +21,7 @@ from expwatch.manifest import discover
 from expwatch.runners.registry import Runners
 from expwatch.runners.slurm import JobState, SlurmError
 from expwatch.settings import load_settings
+from expwatch.slurm_states import PENDING, UNKNOWN as SLURM_UNKNOWN
 
 
 class RunState(str, Enum):
@@ -136,7 +137,7 @@ def observe(manifest: RunManifest, stale_after_s: float, exit_record: Path | Non
     except NotReadyYet as exc:
         progress, note = None, str(exc)
     if manifest.job_id:
-        alive = None if job is None or job.state == "UNKNOWN" else job.alive
+        alive = None if job is None or job.state == SLURM_UNKNOWN else job.alive
     else:
         alive = None if manifest.pid is None else verified_process(manifest.pid, manifest.create_time) is not None
     age = log_age(manifest.log)
@@ -148,7 +149,7 @@ def observe(manifest: RunManifest, stale_after_s: float, exit_record: Path | Non
         halted=manifest.halted is not None,
         stopped=manifest.stopped_at is not None,
         exit_code=(job.exit_code if job else exit_code(exit_record) if exit_record else None) if alive is False else None,
-        pending=job is not None and job.state == "PENDING",
+        pending=job is not None and job.state == PENDING,
     )
     return RunReport(manifest, classify(obs, stale_after_s), alive, progress, age, note, job)
 

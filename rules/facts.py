@@ -15,6 +15,7 @@ from typing import Any
 
 from expwatch.rules.classify import LineHits
 from expwatch.rules.model import LogAtom, NullRateAtom, RatioAtom, RuleSet
+from expwatch.slurm_states import CANCELLED, PENDING
 
 
 @dataclass
@@ -119,12 +120,12 @@ class RunFacts:
             "items": self.done,
             "oom_killed": int(self.oom_killed),
             "oom_likely": int(self.oom_unknown),
-            "job_cancelled": int(self.job_state == "CANCELLED"),
+            "job_cancelled": int(self.job_state == CANCELLED),
         }
         if self.job_state:
             facts["job_state"] = self.job_state
         # A job waiting for a node has not started logging: it is never silent.
-        if self.alive and self.last_log_at is not None and self.job_state != "PENDING":
+        if self.alive and self.last_log_at is not None and self.job_state != PENDING:
             facts["silent_s"] = round(now - self.last_log_at, 3)
         if self.exit_signal:
             facts["exit_signal"] = self.exit_signal

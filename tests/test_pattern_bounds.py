@@ -100,7 +100,9 @@ def test_a_backtracking_pattern_on_its_worst_line_delays_no_other_run_and_surviv
         experiments.stop_watcher(watcher, signal.SIGKILL)
         with (experiments.root / "evil.log").open("a") as fh:
             fh.write(EVIL_LINE + "\n")
+        sessions = len(experiments.audit(run="calm", event="run discovered"))
         watcher = experiments.start_watcher()
+        wait_for(lambda: len(experiments.audit(run="calm", event="run discovered")) > sessions, what="calm watched again")
         assert mark_latency(experiments, 2) < LATENCY_BOUND_S
         experiments.stop_watcher(watcher)
     finally:

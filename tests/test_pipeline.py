@@ -256,3 +256,14 @@ def test_a_phase_whose_run_is_halted_stops_the_pipeline(ablation, tmp_path):
     assert state.phase("h1").reason == f"run HALTED: {exp.manifest('h1').halted.reason}"
     assert "TRACEBACK fired 2 times in a row with no progress" in state.phase("h1").reason
     assert [r["phase"] for r in exp.audit(event="pipeline phase launching")] == ["h1"]
+
+
+def test_a_phase_whose_script_is_gone_stops_at_the_plan_gate_before_launching(ablation, tmp_path, capsys):
+    exp = ablation
+    script = exp.root / "eval_gone.py"
+    script.write_text("print('never run')\n")
+    plan = write_plan(exp.root, [phase("g1", seed=2, command=[sys.executable, str(script), "--output", "{result}"])])
+    script.unlink()
+    assert main(["pipeline", str(plan), "--dir", str(exp.root), "--settings", str(tmp_path / "fast.yaml")]) == 1
+    assert f"files the plan names are gone: {script}" in capsys.readouterr().out
+    assert not exp.layout.manifest_path("g1").exists()

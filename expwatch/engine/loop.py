@@ -51,6 +51,7 @@ from expwatch.watcher.coalesce import EventQueue
 from expwatch.watcher.events import Crash, Deadline, FileChanged, LogLine, ProbeResult, ProcessExit, Progress, Shutdown
 from expwatch.watcher.exits import ExitWaiter
 from expwatch.watcher.observer import DirectoryWatch
+from expwatch.slurm_states import OUT_OF_MEMORY
 
 
 class EngineLoop:
@@ -320,7 +321,7 @@ class EngineLoop:
         f.alive, f.exit_signal, f.exit_code = False, event.signal, event.returncode
         if event.job_id:
             f.job_state = event.job_state
-            f.oom_killed = event.job_state == "OUT_OF_MEMORY"
+            f.oom_killed = event.job_state == OUT_OF_MEMORY
         else:
             f.oom_killed = bool(event.oom_killed)
             # SIGKILL or 137 with no kernel log to ask: the OOM killer is the likely cause, not a certainty.

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from expwatch.engine.runs import WatchedRun
 from expwatch.engine.slurm_jobs import JobPoller, JobStates
 from expwatch.watcher.events import ProcessExit
+from expwatch.slurm_states import PENDING, UNKNOWN
 
 if TYPE_CHECKING:
     from expwatch.engine.loop import EngineLoop
@@ -69,9 +70,9 @@ class SlurmRuns:
         now = time.time()
         for run in loop.runs:
             state = event.states.get(run.manifest.job_id or "")
-            if state is None or state.state == "UNKNOWN" or run.finished:
+            if state is None or state.state == UNKNOWN or run.finished:
                 continue
-            if run.facts.job_state == "PENDING" and state.state != "PENDING":
+            if run.facts.job_state == PENDING and state.state != PENDING:
                 run.facts.last_log_at = now  # silence counts from the job's start, not its submission
                 loop.arm_silence(run)
             if state.alive:

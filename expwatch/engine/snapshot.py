@@ -13,6 +13,7 @@ from typing import Iterable
 from expwatch.engine.runs import RunTable, WatchedRun
 from expwatch.problems import RunProblems
 from expwatch.runstate import RunObservation, RunState, classify, log_age
+from expwatch.slurm_states import PENDING
 
 
 @dataclass(frozen=True)
@@ -39,7 +40,7 @@ def view_of(run: WatchedRun, now: float, stale_after_s: float) -> RunView:
     age = now - f.last_log_at if f.last_log_at is not None else log_age(m.log, now)
     obs = RunObservation(alive=bool(f.alive), done=f.done, expected=m.expected, log_age_s=age,
                          halted=m.halted is not None, stopped=m.stopped_at is not None,
-                         exit_code=f.exit_code, pending=f.job_state == "PENDING")
+                         exit_code=f.exit_code, pending=f.job_state == PENDING)
     job = f"job {m.job_id} {f.job_state or ''}".rstrip() if m.job_id else None
     return RunView(m.name, classify(obs, stale_after_s).value, f.done, m.expected, f.correct,
                    sum(f.null_reasons.values()), age, m.restarts, m.shown_pid, bool(f.alive), run.last_incident, job,

@@ -14,11 +14,14 @@ from typing import Any
 
 import yaml
 
+from expwatch.bounded_yaml import YamlRefused, parse_yaml
+
 from expwatch.manifest import ManifestError, validate_name
 from expwatch.results.drift import Override
 from expwatch.results.fields import FieldMap
 
 PLACEHOLDERS = ("config", "result", "log", "name", "dir")
+SCRIPT_SUFFIXES = (".py", ".sh")
 PLAN_KEYS = {"name", "baseline", "phases"}
 BASELINE_KEYS = {"config", "result", "criteria"}
 PHASE_KEYS = {"name", "command", "result", "log", "expected", "profile", "set", "changes", "smoke", "fields"}
@@ -63,8 +66,16 @@ class Plan:
         return self.path.parent
 
     def named_files(self) -> tuple[Path, ...]:
-        """The files the plan relies on existing before any phase runs."""
-        return (self.baseline.config, self.baseline.result, self.baseline.criteria)
+        """The files the plan relies on existing before any phase runs: the baseline's, and each phase's scripts.
+
+        A phase's script is an argument of its command ending in one of
+        ``SCRIPT_SUFFIXES`` (relative to the plan's folder); its outputs
+        (result, log) do not exist yet and are not named here.
+        """
+        scripts = tuple(dict.fromkeys(
+            (self.root / arg).resolve() for phase in self.phases for arg in phase.command
+            if arg.endswith(SCRIPT_SUFFIXES) and "{" not in arg))
+        return (self.baseline.config, self.baseline.result, self.baseline.criteria, *scripts)
 
 
 def load_plan(path: Path) -> Plan:
@@ -74,12 +85,10 @@ def load_plan(path: Path) -> Plan:
     except OSError as exc:
         raise PlanError(f"{path}: cannot read ({exc.strerror or exc})") from None
     try:
-        data, root = yaml.safe_load(text), yaml.compose(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = f":{mark.line + 1}" if mark else ""
-        raise PlanError(f"{path}{line}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
-    return _Reader(path, root).plan(data)
+        document = parse_yaml(text, str(path))  # bounded before anything is built (expwatch/bounded_yaml.py)
+    except YamlRefused as exc:
+        raise PlanError(str(exc)) from None
+    return _Reader(path, document.root).plan(document.data)
 
 
 class _Reader:

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from expwatch.watcher.tail import LogTailer, TailPosition
+from expwatch.slurm_states import FINAL_STATES
 
 # Values are not quoted and some contain spaces (WorkDir, Name), so a field
 # ends only where " Key=" starts the next one. SLURM's keys are CamelCase, a
@@ -31,14 +32,6 @@ _KEY = re.compile(r"(?:^| )([A-Z][A-Za-z]*)=")
 _EXIT = re.compile(r"^(\d+):(\d+)$")
 _NO_NODE = {"", "(null)", "None", "None assigned"}
 
-# States after which the job never runs again. REQUEUED (and its variants) is
-# written when a job goes back to the queue: another record follows later.
-FINAL_STATES = frozenset(
-    {
-        "COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL",
-        "PREEMPTED", "BOOT_FAIL", "DEADLINE", "SPECIAL_EXIT", "REVOKED",
-    }
-)
 
 
 class JobCompError(ValueError):

@@ -47,6 +47,7 @@ from pathlib import Path
 from expwatch.manifest import RunManifest
 from expwatch.runners.base import KillReport, LaunchSpec, Launched
 from expwatch.runners.jobcomp import JobCompFollower, JobCompRecord
+from expwatch.slurm_states import ALIVE_STATES, COMPLETING, PENDING, UNKNOWN
 
 BATCH_SCRIPT = """#!/bin/sh
 # Submitted by expwatch: run this script's arguments as the command, unparsed.
@@ -56,16 +57,6 @@ exec "$@"
 # The job comment that carries a launch token (see LaunchSpec.launch_token).
 COMMENT_PREFIX = "expwatch-launch:"
 
-# Job states in which the run's command may still be running or may run.
-ALIVE_STATES = frozenset(
-    {
-        "PENDING", "CONFIGURING", "RUNNING", "SUSPENDED", "STOPPED", "REQUEUED", "REQUEUE_HOLD",
-        "REQUEUE_FED", "RESIZING", "SIGNALING", "STAGE_OUT", "RESV_DEL_HOLD",
-    }
-)
-# The command has ended; SLURM is still cleaning up after it on the node.
-COMPLETING = "COMPLETING"
-UNKNOWN = "UNKNOWN"  # neither squeue nor the jobcomp file knows the job
 
 
 class SlurmError(OSError):
@@ -163,7 +154,7 @@ class SlurmRunner:
         if not before.alive:
             return KillReport(skipped=f"job {job} already ended ({before.state})", details={"job_id": job, "state": before.state})
         details = {"job_id": job, "state_before": before.state}
-        if before.state == "PENDING":
+        if before.state == PENDING:
             # Nothing runs yet, so there is nothing to let finish: cancel outright.
             self._scancel(job)
             after = self._wait_settled(job, self._kill_wait_s() + 10)
