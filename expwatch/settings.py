@@ -69,6 +69,7 @@ class WatchSettings:
     position_save_s: float
     restart_backoff_s: float
     release_finished_s: float
+    views_every_s: float
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 import threading
 import time
@@ -73,3 +74,25 @@ def test_a_resumed_restart_whose_launch_already_ended_records_it_instead_of_laun
     recorded = experiments.manifest("twice")
     assert result.details["launched_before_watcher_restart"] is True and (recorded.pid, recorded.restarts) == (launched.pid, 1)
     assert json.loads(exit_record.read_text())["launch_token"] == "i-test-ended"
+
+
+def test_a_launch_whose_launcher_died_before_reading_the_pid_is_still_found_by_its_token(tmp_path):
+    """The shim outlives a launcher SIGKILLed mid-launch: it still waits and records the exit with the token."""
+    import os
+    import signal
+
+    from expwatch.runners.base import LaunchSpec
+    from expwatch.runners.local import LocalRunner, shim_argv
+
+    record = tmp_path / "r.exit.json"
+    read, write = os.pipe()
+    os.close(read)  # the launcher is gone before the shim reports the pid
+    argv = shim_argv(str(record), ("true",), pid_fd=write)
+    env = {**os.environ, "EXPWATCH_LAUNCH_TOKEN": "tok-dead-launcher"}
+    proc = subprocess.Popen(argv, env=env, pass_fds=(write,), start_new_session=True)
+    os.close(write)
+    assert proc.wait(timeout=20) == 0 and proc.returncode != -signal.SIGPIPE
+    spec = LaunchSpec(name="r", argv=("true",), cwd=str(tmp_path), log=str(tmp_path / "r.log"), env={},
+                      exit_record=str(record), launch_token="tok-dead-launcher")
+    found = LocalRunner().find_launched(spec)
+    assert found is not None and found.pid == proc.pid

@@ -67,6 +67,7 @@ class EngineLoop:
         self.audit_listeners: list[Callable[[dict[str, Any]], None]] = []  # attached before the first record
         self._manifest_locks: dict[str, threading.Lock] = {}  # one per run, shared by its incidents' threads
         self._views: tuple[RunView, ...] = ()
+        self._views_at, self._views_pending = 0.0, False
         self.lock = DirectoryLock(self.layout, bool(self.settings.security.group_access))
         self.dormancy = Dormancy(self.layout, self.settings.watch.release_finished_s)
         self.problems = RunProblems(lambda *a, **k: self.audit.record(*a, **k), console)
@@ -156,8 +157,25 @@ class EngineLoop:
                 self._dispatch(event)
             for deadline in self.timers.due():
                 self._dispatch(deadline)
-            self._views = views_of(self.runs, time.time(), self.stale_after_s()) + tuple(self.dormancy.views()) \
-                + unreadable_views(self.problems, self.runs)
+            self._publish_views()
+
+    def _publish_views(self) -> None:
+        """A fresh snapshot for displays at most every ``watch.views_every_s``.
+
+        Building one row per run after every event cost most of the engine's
+        CPU at 100 chatty runs; a display redraws twice a second at most. A
+        snapshot held back is published by a timer, so the last change shows.
+        """
+        now = time.time()
+        wait = self._views_at + self.settings.watch.views_every_s - now
+        if wait > 0:
+            if not self._views_pending:
+                self._views_pending = True
+                self.timers.arm("*", "views", wait)
+            return
+        self._views_at, self._views_pending = now, False
+        self._views = views_of(self.runs, now, self.stale_after_s()) + tuple(self.dormancy.views()) \
+            + unreadable_views(self.problems, self.runs)
 
     def _dispatch(self, event: Any) -> None:
         if isinstance(event, FileChanged):

@@ -89,11 +89,16 @@ def _parse(argv: list[str]) -> tuple[str, int | None, list[str]] | None:
 
 
 def _report_pid(fd: int | None, pid: int | None) -> None:
+    """Tell the launcher the command's pid. A launcher killed meanwhile (a watcher SIGKILLed in its
+    restart step) leaves no reader: the shim goes on, waits and writes the exit record all the same,
+    which is how the next watcher finds this launch instead of starting a second copy."""
     if fd is None:
         return
     try:
         if pid is not None:
             os.write(fd, f"{pid}\n".encode())
+    except OSError:
+        pass
     finally:
         os.close(fd)
 
