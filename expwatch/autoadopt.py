@@ -3,15 +3,17 @@
 ``watcher.discover`` only reads ``/proc``; this is where the ``discover``
 setting decides what happens to what it found, and where the effect (a
 manifest, which the watcher then picks up like any other) and its audit
-record are made. The engine loop calls ``sweep`` on start and on every
-safety poll; a scan is bounded by ``discovery.budget_s`` so the engine
-thread is never held up long.
+record are made. The engine loop calls ``sweep`` once on start (before it
+reads the manifests), then ``start``: a thread of its own sweeps every
+``watch.safety_poll_s``, so a scan (bounded by ``discovery.budget_s``) never
+holds up the engine thread.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import threading
 import time
 from typing import Any, Callable
 
@@ -38,6 +40,33 @@ class RunDiscovery:
         self._slurm_down_at: float | None = None  # when SLURM last could not be asked
         self._job_seen: dict[str, float] = {}  # job id -> when first found, to wait a while for its result file
         self._slurm_env = slurm_environment(settings)
+        self._thread: threading.Thread | None = None
+        self._stopping = threading.Event()
+
+    def start(self, every_s: float) -> None:
+        """Sweep every ``every_s`` on a thread of its own.
+
+        A /proc scan takes up to ``discovery.budget_s``; on the engine thread it
+        held up every other run's lines that long. An adopted run's manifest
+        reaches the engine loop as any other manifest does (a file event).
+        """
+        if self.mode == "off":
+            return
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._every, args=(every_s,), name="discovery", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        if self._thread is not None:
+            self._stopping.set()
+            self._thread.join(timeout=self.config.budget_s + 5)
+
+    def _every(self, every_s: float) -> None:
+        while not self._stopping.wait(every_s):
+            try:
+                self.sweep()
+            except Exception as exc:  # discovery must never end: the next sweep tries again
+                self._record("discovery failed", error=f"{type(exc).__name__}: {exc}")
 
     def sweep(self) -> None:
         if self.mode == "off":

@@ -90,6 +90,7 @@ AUDIT_EVENTS: dict[str, str] = {
     "run adopted": "discovery wrote a manifest for a run started by hand (every inferred field and its source)",
     "run not adopted": "discovery found a run but could not adopt it (the reason)",
     "run suggested": "discovery found a run; `discover: suggest` printed the adopt line",
+    "discovery failed": "a discovery sweep raised; the next one tries again",
     "discovery truncated": "a /proc scan hit its time budget; the next poll goes on from there",
     "discovery: slurm unavailable": "squeue did not answer for discovery; asked again after discovery.squeue_retry_s",
     "rule engine error": "durable-rules refused a run's facts: that run's problem, the others are served",

@@ -215,7 +215,8 @@ class Decider:
         if incident in state.side_incidents:
             state.side_incidents.discard(incident)
             return False
-        state.incident = None
+        if state.incident is not None and state.incident.id == incident:
+            state.incident = None  # a resumed close of an earlier incident leaves a newer one alone
         if outcome == "restarted":
             state.guard = record_restart(state.guard, now)
         return True

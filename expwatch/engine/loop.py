@@ -118,6 +118,7 @@ class EngineLoop:
             self.members.add(manifest)
             self.members.release_if_due(manifest.name)  # long-finished runs hold no descriptor past their first read
         self.recovery.resume(self.runs)
+        self.discovery.start(self.settings.watch.safety_poll_s)
         self.timers.arm("*", "poll", self.settings.watch.safety_poll_s)
         try:
             self._loop()
@@ -127,6 +128,7 @@ class EngineLoop:
 
     def _shutdown(self) -> None:
         self.executor.stop.set()
+        self.discovery.stop()
         # Decide incidents still collecting evidence, so their lines are not
         # matched a second time by the next watcher; their actions (stopped
         # before the first step) are then resumed by it.
@@ -223,7 +225,6 @@ class EngineLoop:
             self.evaluate(run)
 
     def _safety_poll(self) -> None:
-        self.discovery.sweep()
         known: set[str] = set()
         for manifest in self.members.survey(known):  # released runs' manifests only when they changed
             if manifest.name in self.dormancy:
@@ -295,10 +296,10 @@ class EngineLoop:
         self._carry_out(run, outcome)
         crashes = run.crashes.feed(line.text, line.offset) if not line.replay else ()
         for crash in crashes:
-            self._on_crash(run, crash)
+            self.on_crash(run, crash)
         return outcome.counted or bool(crashes)
 
-    def _on_crash(self, run: WatchedRun, crash: Crash) -> None:
+    def on_crash(self, run: WatchedRun, crash: Crash) -> None:
         outcome = self._contained(run, lambda: self.decider.on_crash(
             run.name, run.decisions, run.facts, crash, time.time(), {"file": run.manifest.log, "offset": crash.offset},
             finished=run.finished))
@@ -333,7 +334,7 @@ class EngineLoop:
         self.runners.local.reap()  # if this watcher started it
         self.read_log(run)
         for crash in run.crashes.flush():  # nothing more will be written: an open traceback is complete
-            self._on_crash(run, crash)
+            self.on_crash(run, crash)
         self.read_progress(run)
         f = run.facts
         f.alive, f.exit_signal, f.exit_code = False, event.signal, event.returncode
@@ -386,7 +387,7 @@ class EngineLoop:
                 self.timers.arm(run.name, "settle", self.decider.policy.settle_s)
                 return
             for crash in run.crashes.flush():
-                self._on_crash(run, crash)
+                self.on_crash(run, crash)
         decision = self.decider.settle(run.decisions, run.facts.done, time.time())
         if decision is not None:
             self.recorder.decided(run, decision)

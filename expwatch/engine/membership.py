@@ -57,6 +57,11 @@ class RunMembership:
         if run.facts.alive:
             run.facts.last_log_at = os.stat(manifest.log).st_mtime if os.path.exists(manifest.log) else now
             self.watch_exit(run)
+        elif position is not None:
+            # It died while no watcher ran: nothing more will be written, so a traceback its log ends
+            # with is complete, and it is the cause (found by the crash sweep: it was decided as a bare DEAD).
+            for crash in run.crashes.flush():
+                self.loop.on_crash(run, crash)
         self.loop.read_progress(run)
         self.loop.probes.ensure(manifest.profile)
         self.loop.evaluate(run)

@@ -23,7 +23,9 @@ class Recovery:
 
     def claim(self, run: WatchedRun, decider: Decider) -> None:
         for row in self._leftovers:
-            if row.run == run.name:
+            # One whose every step finished lacks only its close: it holds nothing back, so lines the
+            # run wrote meanwhile (a restarted process's next crash) open an incident of their own.
+            if row.run == run.name and row.next_step < len(row.plan):
                 decider.claim(run.decisions, row.id, all(informational(s["name"]) for s in row.plan), time.time())
 
     def resume(self, runs: RunTable) -> None:
