@@ -94,3 +94,23 @@ def parse_yaml(text: str, label: str, limits: YamlLimits | None = None) -> YamlD
         if loader is not None:
             loader.dispose()
     return YamlDocument(data, root)
+
+
+def node_at(node: yaml.Node, path: list[Any]) -> yaml.Node:
+    """The YAML node at a JSON path, as deep as it exists (for line numbers)."""
+    for key in path:
+        if isinstance(node, yaml.MappingNode):
+            match = next((v for k, v in node.value if k.value == key), None)
+            if match is None:
+                match = next((k for k, _ in node.value if k.value == key), None)
+                return match or node
+            node = match
+        elif isinstance(node, yaml.SequenceNode) and isinstance(key, int) and key < len(node.value):
+            node = node.value[key]
+        else:
+            return node
+    return node
+
+
+def line_at(root: yaml.Node | None, path: list[Any]) -> int | None:
+    return node_at(root, path).start_mark.line + 1 if root is not None else None

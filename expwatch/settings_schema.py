@@ -21,6 +21,8 @@ from typing import Any
 import jsonschema
 import yaml
 
+from expwatch.bounded_yaml import line_at
+
 # A new profile must say which backend it is; a shipped one the user only adjusts keeps its own.
 REQUIRED_OF_NEW_PROFILE = ("backend",)
 
@@ -29,18 +31,6 @@ REQUIRED_OF_NEW_PROFILE = ("backend",)
 def _validator() -> jsonschema.Draft202012Validator:
     schema = json.loads((resources.files("expwatch.configs") / "settings.schema.json").read_text(encoding="utf-8"))
     return jsonschema.Draft202012Validator(schema)
-
-
-def _line(root: yaml.Node | None, path: list[Any]) -> int | None:
-    node = root
-    for key in path:
-        if not isinstance(node, yaml.MappingNode):
-            break
-        match = next((v for k, v in node.value if str(k.value) == str(key)), None)
-        if match is None:
-            break
-        node = match
-    return node.start_mark.line + 1 if node is not None else None
 
 
 def _message(err: jsonschema.ValidationError) -> tuple[list[Any], str]:
@@ -76,7 +66,7 @@ def check_settings(user: dict[str, Any], root: yaml.Node | None, shipped: dict[s
         path, message = _semantic(user, shipped)
         if not message:
             return None
-    line = _line(root, path)
+    line = line_at(root, path)
     return f"{source}{f':{line}' if line else ''}: {message}"
 
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 
-from expwatch.bounded_yaml import YamlRefused, parse_yaml
+from expwatch.bounded_yaml import YamlRefused, line_at, node_at, parse_yaml
 from expwatch.files import NotReadyYet, read_text
 from expwatch.layout import HOME_NAME
 from expwatch.trust import check_trusted
@@ -28,26 +28,6 @@ class RulesError(Exception):
         super().__init__(f"{where}: {' '.join(message.splitlines())}")
         self.source = source
         self.line = line
-
-
-def node_at(node: yaml.Node, path: list[Any]) -> yaml.Node:
-    """The YAML node at a JSON path, as deep as it exists (for line numbers)."""
-    for key in path:
-        if isinstance(node, yaml.MappingNode):
-            match = next((v for k, v in node.value if k.value == key), None)
-            if match is None:
-                match = next((k for k, _ in node.value if k.value == key), None)
-                return match or node
-            node = match
-        elif isinstance(node, yaml.SequenceNode) and isinstance(key, int) and key < len(node.value):
-            node = node.value[key]
-        else:
-            return node
-    return node
-
-
-def line_at(root: yaml.Node | None, path: list[Any]) -> int | None:
-    return node_at(root, path).start_mark.line + 1 if root is not None else None
 
 
 @dataclass(frozen=True)
