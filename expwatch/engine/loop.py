@@ -48,6 +48,7 @@ from expwatch.runners.registry import Runners
 from expwatch.settings import Settings, load_settings
 from expwatch.state import StateStore
 from expwatch.watcher.coalesce import EventQueue
+from expwatch.watcher.crash import CrashLimits
 from expwatch.watcher.events import Crash, Deadline, FileChanged, LogLine, ProbeResult, ProcessExit, Progress, Shutdown
 from expwatch.watcher.exits import ExitWaiter
 from expwatch.watcher.observer import DirectoryWatch
@@ -68,6 +69,7 @@ class EngineLoop:
         self._manifest_locks: dict[str, threading.Lock] = {}  # one per run, shared by its incidents' threads
         self._views: tuple[RunView, ...] = ()
         self._views_at, self._views_pending = 0.0, False
+        self.crash_limits = CrashLimits.from_settings(self.settings.crash)  # once, not per run added
         self.lock = DirectoryLock(self.layout, bool(self.settings.security.group_access))
         self.dormancy = Dormancy(self.layout, self.settings.watch.release_finished_s)
         self.problems = RunProblems(lambda *a, **k: self.audit.record(*a, **k), console)

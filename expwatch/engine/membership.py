@@ -20,7 +20,7 @@ from expwatch.manifest import ManifestError, RunManifest, load_manifest, survey
 from expwatch.processes import verified_process
 from expwatch.rules.facts import RunFacts
 from expwatch.trust import UntrustedFile
-from expwatch.watcher.crash import CrashAssembler, CrashLimits
+from expwatch.watcher.crash import CrashAssembler
 from expwatch.watcher.tail import LogTailer
 
 if TYPE_CHECKING:
@@ -38,7 +38,7 @@ class RunMembership:
         now = time.time()
         decisions, latched_for = self.loop.persist.restore(manifest)
         run = WatchedRun(manifest, tailer, RunFacts(self.loop.decider.ruleset, started_at=now), decisions, latched_for,
-                         crashes=CrashAssembler(CrashLimits.from_settings(self.loop.settings.crash)))
+                         crashes=CrashAssembler(self.loop.crash_limits))
         self.loop.runs.add(run)
         self.loop.recovery.claim(run, self.loop.decider)
         for path in (manifest.log, manifest.result, manifest.checkpoint):
