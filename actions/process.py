@@ -41,7 +41,15 @@ def _executable_present(manifest: RunManifest, env: dict[str, str]) -> bool:
     return shutil.which(exe, path=env.get("PATH")) is not None
 
 
+def _log_size(path: str) -> int:
+    try:
+        return os.stat(path).st_size
+    except OSError:
+        return 0
+
+
 def _record_launch(ctx: ActionContext, launched: Launched) -> RunManifest:
+    log_from = ctx.step_info.get("log_from")
     return ctx.update(
         lambda m: m.with_changes(
             pid=launched.pid,
@@ -51,6 +59,7 @@ def _record_launch(ctx: ActionContext, launched: Launched) -> RunManifest:
             job_id=launched.job_id,
             command_pid=launched.command_pid,
             restarts=m.restarts + 1,
+            log_from=log_from,
             launched_at=datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
         )
     )
@@ -88,7 +97,9 @@ def restart(ctx: ActionContext, arg: Any) -> ActionResult:
         raise ActionFailed(f"working directory {manifest.cwd} is gone")
     if not _executable_present(manifest, env):
         raise ActionFailed(f"executable {manifest.argv[0]!r} not found (cwd {manifest.cwd})")
-    ctx.remember(restarts_before=manifest.restarts, launch_token=spec.launch_token)
+    # Where the new process's lines will begin: what the log holds after this is not the old process's
+    # (the watcher tells a crash of the restarted process from the one this incident handles by it).
+    ctx.remember(restarts_before=manifest.restarts, launch_token=spec.launch_token, log_from=_log_size(manifest.log))
     launched = runner.launch(spec)
     crashpoints.passed("runner:launch")
     recorded = _record_launch(ctx, launched)

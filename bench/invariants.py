@@ -107,8 +107,13 @@ def check_run_outcome(plan: RunPlan, ev: Evidence) -> list[str]:
     if plan.bug:
         if m.halted is None:
             out.append(f"{plan.name}: every-run {plan.bug} fault but the run is not HALTED (completed_at={m.completed_at})")
-        mine = [r for r in classified if r["rule"] == plan.bug]
-        decisions = [r.get("decision") for r in mine]
+        # One decision per incident: a watcher killed between storing a decision and announcing it
+        # announces it again on resume (marked resumed), under the same incident id.
+        mine: dict[str, dict[str, Any]] = {}
+        for r in classified:
+            if r["rule"] == plan.bug:
+                mine.setdefault(r["incident"], r)
+        decisions = [r.get("decision") for r in mine.values()]
         if decisions != ["act", "halt"]:
             out.append(f"{plan.name}: {plan.bug} incidents decided {decisions}, expected exactly ['act', 'halt']")
         if m.halted is not None and m.halted.incident:

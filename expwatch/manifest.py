@@ -64,6 +64,7 @@ class RunManifest:
     command_pid: int | None = None  # the command under the launch shim, when there is one
     profile_since: str | None = None  # when switch_profile moved the run onto its profile (see profile_slots)
     waiting_for_slot: str | None = None  # the full profile a switch_profile is waiting on, shown by status
+    log_from: int | None = None  # the log's size when this process was launched: its own lines start there
 
     @property
     def shown_pid(self) -> int | None:
@@ -162,7 +163,7 @@ FIELD_KINDS = {
     "launched_at": "optional text", "restarts": "integer", "profile": "optional text", "runner": "text",
     "job_id": "optional text", "sbatch_args": "texts", "adopted": "flag", "halted": "optional halt",
     "stopped_at": "optional text", "completed_at": "optional text", "command_pid": "optional integer",
-    "profile_since": "optional text", "waiting_for_slot": "optional text",
+    "profile_since": "optional text", "waiting_for_slot": "optional text", "log_from": "optional integer",
 }
 
 

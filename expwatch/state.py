@@ -89,12 +89,30 @@ class StateStore:
         with self._lock:
             self._written.pop(name, None)
 
-    def open_incident(self, inc_id: str, run: str, rule: str, plan: list[dict[str, Any]], context: dict[str, Any]) -> None:
+    def open_incident(self, inc_id: str, run: str, rule: str, plan: list[dict[str, Any]], context: dict[str, Any],
+                      run_data: dict[str, Any] | None = None) -> None:
+        """The decision and the run state it changed (guard streak, read position) in one transaction.
+
+        Apart, a watcher killed between the two writes resumed the incident
+        with the guard's streak of before it, and a bug ran once more than
+        the guard allows (found by the crash sweep).
+        """
+        text = json.dumps(run_data) if run_data is not None else None
         with self._lock:
-            self._db.execute(
-                "INSERT INTO incidents VALUES (?, ?, ?, 'acting', ?, 0, 0, '{}', ?, ?)",
-                (inc_id, run, rule, json.dumps(plan), json.dumps(redact_record(context), default=str), time.time()),
-            )
+            self._db.execute("BEGIN")
+            try:
+                self._db.execute(
+                    "INSERT INTO incidents VALUES (?, ?, ?, 'acting', ?, 0, 0, '{}', ?, ?)",
+                    (inc_id, run, rule, json.dumps(plan), json.dumps(redact_record(context), default=str), time.time()),
+                )
+                if text is not None:
+                    self._db.execute("INSERT OR REPLACE INTO runs(name, data) VALUES (?, ?)", (run, text))
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+            if text is not None:
+                self._written[run] = text
         crashpoints.passed("store:open_incident")
 
     def step_started(self, inc_id: str, step: int, info: dict[str, Any]) -> None:

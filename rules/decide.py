@@ -26,6 +26,8 @@ from expwatch.settings import Settings
 from expwatch.watcher.events import Crash
 
 SUPPRESSED_IN_PROGRESS = "incident in progress"
+# Matches an incident in progress holds back, at most: the restarted process's crash is among the first.
+HELD_MAX = 32
 
 
 @dataclass(frozen=True)
@@ -65,6 +67,14 @@ class RunDecisions:
     latches: set[str] = field(default_factory=set)  # state rules already decided for this process
     incident: Incident | None = None  # the failure being handled; one at a time
     side_incidents: set[str] = field(default_factory=set)  # informational ones (alerts, completion)
+    # Log matches read while ``incident`` acted. Those its restart's new process wrote (found by their
+    # offset once the restart is recorded) open the next incident; the rest were the incident's own.
+    held: list["Match"] = field(default_factory=list)
+
+    @property
+    def held_from(self) -> int | None:
+        """The log offset of the first held match: a watcher killed now must read from there again."""
+        return min((m.evidence["offset"] for m in self.held), default=None)
 
     @property
     def collecting(self) -> bool:
@@ -81,6 +91,7 @@ class Match:
     evidence: dict[str, Any]
     opened: bool = False  # the first candidate of a new incident
     suppressed: str | None = None
+    requeued: bool = False  # held while an earlier incident acted; the restarted process wrote it
 
 
 @dataclass(frozen=True)
@@ -187,7 +198,10 @@ class Decider:
                 continue
             inc = state.incident
             if inc is not None and inc.acting:
-                matches.append(Match(rule, inc.id, found, suppressed=SUPPRESSED_IN_PROGRESS))
+                match = Match(rule, inc.id, found, suppressed=SUPPRESSED_IN_PROGRESS)
+                if via_log and isinstance(found.get("offset"), int) and found["offset"] >= 0 and len(state.held) < HELD_MAX:
+                    state.held.append(match)
+                matches.append(match)
                 continue
             opened = inc is None
             if opened:
@@ -210,23 +224,48 @@ class Decider:
             return None
         return self._decide(state, state.incident, done, now, guarded=True)
 
-    def closed(self, state: RunDecisions, incident: str, outcome: str, now: float) -> bool:
-        """An incident's actions finished; True when it was the run's failure incident (not a side one)."""
+    def closed(self, state: RunDecisions, incident: str, outcome: str, now: float,
+               log_from: int | None = None) -> Outcome | None:
+        """An incident's actions finished: None for a side one (alerts, completion).
+
+        For the run's failure incident, the outcome holds what its restart's
+        new process wrote meanwhile (matches held at log offsets from
+        ``log_from`` on): the first candidates of the next incident. A
+        process that crashed before the restart was even recorded (a watcher
+        killed inside the restart step) is decided like any other, not lost
+        as part of the incident that started it.
+        """
         if incident in state.side_incidents:
             state.side_incidents.discard(incident)
-            return False
+            return None
+        held, run = [], ""
         if state.incident is not None and state.incident.id == incident:
-            state.incident = None  # a resumed close of an earlier incident leaves a newer one alone
+            run, state.incident = state.incident.run, None  # a resumed close of an earlier incident leaves a newer one alone
+            held, state.held = state.held, []
         if outcome == "restarted":
             state.guard = record_restart(state.guard, now)
-        return True
+        newer = [m for m in held if outcome == "restarted" and log_from is not None and m.evidence["offset"] >= log_from]
+        if not newer:
+            return NOTHING
+        inc = Incident(new_incident_id(), run, now, now + self.policy.settle_s)
+        state.incident = inc
+        matches = []
+        for m in newer:
+            inc.add(m.rule, m.evidence, now)
+            state.latches.add(m.rule.name)
+            matches.append(Match(m.rule, inc.id, m.evidence, opened=len(matches) == 0, requeued=True))
+        return Outcome(tuple(matches), (), inc.settle_until)
 
-    def claim(self, state: RunDecisions, incident: str, informational: bool, now: float) -> None:
+    def new_process(self, state: RunDecisions) -> None:
+        """The run has a new process: state rules judged against the old one (DEAD, STALE) may fire again."""
+        state.latches.clear()
+
+    def claim(self, run: str, state: RunDecisions, incident: str, informational: bool, now: float) -> None:
         """Make a previous watcher's half-done incident the run's own, so new matches join it, not race it."""
         if informational:
             state.side_incidents.add(incident)
         else:
-            state.incident = Incident(incident, "", now, now, acting=True)
+            state.incident = Incident(incident, run, now, now, acting=True)
 
     def resumed(self, state: RunDecisions) -> None:
         """A human resumed the run: forget the guard's streak and every latch."""

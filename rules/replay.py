@@ -164,6 +164,7 @@ class _Replayer:
         self.decider.closed(self.state, decision.incident, outcome, now)
         if outcome == "restarted":
             self.facts.new_process(now)
+            self.decider.new_process(self.state)
 
 
 def replay(ruleset: RuleSet, lines: Iterable[str], policy: DecisionPolicy, exit_code: int | None = None,

@@ -9,10 +9,12 @@ point. A failing cell names its story and point; replay it with
 from __future__ import annotations
 
 import sys
+
+import pytest
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
-from sweep import STORIES, sweep  # noqa: E402
+from sweep import STORIES, Cell, run_cell, sweep  # noqa: E402
 
 
 def test_no_decision_is_lost_when_the_watcher_dies_right_after_any_crash_point(tmp_path):
@@ -25,3 +27,22 @@ def test_no_decision_is_lost_when_the_watcher_dies_right_after_any_crash_point(t
     assert all(r.killed for r in cells)
     failures = [f"{r.cell.story} @ {r.cell.point or '(no crash)'}: {v}" for r in results for v in r.violations]
     assert failures == []
+
+
+# Cells the full sweep found failing (BENCHMARKS.md), each now a regression test: a watcher killed
+# just after storing a decision (the guard's streak was lost with it), just after announcing one
+# (it was decided twice), or inside the restart step (the new process's crash was swallowed).
+FOUND_BY_THE_FULL_SWEEP = [
+    ("crash-always", "store:open_incident#1"),
+    ("die-always", "audit:incident classified#1"),
+    ("crash-always", "audit:action planned#1"),
+    ("crash-always", "runner:launch#1"),
+    ("crash-always", "manifest:save#1"),
+]
+
+
+@pytest.mark.parametrize("story,point", FOUND_BY_THE_FULL_SWEEP)
+def test_a_cell_the_full_sweep_found_failing_holds(tmp_path, story, point):
+    result = run_cell(Cell(story, point), tmp_path)
+    assert result.killed
+    assert result.violations == []

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from expwatch.rules.decide import Decider, DecisionPolicy, RunDecisions, SUPPRESSED_IN_PROGRESS
+from expwatch.rules.decide import NOTHING, Decider, DecisionPolicy, RunDecisions, SUPPRESSED_IN_PROGRESS
 from expwatch.rules.facts import RunFacts
 from expwatch.rules.guard import GuardLimits
 from expwatch.rules.loader import load_rules, parse_rules
@@ -54,6 +54,49 @@ def test_matches_while_an_incident_acts_are_suppressed_and_a_state_rule_fires_ag
     assert decider.evaluate("r", state, facts, 4.0).matches == ()
     assert decider.closed(state, opened.matches[0].incident, "restarted", 5.0)
     assert state.incident is None and len(state.guard.restarts) == 1
+
+
+def crash_line(decider, state, facts, offset, now):
+    text = "Traceback (most recent call last):"
+    return decider.on_line("r", state, facts, text, now, {"line": text, "offset": offset})
+
+
+def test_a_crash_the_restarted_process_wrote_before_the_restart_closed_opens_the_next_incident(shipped):
+    """A watcher killed inside a restart step: the new process crashed while the resumed incident still acted."""
+    decider, state, facts = run_of(shipped)
+    first = crash_line(decider, state, facts, 100, 1.0)
+    decider.settle(state, 0, 1.0 + SETTLE)
+    own = crash_line(decider, state, facts, 200, 3.0)  # the old process's own lines, before the launch
+    newer = crash_line(decider, state, facts, 900, 4.0)  # the restarted process's, after the log held 500 bytes
+    assert own.matches[0].suppressed and newer.matches[0].suppressed
+    assert state.held_from == 200
+    after = decider.closed(state, first.matches[0].incident, "restarted", 5.0, log_from=500)
+    assert [(m.rule.name, m.evidence["offset"], m.requeued, m.opened) for m in after.matches] == [("TRACEBACK", 900, True, True)]
+    assert after.settle_at == 5.0 + SETTLE and state.held == [] and state.held_from is None
+    decision = decider.settle(state, 0, 5.0 + SETTLE)
+    assert decision.incident == after.matches[0].incident != first.matches[0].incident
+    assert decision.act is False and decision.streak == 2  # the guard's second TRACEBACK without progress: halt
+
+
+def test_held_matches_of_an_incident_that_did_not_restart_are_its_own(shipped):
+    decider, state, facts = run_of(shipped)
+    first = crash_line(decider, state, facts, 100, 1.0)
+    decider.settle(state, 0, 1.0 + SETTLE)
+    crash_line(decider, state, facts, 900, 3.0)
+    assert decider.closed(state, first.matches[0].incident, "halted", 5.0, log_from=500) == NOTHING
+    assert state.incident is None and state.held == []
+
+
+def test_a_new_process_clears_the_state_rules_latches(shipped):
+    decider, state, facts = run_of(shipped)
+    facts.alive = False
+    opened = decider.evaluate("r", state, facts, 1.0)
+    decider.settle(state, 0, 1.0 + SETTLE)
+    decider.closed(state, opened.matches[0].incident, "restarted", 2.0, log_from=0)
+    assert decider.evaluate("r", state, facts, 2.5).matches == ()  # still latched: the same dead process
+    decider.new_process(state)  # the restart's process was found dead too
+    again = decider.evaluate("r", state, facts, 3.0)
+    assert [m.rule.name for m in again.matches] == ["DEAD"] and again.matches[0].opened
 
 
 def test_the_same_rule_twice_without_progress_halts_with_the_reason(shipped):

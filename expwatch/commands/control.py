@@ -15,6 +15,7 @@ import threading
 from expwatch.actions.context import ActionContext
 from expwatch.actions.executor import IncidentExecutor
 from expwatch.audit.log import AuditLog
+from expwatch.engine.recording import CLASSIFIED, announce
 from expwatch.layout import ExperimentsLayout
 from expwatch.manifest import ManifestError, RunManifest, load_named, save_manifest
 from expwatch.rules.incidents import new_incident_id
@@ -63,7 +64,9 @@ def _manual_incident(layout: ExperimentsLayout, name: str, kind: str, audit: Aud
     settings = load_settings(layout)
     rule, plan = MANUAL[kind]
     incident = new_incident_id()
-    context = {"reason": f"{kind} by hand", "rules_digest": _digest(layout, settings)}
+    reason = f"{kind} by hand"
+    context = {"reason": reason, "rules_digest": _digest(layout, settings),
+               CLASSIFIED: {"decision": "act", "reason": reason, "candidates": [rule]}}
     failures: list[str] = []
 
     def listen(record: dict) -> None:
@@ -73,12 +76,9 @@ def _manual_incident(layout: ExperimentsLayout, name: str, kind: str, audit: Aud
     audit.add_listener(listen)
     store = StateStore(layout.state_db)
     try:
-        audit.record("incident classified", run=name, rule=rule, incident=incident, rules_digest=context["rules_digest"],
-                     decision="act", reason=context["reason"], candidates=[rule])
-        for index, step in enumerate(plan):
-            audit.record("action planned", run=name, rule=rule, incident=incident, rules_digest=context["rules_digest"],
-                         action=step["name"], arg=step["arg"], step=index)
+        row = IncidentRow(incident, name, rule, "acting", plan, 0, False, {}, context)
         store.open_incident(incident, name, rule, plan, context)
+        announce(audit, row)
         outcomes: list[str] = []
         lock = threading.Lock()
 
@@ -88,7 +88,7 @@ def _manual_incident(layout: ExperimentsLayout, name: str, kind: str, audit: Aud
                                  console=print, manifest_lock=lock)
 
         executor = IncidentExecutor(store, audit, make_context, lambda closed: outcomes.append(closed.outcome), dry_run=False)
-        executor.run_here(IncidentRow(incident, name, rule, "acting", plan, 0, False, {}, context))
+        executor.run_here(row)
     finally:
         store.close()
     return (outcomes[0] if outcomes else "interrupted"), failures

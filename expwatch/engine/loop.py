@@ -100,7 +100,7 @@ class EngineLoop:
         self.files = DirectoryWatch(self.events, self.settings.watch.observer, self.settings.watch.polling_interval_s,
                                     ignore=self._own_write, gather_s=self.settings.watch.inotify_gather_s)
         self.executor = IncidentExecutor(self.store, self.audit, self._context, self.events.put, self.dry_run)
-        self.recorder = DecisionRecorder(self.audit, self.store, self.executor, self.console, self.persist.save,
+        self.recorder = DecisionRecorder(self.audit, self.store, self.executor, self.console, self.persist.state_of,
                                          lambda: self.decider.ruleset.digest)
         self.probes = ProbeBoard(self.events, self.settings, self.audit.record)
         self.slurm = SlurmRuns(self)
@@ -400,9 +400,10 @@ class EngineLoop:
             return
         if run.last_incident and event.incident == run.last_incident_id:
             run.last_incident = f"{run.last_incident.split(':')[0]}: {event.outcome}"
-        failure = self.decider.closed(run.decisions, event.incident, event.outcome, time.time())
-        self.members.on_manifest(self.layout.manifest_path(run.name))
-        if failure:
+        self.members.on_manifest(self.layout.manifest_path(run.name))  # first: a restart's manifest says where its lines begin
+        after = self.decider.closed(run.decisions, event.incident, event.outcome, time.time(), run.manifest.log_from)
+        if after is not None:
+            self._carry_out(run, after)
             self.persist.save(run)
             self.evaluate(run)
 

@@ -146,6 +146,7 @@ class RunMembership:
         run.facts.expected = manifest.expected
         if (manifest.pid, manifest.create_time, manifest.job_id) != (old.pid, old.create_time, old.job_id) and (manifest.pid or manifest.job_id):
             run.facts.new_process(time.time())
+            self.loop.decider.new_process(run.decisions)
             run.facts.alive = self.alive(run)
             self.watch_exit(run)
             self.loop.arm_silence(run)

@@ -8,7 +8,7 @@ saved, so its lines are read (and decided) again by the next watcher.
 from __future__ import annotations
 
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 
 from expwatch.engine.runs import WatchedRun
 from expwatch.manifest import RunManifest
@@ -47,8 +47,16 @@ class RunStatePersistence:
         if run.decisions.collecting:
             return
         run.saved_at = time.time()
-        self.store.save_run(run.name, {
-            "position": asdict(run.tailer.position), "guard": asdict(run.decisions.guard),
+        self.store.save_run(run.name, self.state_of(run))
+
+    @staticmethod
+    def state_of(run: WatchedRun) -> dict:
+        """What ``save`` writes. Matches held back by an incident in progress are read again by the next watcher."""
+        position, held_from = run.tailer.position, run.decisions.held_from
+        if held_from is not None and held_from < position.offset:
+            position = replace(position, offset=held_from, skipping=False)
+        return {
+            "position": asdict(position), "guard": asdict(run.decisions.guard),
             "latches": sorted(run.decisions.latches),
             "latches_for": list(run.latched_for) if run.latched_for else None,
-        })
+        }

@@ -1,9 +1,10 @@
 """A Decider's outcome, written down and handed to the actions.
 
 Every match and decision becomes an audit record before anything acts;
-a decision's plan is stored as an incident (its steps marked started and
-finished by the executor) before its thread starts, so a watcher killed at
-any point resumes it instead of deciding it twice.
+a decision's plan is stored as an incident, with the run state it changed,
+before it is announced and before its thread starts (the executor marks
+its steps started and finished), so a watcher killed at any point resumes
+it instead of deciding it twice.
 """
 
 from __future__ import annotations
@@ -19,8 +20,8 @@ from expwatch.state import IncidentRow, StateStore
 
 class DecisionRecorder:
     def __init__(self, audit: AuditLog, store: StateStore, executor: IncidentExecutor,
-                 console: Callable[[str], None], save: Callable[[WatchedRun], None], rules_digest: Callable[[], str]):
-        self._audit, self._store, self._executor, self._console, self._save = audit, store, executor, console, save
+                 console: Callable[[str], None], state_of: Callable[[WatchedRun], dict], rules_digest: Callable[[], str]):
+        self._audit, self._store, self._executor, self._console, self._state_of = audit, store, executor, console, state_of
         self._digest = rules_digest
 
     def carry_out(self, run: WatchedRun, outcome: Outcome) -> None:
@@ -35,27 +36,47 @@ class DecisionRecorder:
     def matched(self, run: WatchedRun, match: Match) -> None:
         fields = {k: v for k, v in match.evidence.items() if k != "captured"}
         self._audit.record("rule matched", run=run.name, rule=match.rule.name, incident=match.incident,
-                           severity=match.rule.severity, suppressed=match.suppressed, **fields)
+                           severity=match.rule.severity, suppressed=match.suppressed, requeued=match.requeued or None, **fields)
         if match.opened:
             self._console(f"{run.name}: {match.rule.name} matched ({match.incident})")
 
     def decided(self, run: WatchedRun, decision: Decision) -> None:
         rule, digest = decision.rule, self._digest()
         evidence = {**decision.evidence, "rules_digest": digest}
-        self._audit.record("incident classified", run=run.name, rule=rule.name, incident=decision.incident,
-                           rules_digest=digest, priority=rule.priority, candidates=list(decision.candidates), guard_streak=decision.streak,
-                           decision="act" if decision.act else "halt", reason=decision.reason, cause=evidence.get("cause"),
-                           captured_lines=len(evidence["captured"]) or None)
-        for index, step in enumerate(decision.plan):
-            self._audit.record("action planned", run=run.name, rule=rule.name, incident=decision.incident,
-                               rules_digest=digest, action=step.name, arg=step.arg, step=index)
-        steps = ", ".join(str(s) for s in decision.plan)
-        self._console(f"{run.name}: {rule.name} → {steps} ({decision.incident})" if decision.act
-                      else f"{run.name}: {decision.reason} → halt ({decision.incident})")
+        classified = {"priority": rule.priority, "candidates": list(decision.candidates), "guard_streak": decision.streak,
+                      "decision": "act" if decision.act else "halt", "reason": decision.reason, "cause": evidence.get("cause"),
+                      "captured_lines": len(evidence["captured"]) or None}
+        plan = [s.to_json() for s in decision.plan]
         run.last_incident = f"{rule.name}: {'acting' if decision.act else 'halting'}"
         run.last_incident_id = decision.incident
         run.last_cause = evidence.get("cause")
-        plan = [s.to_json() for s in decision.plan]
-        self._store.open_incident(decision.incident, run.name, rule.name, plan, evidence)
-        self._save(run)
-        self._executor.start(IncidentRow(decision.incident, run.name, rule.name, "acting", plan, 0, False, {}, evidence))
+        row = IncidentRow(decision.incident, run.name, rule.name, "acting", plan, 0, False, {},
+                          {**evidence, CLASSIFIED: classified})
+        # Stored before it is announced: the audit may then lack it only until the next watcher resumes it
+        # (announce_again), never hold a decision that no watcher carries out.
+        self._store.open_incident(row.id, run.name, rule.name, plan, row.context, self._state_of(run))
+        announce(self._audit, row)
+        steps = ", ".join(str(s) for s in decision.plan)
+        self._console(f"{run.name}: {rule.name} → {steps} ({decision.incident})" if decision.act
+                      else f"{run.name}: {decision.reason} → halt ({decision.incident})")
+        self._executor.start(row)
+
+
+# The key of a stored incident's context that keeps its classification, to announce it again.
+CLASSIFIED = "classified"
+
+
+def announce(audit: AuditLog, row: IncidentRow, resumed: bool = False) -> None:
+    """The incident's ``incident classified`` and ``action planned`` records, from what the store holds."""
+    digest = row.context.get("rules_digest")
+    audit.record("incident classified", run=row.run, rule=row.rule, incident=row.id, rules_digest=digest,
+                 resumed=resumed or None, **row.context.get(CLASSIFIED, {}))
+    for index, step in enumerate(row.plan):
+        audit.record("action planned", run=row.run, rule=row.rule, incident=row.id, rules_digest=digest,
+                     action=step["name"], arg=step.get("arg"), step=index, resumed=resumed or None)
+
+
+def announce_again(audit: AuditLog, row: IncidentRow) -> None:
+    """A watcher killed between storing a decision and announcing it: the next one announces it (maybe twice)."""
+    if row.next_step == 0 and not row.step_started:
+        announce(audit, row, resumed=True)

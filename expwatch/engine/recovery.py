@@ -11,6 +11,7 @@ import time
 from expwatch.actions.executor import IncidentExecutor
 from expwatch.audit.log import AuditLog
 from expwatch.catalog import informational
+from expwatch.engine.recording import announce_again
 from expwatch.engine.runs import RunTable, WatchedRun
 from expwatch.rules.decide import Decider
 from expwatch.state import IncidentRow, StateStore
@@ -26,7 +27,7 @@ class Recovery:
             # One whose every step finished lacks only its close: it holds nothing back, so lines the
             # run wrote meanwhile (a restarted process's next crash) open an incident of their own.
             if row.run == run.name and row.next_step < len(row.plan):
-                decider.claim(run.decisions, row.id, all(informational(s["name"]) for s in row.plan), time.time())
+                decider.claim(run.name, run.decisions, row.id, all(informational(s["name"]) for s in row.plan), time.time())
 
     def resume(self, runs: RunTable) -> None:
         leftovers, self._leftovers = self._leftovers, []
@@ -35,6 +36,7 @@ class Recovery:
                 self._store.close_incident(row.id, "failed")
                 self._audit.record("incident abandoned", run=row.run, rule=row.rule, incident=row.id, reason="run no longer exists")
                 continue
+            announce_again(self._audit, row)
             self._audit.record("incident resumed", run=row.run, rule=row.rule, incident=row.id, next_step=row.next_step,
                                step_was_started=row.step_started or None)
             self._executor.start(row)
