@@ -257,8 +257,12 @@ class Decider:
         return Outcome(tuple(matches), (), inc.settle_until)
 
     def new_process(self, state: RunDecisions) -> None:
-        """The run has a new process: state rules judged against the old one (DEAD, STALE) may fire again."""
-        state.latches.clear()
+        """The run has a new process: rules judged on the old one's facts (DEAD, STALE) may fire again.
+
+        Latches of rules about the run (a failing probe, the null rate) hold
+        on: their condition did not start afresh with the process.
+        """
+        state.latches = {n for n in state.latches if not self.ruleset.by_name(n).compared_facts & RunFacts.PROCESS_FACTS}
 
     def claim(self, run: str, state: RunDecisions, incident: str, informational: bool, now: float) -> None:
         """Make a previous watcher's half-done incident the run's own, so new matches join it, not race it."""

@@ -113,6 +113,10 @@ class RunFacts:
             return None
         return num / den
 
+    # The snapshot's facts about the run's current process (a restart starts them afresh);
+    # the others (items, probes, null rates) belong to the run.
+    PROCESS_FACTS = frozenset({"alive", "oom_killed", "oom_likely", "job_cancelled", "job_state", "silent_s", "exit_signal"})
+
     def snapshot(self, now: float, log_keys: tuple[str, ...] = ()) -> dict[str, Any]:
         facts: dict[str, Any] = {
             "alive": int(bool(self.alive)),

@@ -102,6 +102,11 @@ class Rule:
         return tuple(a for a in atoms(self.when) if isinstance(a, (LogAtom, CrashAtom)))
 
     @property
+    def compared_facts(self) -> frozenset[str]:
+        """The run facts its ``compare`` conditions read (``alive``, ``silent_s``, ``probe_failing_s``...)."""
+        return frozenset(c.fact for c in walk(self.when) if c.op == "compare")
+
+    @property
     def informational(self) -> bool:
         return all(a.name in INFORMATIONAL_ACTIONS for a in self.actions)
 

@@ -98,16 +98,28 @@ class LocalRunner:
                 del self._children[pid]
 
     def find_launched(self, spec: LaunchSpec) -> Launched | None:
+        # Ended first: a shim that has written its exit record is done, even while it is still exiting
+        # (found alive then, with no command under it, it passed for a live launch).
+        ended = self._ended_launch(spec)
+        if ended is not None:
+            return ended
         # Alive: the shim leads the run's session and carries the token in its environment.
         for proc in psutil.process_iter(["pid", "create_time"]):
             try:
                 if os.getsid(proc.pid) == proc.pid and proc.environ().get(LAUNCH_TOKEN_ENV) == spec.launch_token:
                     command = next(iter(proc.children()), None)
+                    if command is None:
+                        return self._ended_launch(spec) or Launched(pid=proc.pid, create_time=proc.info["create_time"],
+                                                                    pgid=proc.pid, sid=proc.pid)
                     return Launched(pid=proc.pid, create_time=proc.info["create_time"], pgid=proc.pid, sid=proc.pid,
-                                    command_pid=command.pid if command else None)
+                                    command_pid=command.pid)
             except (psutil.Error, ProcessLookupError, PermissionError):
                 continue
-        # Already ended: the shim's exit record echoes the token. No create time: it is not alive.
+        return self._ended_launch(spec)
+
+    @staticmethod
+    def _ended_launch(spec: LaunchSpec) -> Launched | None:
+        """The launch as its shim's exit record tells it (it echoes the token). No create time: it is not alive."""
         try:
             record = read_json(Path(spec.exit_record))
         except (FileNotFoundError, NotReadyYet):
