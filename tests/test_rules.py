@@ -160,15 +160,19 @@ def test_a_line_written_in_two_pieces_is_one_event_and_garbage_bytes_are_survive
     )
     log = experiments.root / "pieces.log"
     log.write_text("")
+    go = experiments.root / "second-piece"
+    # The second piece is written once the watcher follows the run (a fixed pause lost that race under load).
     writer = subprocess.Popen(
         [sys.executable, "-c",
-         "import sys,time\nf=open(sys.argv[1],'ab',buffering=0)\nf.write(b'\\xff\\xfe garbage\\n')\nf.write(b'BOOM')\n"
-         "time.sleep(0.6)\nf.write(b' here\\n')\ntime.sleep(60)\n", str(log)],
+         "import os,sys,time\nf=open(sys.argv[1],'ab',buffering=0)\nf.write(b'\\xff\\xfe garbage\\n')\nf.write(b'BOOM')\n"
+         "while not os.path.exists(sys.argv[2]): time.sleep(0.05)\nf.write(b' here\\n')\ntime.sleep(60)\n", str(log), str(go)],
         start_new_session=True,
     )
     try:
         watcher = experiments.start_watcher()
         assert cli(["adopt", "--pid", str(writer.pid), "--name", "pieces", "--log", str(log), "--dir", str(experiments.root)]) == 0
+        wait_for(lambda: experiments.audit(run="pieces", event="run discovered"), what="the run followed")
+        go.write_text("")
         matched = wait_for(lambda: experiments.audit(run="pieces", event="rule matched"), what="match")
         experiments.stop_watcher(watcher)
         assert [r["line"] for r in matched] == ["BOOM here"]
