@@ -33,8 +33,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import psutil  # noqa: E402
 
-from fleet import FAST_SETTINGS, Fleet, fast_rules  # noqa: E402
+from fleet import Fleet  # noqa: E402
 from invariants import Evidence, RunPlan, check_all, parse_audit  # noqa: E402
+from expwatch.quick_scale import FAST_SETTINGS, fast_rules  # noqa: E402
 
 ONCE = ["rate_limit", "traceback", "oom", "proxy", "forbidden", "hang", "die", "sigkill", "null"]
 ALWAYS = ["traceback", "die"]

@@ -23,16 +23,6 @@ from typing import Any, Callable
 from expwatch.cli import main as cli
 from expwatch.layout import ExperimentsLayout
 from expwatch.manifest import RunManifest, discover, load_named
-from expwatch.rules.loader import shipped_rules_quickened
-from expwatch.settings import shipped_text
-
-# Second-scale settings, shared with the test suite (configs/quick.yaml).
-FAST_SETTINGS = shipped_text("quick.yaml")
-
-
-def fast_rules(silent_s: float = 2.0, wait_s: float = 0.3) -> str:
-    """The shipped rules with second-scale waits and silence: the same rules, run fast."""
-    return shipped_rules_quickened(wait_s, silent_s)
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.05) -> Any:

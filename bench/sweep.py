@@ -32,8 +32,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from fleet import FAST_SETTINGS, Fleet, fast_rules, ts_seconds  # noqa: E402
+from fleet import Fleet, ts_seconds  # noqa: E402
 from invariants import Evidence, RunPlan, check_all, parse_audit  # noqa: E402
+from expwatch.quick_scale import FAST_SETTINGS, fast_rules  # noqa: E402
 
 ITEMS = 8
 LAUNCH_LOCK = threading.Lock()

@@ -11,7 +11,6 @@ take any key, each entry the shape of a shipped one.
 
 from __future__ import annotations
 
-import difflib
 import json
 from functools import lru_cache
 from importlib import resources
@@ -22,6 +21,7 @@ import jsonschema
 import yaml
 
 from expwatch.bounded_yaml import line_at
+from expwatch.schema_errors import unknown_key
 
 # A new profile must say which backend it is; a shipped one the user only adjusts keeps its own.
 REQUIRED_OF_NEW_PROFILE = ("backend",)
@@ -34,16 +34,10 @@ def _validator() -> jsonschema.Draft202012Validator:
 
 
 def _message(err: jsonschema.ValidationError) -> tuple[list[Any], str]:
+    if refused := unknown_key(err):
+        return refused.path, refused.message(name=".".join(map(str, refused.path)))
     path = list(err.absolute_path)
     field = ".".join(map(str, path))
-    if err.validator == "additionalProperties" and isinstance(err.instance, dict):
-        known = list(err.schema.get("properties", {}))
-        extra = sorted(set(err.instance) - set(known))
-        if extra and known:
-            hint = difflib.get_close_matches(str(extra[0]), known, n=1)
-            where = ".".join(map(str, [*path, extra[0]]))
-            suffix = f" (did you mean '{hint[0]}'?)" if hint else f" (known: {', '.join(known)})"
-            return [*path, extra[0]], f"field '{where}': unknown field{suffix}"
     if err.validator == "enum":
         choices = ", ".join(str(c) for c in err.validator_value if c is not False)
         return path, f"field '{field}' must be one of {choices}, got {err.instance!r:.60}"

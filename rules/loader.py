@@ -8,7 +8,6 @@ an edit in their editor and wants to jump there.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import hashlib
 import json
 import re
@@ -24,6 +23,7 @@ from expwatch.rules.document import RulesDocument, RulesError, line_at, read_doc
 from expwatch.rules.model import CRASH_FIELDS, ActionSpec, Condition, Counter, CrashAtom, FieldOrigin, LogAtom, NullRateAtom, RatioAtom, Rule, RuleSet
 from expwatch.rules.patterns import PatternError, compile_pattern
 from expwatch.rules.overrides import RuleEntry, entries_of, merge
+from expwatch.schema_errors import did_you_mean, unknown_key
 from expwatch.settings import shipped_text
 
 SHIPPED = "configs/rules.yaml"
@@ -59,24 +59,16 @@ def _field(path: list[Any]) -> str:
 
 
 def _schema_message(err: jsonschema.ValidationError, data: Any) -> tuple[list[Any], str]:
+    if refused := unknown_key(err):
+        noun = "action" if set(refused.known) >= {"wait", "restart"} else "field"
+        return refused.path, f"{_rule_label(data, refused.path)}{refused.message(noun)}"
     path = list(err.absolute_path)
-    if err.validator == "additionalProperties":
-        extra = sorted(set(err.instance) - set(err.schema.get("properties", {})))
-        if extra:
-            known = list(err.schema.get("properties", {}))
-            hint = difflib.get_close_matches(extra[0], known, n=1)
-            path = path + [extra[0]]
-            suffix = f" (did you mean '{hint[0]}'?)" if hint else f" (known: {', '.join(known)})"
-            label = "unknown action" if set(known) >= {"wait", "restart"} else "unknown field"
-            return path, f"{_rule_label(data, path)}{label} '{extra[0]}'{suffix}"
     if err.validator == "oneOf" and isinstance(err.instance, str) and path[-2:-1] == ["actions"] or (
         err.validator == "oneOf" and len(path) >= 3 and path[2] == "actions" and isinstance(err.instance, str)
     ):
-        hint = difflib.get_close_matches(err.instance, ACTION_NAMES, n=1)
-        suffix = f" (did you mean '{hint[0]}'?)" if hint else ""
         if err.instance in ACTION_NAMES:
             return path, f"{_rule_label(data, path)}action '{err.instance}' needs a value (write '{err.instance}: ...')"
-        return path, f"{_rule_label(data, path)}unknown action '{err.instance}'{suffix}"
+        return path, f"{_rule_label(data, path)}unknown action '{err.instance}'{did_you_mean(err.instance, ACTION_NAMES)}"
     if err.validator == "required" and path[:1] == ["rules"] and len(path) == 2:
         missing = next(k for k in err.validator_value if k not in err.instance)
         whole = "" if missing == "name" else " (a file with 'replace: true' defines every rule whole)"
@@ -183,9 +175,7 @@ class _Builder:
                 (action, arg), = item.items()
                 spec = ActionSpec(action, arg, line)
             if spec.name == "switch_profile" and self.known_profiles is not None and spec.arg not in self.known_profiles:
-                hint = difflib.get_close_matches(str(spec.arg), sorted(self.known_profiles), n=1)
-                suffix = f" (did you mean '{hint[0]}'?)" if hint else f" (known: {', '.join(sorted(self.known_profiles))})"
-                raise RulesError(self.source, line, f"rule '{name}': unknown profile '{spec.arg}'{suffix}")
+                raise RulesError(self.source, line, f"rule '{name}': unknown profile '{spec.arg}'{did_you_mean(spec.arg, sorted(self.known_profiles))}")
             specs.append(spec)
         return tuple(specs)
 

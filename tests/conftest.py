@@ -19,19 +19,11 @@ from expwatch.cli import main as cli
 from expwatch.layout import ExperimentsLayout
 from expwatch.manifest import RunManifest, load_named
 
-from expwatch.rules.loader import shipped_rules_quickened
-from expwatch.settings import shipped_text
-
-# The benchmarks and the tests run the same fast settings (configs/quick.yaml) and quickened shipped rules.
-FAST_SETTINGS = shipped_text("quick.yaml")
+# The benchmarks and the tests run the same quick scale; the test files take it from here.
+from expwatch.quick_scale import FAST_SETTINGS, fast_rules  # noqa: F401
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
 from fleet import wait_for as poll_until  # noqa: E402
-
-
-def fast_rules(silent_s: float = 2.0, wait_s: float = 0.3) -> str:
-    """The shipped rules with second-scale waits and silence: the same rules, run fast."""
-    return shipped_rules_quickened(wait_s, silent_s)
 
 
 def wait_for(predicate: Callable[[], object], timeout: float = 20.0, interval: float = 0.05, what: str = "condition"):

@@ -15,6 +15,9 @@ are the services' own error shapes (cited per scenario):
 - ``gemini_quota``: the Gemini API's 429 ``RESOURCE_EXHAUSTED`` (issue https://github.com/googleapis/python-genai/issues/17).
 - ``plain_429``: a bare 429 with ``retry-after: 1`` and a text body, as proxies and the Hub answer.
 - ``slow:S``: answers after S seconds (read timeouts).
+A GET (a profile's health probe, ``.../v1/models``) is answered whatever its
+path: OpenAI's models list while ``healthy`` is true, else a bare 503 as a
+proxy answers while its upstream is down; a test flips ``healthy`` to stage the outage.
 A closed port is ``closed_port()``: bound, then released, so nothing listens.
 """
 
@@ -50,6 +53,7 @@ class ModelEndpoint:
     def __init__(self):
         self.requests: Counter[str] = Counter()
         self._lock = threading.Lock()
+        self.healthy = True
         endpoint = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -77,6 +81,12 @@ class ModelEndpoint:
                     time.sleep(float(args[0]))
                 prompt = body.get("messages", [{}])[-1].get("content", "")
                 self.answer(200, completion(body.get("model", "gpt-4o"), "A" if "A" in prompt else "B"))
+
+            def do_GET(self) -> None:
+                if endpoint.healthy:
+                    self.answer(200, {"object": "list", "data": [{"id": "gpt-4o", "object": "model", "owned_by": "system"}]})
+                else:
+                    self.answer(503, {"detail": "Service Unavailable"})
 
             def answer(self, status: int, payload: dict, headers: dict | None = None) -> None:
                 data = json.dumps(payload).encode()

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import http.server
 import os
 import subprocess
 import sys
-import threading
 import time
 
 import psutil
 
 from conftest import fast_rules, wait_for
+from endpoint import ModelEndpoint
 from expwatch.cli import main as cli
 from expwatch.manifest import RunManifest, save_manifest
 from expwatch.runners.local import LocalRunner
@@ -58,44 +57,27 @@ def test_a_pid_reused_by_an_unrelated_process_is_never_signalled(experiments, ca
         bystander.kill()
 
 
-class _Proxy(http.server.BaseHTTPRequestHandler):
-    healthy = True
-
-    def do_GET(self):  # noqa: N802 (http.server's naming)
-        self.send_response(200 if _Proxy.healthy else 503)
-        self.end_headers()
-        self.wfile.write(b"{}")
-
-    def log_message(self, *args):
-        pass
-
-
 def test_a_failing_proxy_probe_switches_the_run_to_trapi_and_restarts_it(experiments, monkeypatch):
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Proxy)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
+    with ModelEndpoint() as proxy:
         (experiments.root / "expwatch.yaml").write_text(
             (experiments.root / "expwatch.yaml").read_text()
             + "profiles:\n  proxy:\n    probe: {url: 'http://127.0.0.1:${PROXY_PORT}/v1/models', every_s: 0.2, timeout_s: 1}\n"
         )
         (experiments.root / "expwatch.rules.yaml").write_text(fast_rules().replace("probe_failing_s: 60", "probe_failing_s: 0.5"))
-        monkeypatch.setenv("PROXY_PORT", str(server.server_address[1]))
-        _Proxy.healthy = True
+        monkeypatch.setenv("PROXY_PORT", str(proxy.port))
         experiments.launch("probed", items=400, delay=0.05, extra=("--profile", "proxy"))
         watcher = subprocess.Popen([sys.executable, "-m", "expwatch", str(experiments.root)], stdout=subprocess.PIPE,
                                    stderr=subprocess.STDOUT, text=True, env={**os.environ}, start_new_session=True)
         experiments.watchers.append(watcher)
         time.sleep(1.0)
         assert not experiments.audit(run="probed", event="rule matched")
-        _Proxy.healthy = False
+        proxy.healthy = False
         wait_for(lambda: experiments.manifest("probed").profile == "trapi" and experiments.manifest("probed").restarts == 1,
                  timeout=20, what="switch to trapi")
         experiments.stop_watcher(watcher)
         assert experiments.audit(event="probe failed")[0]["detail"] == "HTTP 503"
         assert [r["rule"] for r in experiments.audit(run="probed", event="incident classified")] == ["PROXY_DOWN"]
         assert experiments.manifest("probed").env_overrides["GPT4O_USE_TRAPI"] == "1"
-    finally:
-        server.shutdown()
 
 
 def test_high_null_alerts_through_the_users_command_and_keeps_the_run_going(experiments, tmp_path):

@@ -75,4 +75,4 @@ def test_a_misspelt_setting_is_refused_with_a_did_you_mean_not_silently_ignored(
     settings.write_text("watch:\n  setle_s: 0.4\n")
     proc = expwatch("status", str(tmp_path))
     assert proc.returncode == 2
-    assert f"{settings}:2: field 'watch.setle_s': unknown field (did you mean 'settle_s'?)" in proc.stderr, proc.stderr
+    assert f"{settings}:2: unknown field 'watch.setle_s' (did you mean 'settle_s'?)" in proc.stderr, proc.stderr

@@ -16,8 +16,8 @@ import threading
 import time
 from pathlib import Path
 
-from conftest import FAST_SETTINGS, wait_for
-from fleet import Fleet, fast_rules
+from conftest import FAST_SETTINGS, fast_rules, wait_for
+from fleet import Fleet
 
 from expwatch.watcher.coalesce import EventQueue
 from expwatch.watcher.events import FileChanged, Shutdown

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import http.server
 import json
 import os
 import signal
@@ -14,6 +13,7 @@ from datetime import datetime
 import yaml
 
 from conftest import fast_rules, wait_for
+from endpoint import ModelEndpoint
 from fleet import ts_seconds
 from expwatch.actions.config import switch_profile
 from expwatch.actions.context import ActionContext
@@ -134,34 +134,19 @@ def test_ten_dead_runs_switching_at_once_take_the_one_slot_in_turn(experiments):
     assert sorted(results.values()) == ["interrupted"] * 9 + ["profile switched"]
 
 
-class _Proxy(http.server.BaseHTTPRequestHandler):
-    healthy = True
-
-    def do_GET(self):  # noqa: N802 (http.server's naming)
-        self.send_response(200 if _Proxy.healthy else 503)
-        self.end_headers()
-        self.wfile.write(b"{}")
-
-    def log_message(self, *args):
-        pass
-
-
 def test_a_proxy_outage_moves_runs_onto_the_capped_fallback_one_at_a_time(experiments, monkeypatch):
     _fast_slots(experiments)
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Proxy)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
+    with ModelEndpoint() as proxy:
         path = experiments.root / "expwatch.yaml"
         settings = yaml.safe_load(path.read_text())
         settings["profiles"] = {"proxy": {"probe": {"url": "${ML_PROXY_BASE}/v1/models", "every_s": 0.2, "timeout_s": 1}}}
         path.write_text(yaml.safe_dump(settings))
         experiments.layout.rules_path.write_text(fast_rules().replace("probe_failing_s: 60", "probe_failing_s: 0.5"))
-        monkeypatch.setenv("ML_PROXY_BASE", f"http://127.0.0.1:{server.server_address[1]}")
-        _Proxy.healthy = True
+        monkeypatch.setenv("ML_PROXY_BASE", f"http://127.0.0.1:{proxy.port}")
         for name in ("a", "b"):
             experiments.launch(name, items=40, delay=0.1, extra=("--profile", "proxy"))
         watcher = experiments.start_watcher()
-        _Proxy.healthy = False
+        proxy.healthy = False
         waits = wait_for(lambda: experiments.audit(event="waiting for profile slot"), timeout=20, what="a run waiting for trapi")
         waiting, first = waits[0]["run"], ({"a", "b"} - {waits[0]["run"]}).pop()
         assert waits[0]["holders"] == [first] and experiments.manifest(waiting).profile == "proxy"
@@ -174,9 +159,6 @@ def test_a_proxy_outage_moves_runs_onto_the_capped_fallback_one_at_a_time(experi
         finished = min(ended, datetime.fromisoformat(experiments.manifest(first).completed_at).timestamp())
         assert ts_seconds(switched[waiting]["ts"]) >= finished
         assert all(experiments.manifest(n).profile == "trapi" for n in ("a", "b"))
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def test_a_bad_max_runs_or_fallback_is_refused_with_the_field_named(experiments, capsys):

@@ -12,9 +12,10 @@ import yaml
 
 from conftest import fast_rules, wait_for
 from expwatch.cli import main as cli
+from expwatch.layout import ExperimentsLayout
 from expwatch.rules.document import read_file
 from expwatch.rules.loader import RulesError, full_copy, load_rules, parse_override, parse_rules, shipped_rules_quickened, shipped_rules_text
-from expwatch.settings import shipped_text
+from expwatch.settings import SettingsError, load_settings, shipped_text
 
 LOGS = Path(__file__).parent / "data" / "logs"
 PROFILES = {"default", "trapi", "proxy"}
@@ -105,6 +106,29 @@ def test_errors_in_an_override_are_one_line_naming_the_users_file_line_and_rule(
         load_rules(path, PROFILES)
     assert str(info.value).startswith(f"{path}:{line}: ") and "\n" not in str(info.value)
     assert message in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "settings_text, rules_text, expected",
+    [
+        ("wach: {}\n", "rulez: []\n", [("1", "", "wach", "watch"), ("1", "", "rulez", "rules")]),
+        ("watch:\n  setle_s: 0.4\n", "rules:\n  - name: STALE\n    priorty: 3\n",
+         [("2", "", "watch.setle_s", "settle_s"), ("3", "rule 'STALE': ", "priorty", "priority")]),
+    ],
+)
+def test_a_misspelt_key_reads_the_same_in_settings_and_in_rules(tmp_path, settings_text, rules_text, expected):
+    """One wording (expwatch/schema_errors.py), so whoever has fixed one kind of file recognises the other's error."""
+    layout = ExperimentsLayout.at(tmp_path)
+    layout.settings_path.write_text(settings_text)
+    with pytest.raises(SettingsError) as settings:
+        load_settings(layout)
+    with pytest.raises(RulesError) as rules:
+        load_rules(write(tmp_path, rules_text), PROFILES)
+    shape = re.compile(r"(?P<file>[^:]+):(?P<line>\d+): (?P<rule>rule '\w+': )?unknown field '(?P<key>[\w.]+)' \(did you mean '(?P<hint>\w+)'\?\)")
+    found = [shape.fullmatch(str(error.value)) for error in (settings, rules)]
+    assert all(found), [str(error.value) for error in (settings, rules)]
+    assert [m["file"] for m in found] == [str(layout.settings_path), str(tmp_path / "expwatch.rules.yaml")]
+    assert [(m["line"], m["rule"] or "", m["key"], m["hint"]) for m in found] == expected
 
 
 def test_rules_init_writes_a_short_override_whose_commented_examples_all_load(tmp_path, capsys):
