@@ -8,8 +8,6 @@ prints for the same log, rules and settings.
 
 from __future__ import annotations
 
-import json
-import subprocess
 import sys
 from pathlib import Path
 
@@ -17,33 +15,17 @@ import pytest
 
 from conftest import fast_rules, wait_for
 from expwatch.cli import main as cli
+from stories import rules_test_story, watcher_story
 
 HERE = Path(__file__).resolve().parent
 LOGS = HERE / "data" / "logs"
-
-
-def watcher_story(experiments, name: str) -> list[dict]:
-    story = []
-    for r in experiments.audit(run=name):
-        if r["event"] == "incident classified":
-            story.append({"rule": r["rule"], "decision": r["decision"], "candidates": r["candidates"], "plan": []})
-        elif r["event"] == "action planned":
-            story[-1]["plan"].append({"name": r["action"], "arg": r.get("arg")})
-    return story
-
-
-def story_of_rules_test(rules: Path, log: Path) -> list[dict]:
-    out = subprocess.run([sys.executable, "-m", "expwatch", "rules", "test", str(rules), str(log), "--json"],
-                         capture_output=True, text=True, check=True).stdout
-    return [{"rule": i["rule"], "decision": i["decision"], "candidates": i["candidates"], "plan": i["plan"]}
-            for i in json.loads(out)["incidents"]]
 
 
 @pytest.mark.parametrize("log", sorted(LOGS.glob("*.log")), ids=lambda p: p.stem)
 def test_the_watcher_and_rules_test_give_the_same_incidents_guard_decisions_and_plans(experiments, log):
     rules = experiments.root / "expwatch.rules.yaml"
     rules.write_text(fast_rules(silent_s=600))
-    expected = story_of_rules_test(rules, log)
+    expected = rules_test_story(rules, log)
     name = log.stem.replace("_", "-")
     out_log, state = experiments.root / f"{name}.log", experiments.root / f"{name}.state"
     watcher = experiments.start_watcher()
