@@ -38,13 +38,14 @@ class DecisionPolicy:
     limits: GuardLimits
     crash: CrashPolicy = field(default_factory=CrashPolicy)
     settle_max_s: float = 10.0  # how long an incident waits for a traceback still being written
+    exit_wait_s: float = 0.0  # how long, its crash read, it waits for the process to end
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "DecisionPolicy":
         return cls(settings.watch.settle_s, GuardLimits(
             int(settings.guard.same_rule_limit), int(settings.guard.restart_budget),
             settings.guard.restart_window_s), CrashPolicy.from_settings(settings.crash),
-            settings.crash["settle_max_s"])
+            settings.crash["settle_max_s"], settings.crash["exit_wait_s"])
 
 
 @dataclass(frozen=True)
@@ -217,6 +218,20 @@ class Decider:
     def settle_waits(self, state: RunDecisions, crash_reading: bool, now: float) -> bool:
         """A traceback still being written is the incident's cause: wait for its end (bounded by ``settle_max_s``)."""
         return state.collecting and crash_reading and now - state.incident.opened_at < self.policy.settle_max_s
+
+    def awaits_exit(self, state: RunDecisions, alive: bool, now: float) -> bool:
+        """A crash read while its process still lives: wait for the exit (bounded by ``exit_wait_s``).
+
+        A process takes a moment to exit after printing its traceback (under
+        load, most of a second: longer than a settle window). Decided before
+        it, the incident lacks what the exit says: exit 0 after a logged
+        traceback (COMPLETE), a kill by the OOM killer, the job's state.
+        """
+        if not (state.collecting and alive):
+            return False
+        inc = state.incident
+        crashed = inc.crash is not None or any("crash" in c.evidence for c in inc.candidates)
+        return crashed and now - inc.opened_at < self.policy.exit_wait_s
 
     def settle(self, state: RunDecisions, done: int, now: float) -> Decision | None:
         """The settle window closed (or the watcher stops): decide the collecting incident."""

@@ -148,6 +148,9 @@ class _Replayer:
                     return self.settle_due(now, last_line_at)
                 for crash in self.assembler.flush():
                     self.on_crash(crash, crash.end_offset, self.settle_at)
+            if self.decider.awaits_exit(self.state, bool(self.facts.alive), self.settle_at):
+                self.settle_at += self.decider.policy.settle_s
+                return self.settle_due(now, last_line_at)
             self.settle_at = None
             decision = self.decider.settle(self.state, self.facts.done, now)
             if decision is not None:
@@ -195,6 +198,6 @@ def replay(ruleset: RuleSet, lines: Iterable[str], policy: DecisionPolicy, exit_
         r.facts.alive, r.facts.exit_code, r.facts.exit_signal = False, exit_code, exit_signal
         r.take(r.decider.evaluate(RUN, r.state, r.facts, clock), 0, "(process exited)", (), clock)
     if not r.ended and r.settle_at is not None:
-        r.settle_due(r.settle_at + r.decider.policy.settle_max_s, clock)
+        r.settle_due(r.settle_at + max(r.decider.policy.settle_max_s, r.decider.policy.exit_wait_s), clock)
     r.decider.forget(RUN)
     return Replay(count, tuple(r.matches), tuple(r.incidents), tuple(r.crashes), r.ended)

@@ -99,6 +99,16 @@ def test_a_new_process_clears_the_state_rules_latches(shipped):
     assert [m.rule.name for m in again.matches] == ["DEAD"] and again.matches[0].opened
 
 
+def test_a_crash_whose_process_still_lives_waits_for_the_exit_a_bounded_while(shipped):
+    decider = Decider(shipped, DecisionPolicy(SETTLE, POLICY.limits, exit_wait_s=3.0))
+    state, facts = RunDecisions(), RunFacts(shipped, started_at=0.0, alive=True)
+    crash_line(decider, state, facts, 0, 1.0)
+    assert not decider.awaits_exit(state, True, 2.0)  # a traceback line, not yet a whole crash
+    state.incident.crash = {"cause": "KeyError: 'choices'"}
+    assert decider.awaits_exit(state, True, 2.0) and not decider.awaits_exit(state, False, 2.0)
+    assert not decider.awaits_exit(state, True, 4.0)  # bounded: decided without the exit after 3 s
+
+
 def test_the_same_rule_twice_without_progress_halts_with_the_reason(shipped):
     decider, state, facts = run_of(shipped)
     decisions = []

@@ -390,6 +390,9 @@ class EngineLoop:
                 return
             for crash in run.crashes.flush():
                 self.on_crash(run, crash)
+        if not stopping and self.decider.awaits_exit(run.decisions, bool(run.facts.alive), now):
+            self.timers.arm(run.name, "settle", self.decider.policy.settle_s)
+            return
         decision = self.decider.settle(run.decisions, run.facts.done, time.time())
         if decision is not None:
             self.recorder.decided(run, decision)
