@@ -199,6 +199,10 @@ class Decider:
                 continue
             inc = state.incident
             if inc is not None and inc.acting:
+                if not via_log:
+                    if name in inc.suppressed_states:
+                        continue  # said once: a dead run's every safety poll while its restart waits is not news
+                    inc.suppressed_states.add(name)
                 match = Match(rule, inc.id, found, suppressed=SUPPRESSED_IN_PROGRESS)
                 if via_log and isinstance(found.get("offset"), int) and found["offset"] >= 0 and len(state.held) < HELD_MAX:
                     state.held.append(match)

@@ -39,6 +39,7 @@ class Incident:
     capture_left: int = 0
     acting: bool = False
     crash: dict[str, Any] | None = None  # the crash read while collecting evidence, when no candidate carries one
+    suppressed_states: set[str] = field(default_factory=set)  # state rules already recorded as held off while it acts
 
     def add(self, rule: Rule, evidence: dict[str, Any], now: float) -> None:
         self.candidates.append(Candidate(rule, evidence, now))

@@ -109,6 +109,17 @@ def test_a_crash_whose_process_still_lives_waits_for_the_exit_a_bounded_while(sh
     assert not decider.awaits_exit(state, True, 4.0)  # bounded: decided without the exit after 3 s
 
 
+def test_a_state_rule_held_off_by_a_resumed_incident_is_recorded_once_not_every_poll(shipped):
+    decider, state, facts = run_of(shipped)
+    decider.claim("r", state, "i-previous", informational=False, now=0.0)  # a previous watcher's restart, resumed
+    facts.alive = False
+    first = decider.evaluate("r", state, facts, 1.0)
+    assert [(m.rule.name, m.suppressed) for m in first.matches] == [("DEAD", SUPPRESSED_IN_PROGRESS)]
+    assert decider.evaluate("r", state, facts, 2.0).matches == ()
+    decider.closed(state, "i-previous", "restarted", 3.0, log_from=0)
+    assert [m.rule.name for m in decider.evaluate("r", state, facts, 4.0).matches] == ["DEAD"]  # its own incident now
+
+
 def test_the_same_rule_twice_without_progress_halts_with_the_reason(shipped):
     decider, state, facts = run_of(shipped)
     decisions = []
