@@ -279,7 +279,7 @@ class EngineLoop:
 
     def read_log(self, run: WatchedRun, replay: bool = False) -> int:
         read, counted = LogRead(), False
-        prefilter = self.decider.classifier.prefilter if replay else None
+        prefilter = self.decider.classifier.prefilter if replay else self.decider.classifier.live_prefilter
         for line in log_lines(run, replay, prefilter, read):
             counted = self._on_line(run, line) or counted
         for note in read.notes:
