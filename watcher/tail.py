@@ -208,7 +208,7 @@ class LogTailer:
             self._notes.append(f"truncated (size {st.st_size} < offset {read_to})")
             cur.seek(0, False)
             cur.head = ""
-        elif cur.head and head_digest(cur.fd) != cur.head:
+        elif cur.head and cur.head_changed():
             self._notes.append("replaced (head changed)")
             cur.seek(0, False)
             cur.head = ""

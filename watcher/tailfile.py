@@ -42,7 +42,12 @@ class TailLine:
 
 
 def head_digest(fd: int) -> str:
-    """Fingerprint of the file's first line, or "" while it can still change.
+    """Fingerprint of the file's first line, or "" while it can still change."""
+    return _head(fd)[0]
+
+
+def _head(fd: int) -> tuple[str, bytes]:
+    """The first line's fingerprint and bytes; ("", b"") while it can still change.
 
     Until the first newline (or HEAD_BYTES bytes) is written, the prefix is not
     final, so hashing it would make a first line written in pieces look like a
@@ -53,8 +58,8 @@ def head_digest(fd: int) -> str:
     if newline >= 0:
         first = first[: newline + 1]
     elif len(first) < HEAD_BYTES:
-        return ""
-    return hashlib.blake2b(first, digest_size=16).hexdigest()
+        return "", b""
+    return hashlib.blake2b(first, digest_size=16).hexdigest(), first
 
 
 def _decode(raw: bytes | bytearray) -> str:
@@ -130,6 +135,7 @@ class OpenLogFile:
         self.carry = bytearray()  # bytes from offset on, read but without a newline yet
         self.skipping = False
         self.head = ""
+        self._head_line = b""  # the first line itself, once its digest is known from this descriptor
         self.missing = ""  # "deleted" / "moved away" while the path no longer names this file
         self._max_line = max_line_bytes
         self._read_chunk = read_chunk
@@ -162,8 +168,18 @@ class OpenLogFile:
                 # nothing. A write after it sends its own event (and the safety poll backs that up).
                 break
         if not self.head:
-            self.head = head_digest(self.fd)
+            self.head, self._head_line = _head(self.fd)
         return budget
+
+    def head_changed(self) -> bool:
+        """Whether the file's first line is no longer the one ``head`` was taken of (the file was replaced).
+
+        Asked before every read: comparing the line's own bytes costs one
+        small pread, where its digest cost a 4 KiB one and a hash.
+        """
+        if not self._head_line:  # known only by a digest saved by an earlier watcher
+            return head_digest(self.fd) != self.head
+        return os.pread(self.fd, len(self._head_line), 0) != self._head_line
 
     def finish(self, lines: list[TailLine], prefilter: LinePrefilter | None = None) -> None:
         """Return the unterminated last line of a file nobody will append to through our path."""

@@ -8,7 +8,6 @@ saved, so its lines are read (and decided) again by the next watcher.
 from __future__ import annotations
 
 import time
-from dataclasses import asdict
 
 from expwatch.engine.runs import WatchedRun
 from expwatch.manifest import RunManifest
@@ -47,8 +46,9 @@ class RunStatePersistence:
         if run.decisions.collecting:
             return
         run.saved_at = time.time()
+        # vars(), not asdict(): the same JSON without asdict's deep copy, on every throttled save of every run.
         self.store.save_run(run.name, {
-            "position": asdict(run.tailer.position), "guard": asdict(run.decisions.guard),
+            "position": vars(run.tailer.position), "guard": vars(run.decisions.guard),
             "latches": sorted(run.decisions.latches),
             "latches_for": list(run.latched_for) if run.latched_for else None,
         })
