@@ -19,6 +19,8 @@ from pathlib import Path
 from conftest import FAST_SETTINGS, wait_for
 from fleet import Fleet, fast_rules
 
+from expwatch.rules.classify import LineClassifier
+from expwatch.rules.loader import parse_rules, shipped_rules_text
 from expwatch.rules.prefilter import LinePrefilter
 from expwatch.settings import load_settings
 from expwatch.watcher.crash import STARTS, CrashAssembler, CrashLimits
@@ -172,3 +174,23 @@ def test_prefiltered_reads_hand_the_crash_assembler_what_every_line_would(tmp_pa
         crashes += assembler.flush()
         assert [c.to_json() for c in crashes] == every_line_crashes(log, flush=True), f"seed {seed}"
         assert os.path.getsize(log) == tailer.position.offset
+
+
+NO_LITERAL_RULE = """
+  - name: ANY_WORD_BROKE
+    description: A pattern no required literal can be read off.
+    severity: warning
+    priority: 5
+    when:
+      log: {pattern: '[0-9]{3}'}
+    actions: [{alert: broke}]
+"""
+
+
+def test_live_reads_skip_lines_only_when_every_rule_pattern_has_a_literal():
+    shipped = LineClassifier(parse_rules(shipped_rules_text(), "rules.yaml"))
+    live = {lit.text for lit in shipped.live_prefilter.literals}
+    # Every line a rule literal lets through is let through live (a literal holding a shorter one is dropped).
+    assert all(any(short in lit.text for short in live) for lit in shipped.prefilter.literals)
+    assert {"Traceback (", "Fatal Python error", "slurmstepd", "*** ", "Killed", "Segmentation fault", "Aborted"} <= live
+    assert LineClassifier(parse_rules(shipped_rules_text() + NO_LITERAL_RULE, "rules.yaml")).live_prefilter is None
