@@ -19,7 +19,7 @@ from typing import Any, Callable
 
 from expwatch.adoption import ProcessUnreadable, adopt_command_line, adopt_found, adopt_job, slurm_environment
 from expwatch.layout import ExperimentsLayout
-from expwatch.manifest import RunManifest, discover
+from expwatch.manifest import ManifestCache, RunManifest, discover
 from expwatch.settings import Settings
 from expwatch.watcher.discover import DiscoveryConfig, scan
 from expwatch.watcher.discover_slurm import SlurmUnavailable, scan_jobs
@@ -40,6 +40,7 @@ class RunDiscovery:
         self._slurm_down_at: float | None = None  # when SLURM last could not be asked
         self._job_seen: dict[str, float] = {}  # job id -> when first found, to wait a while for its result file
         self._slurm_env = slurm_environment(settings)
+        self._manifests = ManifestCache()  # each sweep parses only the manifests that changed
         self._thread: threading.Thread | None = None
         self._stopping = threading.Event()
 
@@ -71,7 +72,7 @@ class RunDiscovery:
     def sweep(self) -> None:
         if self.mode == "off":
             return
-        manifests = discover(self.layout)
+        manifests = discover(self.layout, self._manifests)
         self._sweep_processes(manifests)
         self._sweep_jobs(manifests)
 

@@ -66,5 +66,11 @@ class ExperimentsLayout:
         """Optional user overrides of configs/settings.yaml."""
         return self.root / "expwatch.yaml"
 
+    @cached_property
+    def _runs_dir_text(self) -> str:
+        return str(self.runs_dir)
+
     def is_manifest(self, path: Path) -> bool:
-        return path.parent == self.runs_dir and path.suffix == ".json" and not path.name.endswith(".exit.json") and not path.name.startswith(".")
+        # On strings: the engine asks this on every file event, and Path.parent builds a new Path each time.
+        folder, _, name = str(path).rpartition("/")
+        return folder == self._runs_dir_text and name.endswith(".json") and not name.endswith(".exit.json") and not name.startswith(".")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Any
@@ -199,6 +200,40 @@ def load_named(layout: ExperimentsLayout, name: str) -> RunManifest:
         raise ManifestError(f"no run named {name!r} in {layout.root} (known: {known})") from None
 
 
+class ManifestCache:
+    """Parsed manifests by the stat of the file they were parsed from, for one reader (thread) at a time.
+
+    The safety poll and discovery each read every manifest every few
+    seconds, and almost none has changed: parsing them was most of an idle
+    watcher's CPU. Manifests are replaced atomically (a new inode) and any
+    write, chmod or chown changes the ctime, so an unchanged (inode, size,
+    mtime, ctime) is an unchanged file, trust included; a group-writable
+    file is never cached, as whether its group is trusted depends on
+    ``.expwatch/``'s mode too.
+    """
+
+    def __init__(self) -> None:
+        self._parsed: dict[Path, tuple[tuple[int, int, int, int], RunManifest]] = {}
+
+    def load(self, path: Path) -> RunManifest:
+        """``load_manifest(path)``, without parsing a file unchanged since it last parsed."""
+        info = os.stat(path)
+        key = (info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns)
+        known = self._parsed.get(path)
+        if known is not None and known[0] == key:
+            return known[1]
+        self._parsed.pop(path, None)
+        manifest = load_manifest(path)
+        if not info.st_mode & stat.S_IWGRP:
+            self._parsed[path] = (key, manifest)
+        return manifest
+
+    def keep_only(self, paths: set[Path]) -> None:
+        """Forget the files no longer there (a lab's runs come and go)."""
+        for gone in self._parsed.keys() - paths:
+            del self._parsed[gone]
+
+
 @dataclass(frozen=True)
 class UnreadableManifest:
     """A file in runs/ that is not a usable manifest: shown as UNREADABLE, never acted on."""
@@ -210,11 +245,12 @@ class UnreadableManifest:
 
 
 def survey(layout: ExperimentsLayout, skip: Callable[[str], bool] | None = None,
-           seen: set[str] | None = None) -> tuple[list[RunManifest], list[UnreadableManifest]]:
+           seen: set[str] | None = None, cache: ManifestCache | None = None) -> tuple[list[RunManifest], list[UnreadableManifest]]:
     """Every manifest of ``layout``: the usable ones, and why each other one is not.
 
     ``skip(name)``: leave that manifest unparsed (a released run whose file did
-    not change); ``seen`` collects every run name on disk, parsed or not.
+    not change); ``seen`` collects every run name on disk, parsed or not;
+    ``cache``: reuse what an earlier survey parsed of files unchanged since.
     """
     found: list[RunManifest] = []
     broken: list[UnreadableManifest] = []
@@ -223,23 +259,28 @@ def survey(layout: ExperimentsLayout, skip: Callable[[str], bool] | None = None,
         names = sorted(n for n in os.listdir(layout.runs_dir) if n.endswith(".json"))
     except (FileNotFoundError, NotADirectoryError):
         return found, broken
+    load = cache.load if cache is not None else load_manifest
+    on_disk: set[Path] = set()
     for name in names:
         path = layout.runs_dir / name
         if not layout.is_manifest(path):
             continue
+        on_disk.add(path)
         if seen is not None:
             seen.add(path.stem)
         if skip is not None and skip(path.stem):
             continue
         try:
-            found.append(load_manifest(path))
+            found.append(load(path))
         except FileNotFoundError:
             continue
         except (NotReadyYet, ManifestError) as exc:
             broken.append(UnreadableManifest(path.stem, path, str(exc), isinstance(exc, UntrustedFile)))
+    if cache is not None:
+        cache.keep_only(on_disk)
     return found, broken
 
 
-def discover(layout: ExperimentsLayout) -> list[RunManifest]:
+def discover(layout: ExperimentsLayout, cache: ManifestCache | None = None) -> list[RunManifest]:
     """Every usable manifest; see ``survey`` for the others (the watcher retries them)."""
-    return survey(layout)[0]
+    return survey(layout, cache=cache)[0]

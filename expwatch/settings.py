@@ -102,6 +102,7 @@ class AuditSettings:
     max_bytes: int
     backups: int
     progress_every_s: float
+    console_gather_s: float
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,11 @@ a pattern that works in the tester works in production (fail2ban's lesson).
 Most lines match nothing, so a line is first checked for the rules' required
 literals (``rules/prefilter.py``), a test far cheaper than the patterns;
 only lines that hold one are tried per pattern. The same literals let the
-catch-up path skip whole stretches of raw log (``prefilter``).
+catch-up path skip whole stretches of raw log (``prefilter``). Live lines
+also feed the crash assembler, so the live path's ``live_prefilter`` adds
+the words every crash starts with (``watcher/crash.py`` ``STARTS``, the one
+list of them): a crash's first line is never skipped, and once a crash is
+open the reader takes every line again (``expwatch/engine/reading.py``).
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from dataclasses import dataclass
 from expwatch.rules.model import LogAtom, RatioAtom, RuleSet
 from expwatch.rules.patterns import Pattern, compile_pattern, encodable, literals_readable
 from expwatch.rules.prefilter import LinePrefilter
+from expwatch.watcher.crash import STARTS
 
 
 @dataclass(frozen=True)
@@ -48,6 +53,8 @@ class LineClassifier:
         # required literal, and then every line must be classified.
         readable = all(literals_readable(p) for p in patterns)
         self.prefilter: LinePrefilter | None = LinePrefilter.build(patterns, use_hyperscan) if patterns and readable else None
+        # Without log patterns no line can match, and only crash starts are worth a look.
+        self.live_prefilter = LinePrefilter.build([*patterns, STARTS.pattern], use_hyperscan) if readable else None
         self._quick = self.prefilter.text_pattern() if self.prefilter is not None else None
         self._some = bool(patterns)
 

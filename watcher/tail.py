@@ -13,33 +13,30 @@ so it is reported separately through ``drain_notes()`` for the audit trail.
 Given a ``LinePrefilter`` the tailer scans whole chunks of raw bytes and
 builds ``TailLine`` objects only for the few lines the prefilter points at,
 counting the rest in ``lines_read``. Catch-up on a long history needs that
-(a first read of a run that has logged for days). The live path reads every
-line: a crash is assembled from all of its lines (watcher/crash.py), most
-of which no rule's literal is in.
+(a first read of a run that has logged for days), and so does the live path,
+where building a ``str`` per line was most of the watcher's work. Two
+readers of the live lines need more than the lines the prefilter points at,
+and the tailer serves both while keeping no more of the log than a few lines:
+
+- a reader that remembers the last few lines before something (the crash
+  assembler's ``before``) gets, ahead of each returned line, the
+  ``lines_before`` lines skipped just before it, so what it remembers is
+  what it would have remembered given every line;
+- a reader that, at some returned line, needs every line after it (a crash
+  opened, an incident collects evidence) calls ``reread_after``: the file
+  itself is the buffer of recent raw bytes, so those lines are read again.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
 import stat
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol, Sequence
 
-HEAD_BYTES = 4096
-# Larger reads for a filtered catch-up: fewer copies of the carried partial line.
-FILTERED_READ_CHUNK = 1 << 20
+from expwatch.watcher.tailfile import LinePrefilter, OpenLogFile, SkippedLines, TailLine, head_digest
 
-
-class LinePrefilter(Protocol):
-    """Points at the lines of a buffer worth a look (rules/prefilter.py builds one).
-
-    ``positions(buf)``: ascending offsets into ``buf``; any line not holding
-    one of them is known to match nothing, and is counted but not returned.
-    """
-
-    def positions(self, buf: bytes) -> Sequence[int]: ...
+__all__ = ["LinePrefilter", "LogTailer", "TailLine", "TailPosition", "head_digest"]
 
 
 @dataclass(frozen=True)
@@ -50,143 +47,6 @@ class TailPosition:
     offset: int  # first byte not yet returned as part of a complete line
     head: str  # digest of the file's first line; "" while it is not known yet
     skipping: bool = False  # offset is inside a line already returned cut: drop the rest of it
-
-
-@dataclass(frozen=True)
-class TailLine:
-    """One complete line; ``offset`` is where it starts in the file it came from."""
-
-    offset: int
-    text: str  # without "\n" / "\r\n"
-    cut: bool = False  # the line was longer than max_line_bytes; text is its beginning
-
-
-def head_digest(fd: int) -> str:
-    """Fingerprint of the file's first line, or "" while it can still change.
-
-    Until the first newline (or HEAD_BYTES bytes) is written, the prefix is not
-    final, so hashing it would make a first line written in pieces look like a
-    replaced file.
-    """
-    first = os.pread(fd, HEAD_BYTES, 0)
-    newline = first.find(b"\n")
-    if newline >= 0:
-        first = first[: newline + 1]
-    elif len(first) < HEAD_BYTES:
-        return ""
-    return hashlib.blake2b(first, digest_size=16).hexdigest()
-
-
-def _decode(raw: bytes | bytearray) -> str:
-    # "replace" yields exactly the strict decoding for valid UTF-8, so one pass
-    # gives "strict, else replacement characters" without ever raising.
-    return raw.decode("utf-8", errors="replace")
-
-
-class _OpenFile:
-    """Read state of one open file descriptor (the path may point elsewhere by now)."""
-
-    def __init__(self, fd: int, inode: int, max_line_bytes: int, read_chunk: int):
-        self.fd = fd
-        self.inode = inode
-        self.offset = 0
-        self.carry = bytearray()  # bytes from offset on, read but without a newline yet
-        self.skipping = False
-        self.head = ""
-        self.missing = ""  # "deleted" / "moved away" while the path no longer names this file
-        self._max_line = max_line_bytes
-        self._read_chunk = read_chunk
-        self.lines_read = 0  # lines consumed by the current read_new(), returned or skipped by a prefilter
-
-    def seek(self, offset: int, skipping: bool) -> None:
-        self.offset = offset
-        self.carry.clear()
-        self.skipping = skipping
-
-    def read(self, budget: int, lines: list[TailLine], prefilter: LinePrefilter | None = None) -> int:
-        """Append complete lines to ``lines``; return the budget left (<= 0: stopped early)."""
-        size = self._read_chunk if prefilter is None else max(self._read_chunk, FILTERED_READ_CHUNK)
-        while budget > 0:
-            chunk = os.pread(self.fd, size, self.offset + len(self.carry))
-            if not chunk:
-                break
-            last = chunk.rfind(b"\n") if prefilter is not None and not self.carry and not self.skipping else -1
-            if last >= 0:
-                # Straight from the chunk, no copy: the unfinished tail is read again next time.
-                self._pick(chunk, last, lines, prefilter)
-                self.offset += last + 1
-                budget -= last + 1
-            else:
-                budget -= len(chunk)
-                self._consume(chunk, lines, prefilter)
-            if len(chunk) < size:
-                # The end of the file as of this read: asking again costs a syscall per read to learn
-                # nothing. A write after it sends its own event (and the safety poll backs that up).
-                break
-        if not self.head:
-            self.head = head_digest(self.fd)
-        return budget
-
-    def finish(self, lines: list[TailLine], prefilter: LinePrefilter | None = None) -> None:
-        """Return the unterminated last line of a file nobody will append to through our path."""
-        if self.carry and not self.skipping:
-            self.lines_read += 1
-            if prefilter is None or prefilter.positions(bytes(self.carry)):
-                lines.append(TailLine(self.offset, _decode(self.carry)))
-
-    def _consume(self, chunk: bytes, lines: list[TailLine], prefilter: LinePrefilter | None) -> None:
-        if self.skipping:
-            newline = chunk.find(b"\n")
-            if newline < 0:
-                self.offset += len(chunk)
-                return
-            self.seek(self.offset + newline + 1, False)
-            chunk = chunk[newline + 1 :]
-        last = chunk.rfind(b"\n")
-        if last < 0:
-            self.carry += chunk
-        else:
-            complete = bytes(self.carry) + chunk[:last] if self.carry else chunk[:last]
-            if prefilter is None:
-                pos = self.offset
-                for raw in complete.split(b"\n"):
-                    lines.append(self._line(pos, raw))
-                    pos += len(raw) + 1
-                self.lines_read += complete.count(b"\n") + 1
-                self.carry = bytearray(chunk[last + 1 :])
-            else:
-                self._pick(complete + b"\n", len(complete), lines, prefilter)
-                self.carry = bytearray()  # the tail is read again, by the copy-free path in read()
-            self.offset += len(complete) + 1
-        if len(self.carry) > self._max_line:
-            self.lines_read += 1
-            head = bytes(self.carry[: self._max_line])
-            if prefilter is None or prefilter.positions(head):
-                lines.append(TailLine(self.offset, _decode(head), cut=True))
-            self.seek(self.offset + len(self.carry), True)
-
-    def _pick(self, buf: bytes, end: int, lines: list[TailLine], prefilter: LinePrefilter) -> None:
-        """The lines of ``buf[:end]`` the prefilter points at; ``buf[end]`` is a newline, ``buf[0]`` is at ``offset``."""
-        self.lines_read += buf.count(b"\n", 0, end + 1)
-        line_end = -1
-        for hit in prefilter.positions(buf):
-            if hit >= end:
-                break  # in the unfinished tail
-            if hit <= line_end:
-                continue  # another hit in a line already taken
-            start = buf.rfind(b"\n", 0, hit) + 1
-            line_end = buf.find(b"\n", hit, end + 1)
-            lines.append(self._line(self.offset + start, buf[start:line_end]))
-
-    def _line(self, offset: int, raw: bytes) -> TailLine:
-        if len(raw) > self._max_line:
-            return TailLine(offset, _decode(raw[: self._max_line]), cut=True)
-        if raw.endswith(b"\r"):
-            raw = raw[:-1]
-        return TailLine(offset, _decode(raw))
-
-    def close(self) -> None:
-        os.close(self.fd)
 
 
 class LogTailer:
@@ -210,15 +70,18 @@ class LogTailer:
         self._max_line = max_line_bytes
         self._read_chunk = read_chunk
         self._max_batch = max_batch_bytes
-        self._current: _OpenFile | None = None
+        self._current: OpenLogFile | None = None
         # The file the path named before a rotation: drained to its end before
         # the new file, so lines written just before the rename are not lost.
-        self._retired: _OpenFile | None = None
+        self._retired: OpenLogFile | None = None
         self._notes: list[str] = []
         self._open_error = ""
         self._more_pending = False
         self._lines_read = 0
+        self._skipped = SkippedLines(max_line_bytes)
         # (index of its first line in the last batch, file) per file that batch read, to rewind into it.
+        self._batch_files: list[tuple[int, OpenLogFile]] = []
+        self._last_lines: list[TailLine] = []
 
     @property
     def position(self) -> TailPosition:
@@ -243,14 +106,20 @@ class LogTailer:
         notes, self._notes = self._notes, []
         return notes
 
-    def read_new(self, prefilter: LinePrefilter | None = None) -> list[TailLine]:
+    def read_new(self, prefilter: LinePrefilter | None = None, lines_before: int = 0) -> list[TailLine]:
         """Every complete line written since the last call; [] if none or no file.
 
         With a ``prefilter``, only the lines it points at are returned; the
-        read position advances past all of them just the same.
+        read position advances past all of them just the same. With
+        ``lines_before``, each returned line comes after the last that many
+        lines skipped before it (by this read or an earlier one with the same
+        ``lines_before``), so the last lines before any returned one are
+        always those of the file.
         """
         lines: list[TailLine] = []
         self._more_pending = False
+        self._skipped.resize(lines_before)
+        self._batch_files = []
         seen = [f for f in (self._retired, self._current) if f is not None]
         for f in seen:
             f.lines_read = 0
@@ -259,6 +128,7 @@ class LogTailer:
             if self._retired is None:
                 self._follow_path()
             if self._retired is not None:
+                self._batch_files.append((len(lines), self._retired))
                 budget = self._retired.read(budget, lines, prefilter)
                 if budget <= 0:
                     self._more_pending = True
@@ -267,6 +137,7 @@ class LogTailer:
                 self._retired.close()
                 self._retired = None
             if self._current is not None:
+                self._batch_files.append((len(lines), self._current))
                 self._more_pending = self._current.read(budget, lines, prefilter) <= 0
         except OSError as exc:
             # Lines already collected stay valid: read state advances chunk by chunk.
@@ -274,7 +145,33 @@ class LogTailer:
         finally:
             seen += [f for f in (self._retired, self._current) if f is not None and f not in seen]
             self._lines_read = sum(f.lines_read for f in seen)
+            self._last_lines = lines
         return lines
+
+    def reread_after(self, index: int) -> bool:
+        """Make the next ``read_new()`` resume right after line ``index`` of the last batch.
+
+        For a prefiltered read whose reader found, at that line, that it needs
+        every following line too: the lines skipped after it are read again
+        from the file, and no longer counted in ``lines_read``. False (nothing
+        changed) when the line came from a rotated file already drained and
+        closed: its later lines are gone.
+        """
+        owner = next((f for first, f in reversed(self._batch_files) if first <= index), None)
+        if owner is None or owner not in (self._retired, self._current) or index >= len(self._last_lines):
+            return False
+        line = self._last_lines[index]
+        try:
+            consumed = os.pread(owner.fd, owner.offset - line.offset, line.offset).count(b"\n")
+        except OSError:
+            return False
+        # Resume at the line's start while dropping the rest of it: exactly the bytes after it.
+        owner.seek(line.offset, True)
+        self._lines_read -= consumed - 1
+        self._skipped.forget()  # they follow the line, and are read again
+        if owner is self._retired:
+            self._more_pending = True
+        return True
 
     def close(self) -> None:
         for f in (self._retired, self._current):
@@ -311,12 +208,12 @@ class LogTailer:
             self._notes.append(f"truncated (size {st.st_size} < offset {read_to})")
             cur.seek(0, False)
             cur.head = ""
-        elif cur.head and head_digest(cur.fd) != cur.head:
+        elif cur.head and cur.head_changed():
             self._notes.append("replaced (head changed)")
             cur.seek(0, False)
             cur.head = ""
 
-    def _open(self) -> _OpenFile | None:
+    def _open(self) -> OpenLogFile | None:
         try:
             # O_NONBLOCK: opening a FIFO put in the log's place must not hang the engine.
             fd = os.open(self._path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
@@ -331,7 +228,7 @@ class LogTailer:
             self._note_open_error("not a regular file")
             return None
         self._open_error = ""
-        return _OpenFile(fd, st.st_ino, self._max_line, self._read_chunk)
+        return OpenLogFile(fd, st.st_ino, self._max_line, self._read_chunk, self._skipped)
 
     def _note_open_error(self, error: str) -> None:
         # The safety poll retries forever; one note per distinct problem is enough.
@@ -361,7 +258,7 @@ class LogTailer:
         else:
             self._notes.append(f"truncated while down (size {size} < offset {pos.offset})")
 
-    def _find_rotated(self, pos: TailPosition) -> _OpenFile | None:
+    def _find_rotated(self, pos: TailPosition) -> OpenLogFile | None:
         """Reopen the file we were reading if a rotation renamed it within the same directory.
 
         Lines written between the last persisted position and the rotation live
@@ -384,7 +281,7 @@ class LogTailer:
         ):
             os.close(fd)
             return None
-        old = _OpenFile(fd, st.st_ino, self._max_line, self._read_chunk)
+        old = OpenLogFile(fd, st.st_ino, self._max_line, self._read_chunk, self._skipped)
         old.seek(pos.offset, pos.skipping)
         old.head = pos.head
         self._notes.append(f"draining rotated file {Path(match).name} from offset {pos.offset}")

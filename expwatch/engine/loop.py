@@ -69,6 +69,7 @@ class EngineLoop:
         self._manifest_locks: dict[str, threading.Lock] = {}  # one per run, shared by its incidents' threads
         self._views: tuple[RunView, ...] = ()
         self._views_at, self._views_pending = 0.0, False
+        self.views_wanted = True  # False when nothing reads views() (plain output): no snapshot is built
         self.crash_limits = CrashLimits.from_settings(self.settings.crash)  # once, not per run added
         self.lock = DirectoryLock(self.layout, bool(self.settings.security.group_access))
         self.dormancy = Dormancy(self.layout, self.settings.watch.release_finished_s)
@@ -170,6 +171,8 @@ class EngineLoop:
         CPU at 100 chatty runs; a display redraws twice a second at most. A
         snapshot held back is published by a timer, so the last change shows.
         """
+        if not self.views_wanted:
+            return
         now = time.time()
         wait = self._views_at + self.settings.watch.views_every_s - now
         if wait > 0:
@@ -279,7 +282,7 @@ class EngineLoop:
 
     def read_log(self, run: WatchedRun, replay: bool = False) -> int:
         read, counted = LogRead(), False
-        prefilter = self.decider.classifier.prefilter if replay else None
+        prefilter = self.decider.classifier.prefilter if replay else self.decider.classifier.live_prefilter
         for line in log_lines(run, replay, prefilter, read):
             counted = self._on_line(run, line) or counted
         for note in read.notes:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 from expwatch.engine.runs import WatchedRun
 from expwatch.engine.snapshot import view_of
 from expwatch.files import NotReadyYet
-from expwatch.manifest import ManifestError, RunManifest, load_manifest, survey
+from expwatch.manifest import ManifestCache, ManifestError, RunManifest, load_manifest, survey
 from expwatch.processes import verified_process
 from expwatch.rules.facts import RunFacts
 from expwatch.trust import UntrustedFile
@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 class RunMembership:
     def __init__(self, loop: "EngineLoop"):
         self.loop = loop
+        self._manifests = ManifestCache()  # the safety poll's survey parses only the manifests that changed
 
     def add(self, manifest: RunManifest) -> None:
         self.loop.dormancy.wake(manifest.name)
@@ -89,7 +90,7 @@ class RunMembership:
     def survey(self, known: set[str] | None = None) -> list[RunManifest]:
         """The usable manifests (``known`` collects every name on disk); each unusable one is audited once per reason."""
         seen: set[str] = set()
-        manifests, broken = survey(self.loop.layout, skip=self.loop.dormancy.unchanged, seen=seen)
+        manifests, broken = survey(self.loop.layout, skip=self.loop.dormancy.unchanged, seen=seen, cache=self._manifests)
         self.loop.dormancy.forget_missing(seen)
         if known is not None:
             known |= seen

@@ -8,6 +8,7 @@ what was just appended costs less than a hop through a queue.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -28,20 +29,34 @@ class LogRead:
 
 
 def log_lines(run: WatchedRun, replay: bool, prefilter: LinePrefilter | None, read: LogRead) -> Iterator[LogLine]:
-    """Every complete new line of the run's log; ``read`` collects the count and file notes.
+    """Every complete new line of the run's log worth a look; ``read`` collects the count and file notes.
 
-    History (``replay``) only feeds counters, so the lines no rule can match
-    need not be built at all: a prefilter skips them in raw bytes.
+    ``prefilter`` skips, in raw bytes, the lines that can change nothing:
+    for history (``replay``, which only feeds counters) the lines no rule can
+    match; live, also those that start no crash (``LineClassifier.live_prefilter``).
+    A skipped live line still counts as log activity, and the crash
+    assembler's last lines before a crash are handed over ahead of each line
+    returned. While a crash is open or an incident collects evidence every
+    line is read, from the line on which that began.
     """
     notes: list[str] = []
+    before = 0 if replay else run.crashes.limits.context_lines
     while True:
-        lines = run.tailer.read_new(prefilter if replay else None)
+        filtered = prefilter if replay or not run.reads_every_line else None
+        lines = run.tailer.read_new(filtered, before)
         notes.extend(run.tailer.drain_notes())
-        for line in lines:
+        rewound = False
+        for index, line in enumerate(lines):
             yield LogLine(run.name, run.manifest.log, line.offset, line.text, replay)
+            if filtered is not None and not replay and run.reads_every_line:
+                rewound = run.tailer.reread_after(index)
+                if rewound:
+                    break
         read.count += run.tailer.lines_read
-        if not run.tailer.more_pending:
+        if not run.tailer.more_pending and not rewound:
             break
+    if read.count and not replay:
+        run.facts.note_activity(time.time())  # the lines skipped after the last one returned are activity too
     read.notes = tuple(notes)
 
 

@@ -36,6 +36,11 @@ class WatchedRun:
         return self.manifest.name
 
     @property
+    def reads_every_line(self) -> bool:
+        """A crash is being assembled or an incident collects evidence: no live line may be skipped."""
+        return self.crashes.reading or self.decisions.collecting
+
+    @property
     def finished(self) -> bool:
         m = self.manifest
         return bool(m.halted or m.stopped_at or m.completed_at)

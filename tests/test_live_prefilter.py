@@ -1,0 +1,196 @@
+"""The crash-aware live prefilter gives a watcher the same crashes as reading every line (issue 16).
+
+Live reads skip, in raw bytes, every line that neither holds a rule's
+literal nor starts a crash; a crash's later lines and an incident's
+evidence are read in full. These tests hold a real watcher, fed by a writer
+process in separate writes, to what the crash assembler makes of the whole
+file, ``before`` (the lines printed just before the crash) included.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+from conftest import FAST_SETTINGS, wait_for
+from fleet import Fleet, fast_rules
+
+from expwatch.rules.classify import LineClassifier
+from expwatch.rules.loader import parse_rules, shipped_rules_text
+from expwatch.rules.prefilter import LinePrefilter
+from expwatch.settings import load_settings
+from expwatch.watcher.crash import STARTS, CrashAssembler, CrashLimits
+from expwatch.watcher.tail import LogTailer
+
+LIMITS = CrashLimits.from_settings(load_settings().crash)
+
+# Each write is [text, seconds to sleep after it]: the watcher sees every write as its own read.
+WRITER = r"""
+import json, os, sys, time
+fd = os.open(sys.argv[1], os.O_WRONLY | os.O_APPEND)
+with open(sys.argv[2]) as fh:
+    writes = json.load(fh)
+for text, pause in writes:
+    os.write(fd, text.encode())
+    time.sleep(pause)
+"""
+
+RATE_LIMITED = [
+    '  File "/work/eval.py", line 88, in score',
+    "    reply = client.chat.completions.create(**request)",
+    '  File "/venv/lib/python3.11/site-packages/openai/_base_client.py", line 1037, in request',
+    "    raise self._make_status_error_from_response(err.response) from None",
+    "openai.RateLimitError: Error code: 429 - {'error': {'message': 'Rate limit reached', 'code': 'rate_limit_exceeded'}}",
+]
+HEADER = "Traceback (most recent call last):"
+
+
+def ordinary(n: int) -> str:
+    return f"2026-12-01 23:00:00,000 INFO eval: [{n}/90000] item-{n:06d} correct=True latency=0.41s\n"
+
+
+def write(log: Path, writes: list[tuple[str, float]]) -> None:
+    plan = log.with_name("writes.json")
+    plan.write_text(json.dumps(writes))
+    subprocess.run([sys.executable, "-c", WRITER, str(log), str(plan)], check=True, timeout=60)
+
+
+def every_line_crashes(log: Path, flush: bool = False) -> list[dict]:
+    """What the crash assembler makes of the whole file, every line fed: the reference."""
+    assembler, crashes, offset = CrashAssembler(LIMITS), [], 0
+    for raw in log.read_bytes().splitlines(keepends=True):
+        crashes += assembler.feed(raw.rstrip(b"\n").decode(), offset)
+        offset += len(raw)
+    return [c.to_json() for c in crashes + (assembler.flush() if flush else [])]
+
+
+def watched_crashes(fleet: Fleet, run: str, count: int) -> list[dict]:
+    def crashes():
+        found = [r["crash"] for r in fleet.audit.select("rule matched", run=run) if "crash" in r]
+        return found if len(found) >= count else None
+    return wait_for(crashes, what=f"{count} crash(es) of {run} matched")
+
+
+def watch(tmp_path: Path) -> Fleet:
+    # No STALE while a loaded machine starts the writer: only the crash may open an incident.
+    fleet = Fleet(tmp_path / "exp", settings=FAST_SETTINGS, rules=fast_rules(silent_s=600))
+    fleet.adopt_sleepers(["r1"])
+    fleet.start_watcher("--dry-run")
+    wait_for(lambda: fleet.audit.select("run discovered"), what="discovery")
+    return fleet
+
+
+def test_a_traceback_whose_first_line_comes_alone_is_assembled_whole_with_thread_lines_in_between(tmp_path):
+    fleet = watch(tmp_path)
+    log = fleet.root / "r1.log"
+    try:
+        rest = RATE_LIMITED[:2] + ["2026-12-01 23:00:01,000 INFO worker-3: [17/90000] item-000017 correct=True"] + RATE_LIMITED[2:]
+        write(log, [("".join(ordinary(n) for n in range(300)), 0.3), (HEADER + "\n", 0.3),
+                    ("\n".join(rest) + "\n", 0.1), ("2026-12-01 23:00:02,000 INFO eval: shutting down\n", 0.0)])
+        got = watched_crashes(fleet, "r1", 1)
+        assert got == every_line_crashes(log)
+        assert got[0]["before"][-1] == ordinary(299).rstrip("\n")  # the last line printed before the crash
+        assert "openai.RateLimitError" in got[0]["cause"]
+    finally:
+        fleet.cleanup()
+
+
+def test_a_crash_after_a_long_run_of_skipped_lines_keeps_the_lines_printed_before_it(tmp_path):
+    fleet = watch(tmp_path)
+    log = fleet.root / "r1.log"
+    try:
+        # 60,000 skipped lines in 60 writes; the crash's first read starts with its header, so the
+        # lines before it come from an earlier read.
+        writes = [("".join(ordinary(n) for n in range(i * 1000, (i + 1) * 1000)), 0.0) for i in range(60)]
+        writes[-1] = (writes[-1][0], 0.3)
+        writes.append(("\n".join([HEADER, *RATE_LIMITED, "2026-12-01 23:00:02,000 INFO eval: after"]) + "\n", 0.0))
+        write(log, writes)
+        got = watched_crashes(fleet, "r1", 1)
+        assert got == every_line_crashes(log)
+        assert got[0]["before"] == [ordinary(n).rstrip("\n") for n in range(60000 - LIMITS.context_lines, 60000)]
+    finally:
+        fleet.cleanup()
+
+
+def test_evidence_written_after_the_first_match_is_captured_across_reads(tmp_path):
+    fleet = watch(tmp_path)
+    log = fleet.root / "r1.log"
+    try:
+        after = [ordinary(n) for n in range(3)]
+        write(log, [("".join(ordinary(n) for n in range(500)), 0.3), (HEADER + "\n", 0.05),
+                    ("\n".join(RATE_LIMITED) + "\n", 0.05), ("".join(after), 0.0)])
+        classified = wait_for(lambda: fleet.audit.select("incident classified", run="r1"), what="the incident decided")
+        assert classified[0]["rule"] == "RATE_LIMIT"
+        assert classified[0]["captured_lines"] == 1 + len(RATE_LIMITED) + len(after)  # the header and every line after it
+    finally:
+        fleet.cleanup()
+
+
+def test_prefiltered_reads_hand_the_crash_assembler_what_every_line_would(tmp_path):
+    """Random logs written in random pieces: crashes, chains, faulthandler dumps, fatal lines, thread lines."""
+    prefilter = LinePrefilter.build([r"HTTP/1\.1 429", STARTS.pattern])
+    chained = [HEADER, *RATE_LIMITED, "", "During handling of the above exception, another exception occurred:", "",
+               HEADER, '  File "/work/eval.py", line 9, in main', "KeyError: 'choices'"]
+    fault = ["Fatal Python error: Segmentation fault", "", "Current thread 0x00007f3a (most recent call first):",
+             '  File "/work/eval.py", line 5 in run']
+    for seed in range(40):
+        rng = random.Random(seed)
+        lines: list[str] = []
+        for n in range(300):
+            pick = rng.random()
+            if pick < 0.04:
+                lines += chained if rng.random() < 0.5 else [HEADER, *RATE_LIMITED]
+            elif pick < 0.05:
+                lines += fault
+            elif pick < 0.06:
+                lines.append(rng.choice(["Killed", "Segmentation fault (core dumped)", "got HTTP/1.1 429 back"]))
+            elif pick < 0.08:
+                lines.append(f"2026-12-01 23:00:00,000 INFO worker-{n}: still going")
+            else:
+                lines.append(ordinary(n).rstrip("\n") + " " + "x" * rng.randrange(80))
+        data = ("\n".join(lines) + "\n").encode()
+        log = tmp_path / f"{seed}.log"
+        log.touch()
+        tailer, assembler, crashes = LogTailer(log, read_chunk=rng.choice([64, 4096])), CrashAssembler(LIMITS), []
+        with open(log, "ab", buffering=0) as out:
+            at = 0
+            while at < len(data):
+                step = rng.randrange(1, 400)
+                out.write(data[at:at + step])
+                at += step
+                while True:  # as expwatch/engine/reading.py reads
+                    filtered = None if assembler.reading else prefilter
+                    rewound = False
+                    for index, line in enumerate(tailer.read_new(filtered, LIMITS.context_lines)):
+                        crashes += assembler.feed(line.text, line.offset)
+                        if filtered is not None and assembler.reading and (rewound := tailer.reread_after(index)):
+                            break
+                    if not tailer.more_pending and not rewound:
+                        break
+        crashes += assembler.flush()
+        assert [c.to_json() for c in crashes] == every_line_crashes(log, flush=True), f"seed {seed}"
+        assert os.path.getsize(log) == tailer.position.offset
+
+
+NO_LITERAL_RULE = """
+  - name: ANY_WORD_BROKE
+    description: A pattern no required literal can be read off.
+    severity: warning
+    priority: 5
+    when:
+      log: {pattern: '[0-9]{3}'}
+    actions: [{alert: broke}]
+"""
+
+
+def test_live_reads_skip_lines_only_when_every_rule_pattern_has_a_literal():
+    shipped = LineClassifier(parse_rules(shipped_rules_text(), "rules.yaml"))
+    live = {lit.text for lit in shipped.live_prefilter.literals}
+    # Every line a rule literal lets through is let through live (a literal holding a shorter one is dropped).
+    assert all(any(short in lit.text for short in live) for lit in shipped.prefilter.literals)
+    assert {"Traceback (", "Fatal Python error", "slurmstepd", "*** ", "Killed", "Segmentation fault", "Aborted"} <= live
+    assert LineClassifier(parse_rules(shipped_rules_text() + NO_LITERAL_RULE, "rules.yaml")).live_prefilter is None
