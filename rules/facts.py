@@ -15,7 +15,8 @@ from typing import Any
 
 from expwatch.rules.classify import LineHits
 from expwatch.rules.model import LogAtom, NullRateAtom, RatioAtom, RuleSet
-from expwatch.slurm_states import CANCELLED, PENDING
+from expwatch.slurm_states import CANCELLED, OUT_OF_MEMORY, PENDING
+from expwatch.watcher.events import ProcessExit
 
 
 @dataclass
@@ -84,6 +85,17 @@ class RunFacts:
         self.job_state = None
         self.last_log_at = now
         self._windows.clear()
+
+    def exited(self, end: ProcessExit) -> None:
+        """The process (or SLURM job) ended: what its exit says about why."""
+        self.alive, self.exit_signal, self.exit_code = False, end.signal, end.returncode
+        if end.job_id:
+            self.job_state = end.job_state
+            self.oom_killed = end.job_state == OUT_OF_MEMORY
+        else:
+            self.oom_killed = bool(end.oom_killed)
+            # SIGKILL or 137 with no kernel log to ask: the OOM killer is the likely cause, not a certainty.
+            self.oom_unknown = end.oom_unreadable and (end.signal == 9 or end.returncode == 137)
 
     def note_activity(self, now: float) -> None:
         self.last_log_at = now

@@ -16,8 +16,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import FAST_SETTINGS, wait_for
-from fleet import Fleet, fast_rules
+from conftest import FAST_SETTINGS, fast_rules, wait_for
+from fleet import Fleet
 
 from expwatch.rules.classify import LineClassifier
 from expwatch.rules.loader import parse_rules, shipped_rules_text

@@ -52,7 +52,6 @@ from expwatch.watcher.crash import CrashLimits
 from expwatch.watcher.events import Crash, Deadline, FileChanged, LogLine, ProbeResult, ProcessExit, Progress, Shutdown
 from expwatch.watcher.exits import ExitWaiter
 from expwatch.watcher.observer import DirectoryWatch
-from expwatch.slurm_states import OUT_OF_MEMORY
 
 
 class EngineLoop:
@@ -341,17 +340,9 @@ class EngineLoop:
         for crash in run.crashes.flush():  # nothing more will be written: an open traceback is complete
             self.on_crash(run, crash)
         self.read_progress(run)
-        f = run.facts
-        f.alive, f.exit_signal, f.exit_code = False, event.signal, event.returncode
-        if event.job_id:
-            f.job_state = event.job_state
-            f.oom_killed = event.job_state == OUT_OF_MEMORY
-        else:
-            f.oom_killed = bool(event.oom_killed)
-            # SIGKILL or 137 with no kernel log to ask: the OOM killer is the likely cause, not a certainty.
-            f.oom_unknown = event.oom_unreadable and (event.signal == 9 or event.returncode == 137)
+        run.facts.exited(event)
         self.audit.record("process exited", run=run.name, pid=event.pid, job_id=event.job_id, job_state=event.job_state,
-                          node=event.node, returncode=event.returncode, signal=event.signal, oom_killed=f.oom_killed or None)
+                          node=event.node, returncode=event.returncode, signal=event.signal, oom_killed=run.facts.oom_killed or None)
         self.evaluate(run)
 
     def _on_probe(self, event: ProbeResult) -> None:
