@@ -131,6 +131,8 @@ def run_cell(cell: Cell, workdir: Path, timeout: float = 60.0) -> CellResult:
         result.violations.append(f"{type(exc).__name__}: {exc}")
     finally:
         fleet.cleanup()
+    if not result.violations:
+        shutil.rmtree(root, ignore_errors=True)  # a failed cell's folder is kept for its audit, logs and state
     result.seconds = time.monotonic() - started
     return result
 
@@ -250,8 +252,11 @@ def main(argv: list[str] | None = None) -> int:
           f"{sum(r.killed for r in cells)} watcher kills, {len(failed)} failed, {time.monotonic() - started:.0f}s")
     if args.markdown:
         print(markdown(results))
+    if failed:
+        print(f"the failed cells' folders are kept in {workdir}")
+        return 1
     shutil.rmtree(workdir, ignore_errors=True)
-    return 1 if failed else 0
+    return 0
 
 
 if __name__ == "__main__":
