@@ -195,24 +195,29 @@ def points_of(trace: list[str], full: bool, max_pass: int) -> list[str]:
     return cells
 
 
-def sweep(stories: list[str], workdir: Path, full: bool, max_pass: int, jobs: int) -> list[CellResult]:
-    """The cells of these stories; the SLURM ones get a private cluster, or are left out (saying why) where none starts."""
+def sweep(stories: list[str], workdir: Path, full: bool, max_pass: int, jobs: int,
+          also: tuple[Cell, ...] = ()) -> list[CellResult]:
+    """The cells of these stories (and ``also``, cells chosen by hand, when their story's trace passes the point);
+    the SLURM ones get a private cluster, or are left out (saying why) where none starts."""
     if not any(STORIES[s].runner == "slurm" for s in stories):
-        return sweep_cells(stories, workdir, full, max_pass, jobs)
+        return sweep_cells(stories, workdir, full, max_pass, jobs, also)
     with slurm_cluster() as conf:
-        return sweep_cells([s for s in stories if conf or STORIES[s].runner != "slurm"], workdir, full, max_pass, jobs)
+        return sweep_cells([s for s in stories if conf or STORIES[s].runner != "slurm"], workdir, full, max_pass, jobs, also)
 
 
-def sweep_cells(stories: list[str], workdir: Path, full: bool, max_pass: int, jobs: int) -> list[CellResult]:
+def sweep_cells(stories: list[str], workdir: Path, full: bool, max_pass: int, jobs: int,
+                also: tuple[Cell, ...]) -> list[CellResult]:
     with ThreadPoolExecutor(jobs) as pool:
         traces = list(pool.map(lambda s: run_cell(Cell(s, ""), workdir), stories))
     cells, covered = [], set()
     for result in traces:
-        for point in points_of(result.trace, full, max_pass):
+        passed = points_of(result.trace, full, max_pass)
+        for point in passed:
             name = point.split("#")[0]
             if full or name not in covered:
                 cells.append(Cell(result.cell.story, point))
                 covered.add(name)
+        cells += [c for c in also if c.story == result.cell.story and c.point in passed and c not in cells]
     with ThreadPoolExecutor(jobs) as pool:
         return traces + list(pool.map(lambda c: run_cell(c, workdir), cells))
 
