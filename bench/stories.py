@@ -58,8 +58,9 @@ STORIES: dict[str, Story] = {
     "proxy-down": Story(("proxy@3",)),
     "oom": Story(("oom@3",)),
     "hang": Story(("hang@3",)),
-    # Halted by a code bug; the bug is fixed in the script and the run resumed by hand.
-    "resume": Story(("traceback:always@3",), before="halted", down="fix", operator="resume"),
+    # Halted by a code bug; the bug is fixed in the script and the run resumed by hand. Items of 0.25 s: the
+    # restarted process crashes after its restart step ended, whatever the load (crash-always sweeps that race).
+    "resume": Story(("traceback:always@3",), delay=0.25, before="halted", down="fix", operator="resume"),
     # Stopped by hand while it runs (60 items of 0.1 s: alive long after the armed watcher is up).
     "stop": Story(items=60, delay=0.1, before="progress", operator="stop"),
     # Dies while no watcher runs: the next watcher's start decides it, once.
