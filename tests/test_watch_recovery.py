@@ -225,3 +225,21 @@ def test_a_halted_run_fixed_and_resumed_under_a_live_watcher_is_restarted_once_n
     assert experiments.manifest("bug").restarts == 2
     assert (experiments.root / "bug.log").read_text().count("Starting evaluation") == 3
     assert sorted(experiments.items("bug")) == [f"item-{i:04d}" for i in range(8)]
+
+
+def test_a_run_that_crashed_before_any_watcher_read_its_log_is_decided_by_its_crash_not_as_dead(experiments):
+    # The crash sweep's rate-limit, oom, proxy-down and crash-always stories with the watcher killed right
+    # after discovering the run: its whole log was history on the next start, so only DEAD fired.
+    (experiments.root / "expwatch.rules.yaml").write_text(fast_rules())
+    for name, fault in (("limited", "rate_limit@2"), ("buggy", "traceback@2")):
+        experiments.launch(name, "--fault", fault, items=6)
+    for name in ("limited", "buggy"):
+        wait_for(lambda: "Error" in (experiments.root / f"{name}.log").read_text(), timeout=20, what=f"{name} to crash")
+    time.sleep(0.5)
+    watcher = experiments.start_watcher()
+    for name in ("limited", "buggy"):
+        wait_for(lambda: experiments.manifest(name).completed_at, timeout=30, what=f"{name} to complete")
+    experiments.wait_settled("limited", "buggy")
+    experiments.stop_watcher(watcher)
+    assert classified(experiments, "limited") == ["RATE_LIMIT", "COMPLETE"]
+    assert classified(experiments, "buggy") == ["TRACEBACK", "COMPLETE"]
