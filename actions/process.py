@@ -48,7 +48,11 @@ def _log_size(path: str) -> int:
         return 0
 
 
-def _record_launch(ctx: ActionContext, launched: Launched) -> RunManifest:
+# What a launch for ``expwatch resume`` clears: the marks that told the watcher to leave the run alone.
+RESUME_CLEARS = {"halted": None, "stopped_at": None, "completed_at": None}
+
+
+def _record_launch(ctx: ActionContext, launched: Launched, resume: bool) -> RunManifest:
     log_from = ctx.step_info.get("log_from")
     return ctx.update(
         lambda m: m.with_changes(
@@ -61,11 +65,20 @@ def _record_launch(ctx: ActionContext, launched: Launched) -> RunManifest:
             restarts=m.restarts + 1,
             log_from=log_from,
             launched_at=datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
+            **(RESUME_CLEARS if resume else {}),
         )
     )
 
 
 def restart(ctx: ActionContext, arg: Any) -> ActionResult:
+    """Start the run again from its checkpoint.
+
+    ``arg`` is ``"resume"`` only in the plan of ``expwatch resume`` (a rules file gives none): the
+    manifest write that records the new process also clears the halt, stop and completion marks.
+    Cleared any earlier, a watcher would see a run it may act on again whose process is the old,
+    dead one, decide it DEAD and restart it a second time (the crash sweep's resume story).
+    """
+    resume = arg == "resume"
     manifest = ctx.manifest()
     runner = ctx.runner_for(manifest)
     if "restarts_before" in ctx.step_info and manifest.restarts > ctx.step_info["restarts_before"]:
@@ -86,7 +99,7 @@ def restart(ctx: ActionContext, arg: Any) -> ActionResult:
         # The watcher died between launching and recording: find that launch, never start a second copy.
         found = runner.find_launched(spec)
         if found is not None:
-            recorded = _record_launch(ctx, found)
+            recorded = _record_launch(ctx, found, resume)
             # A real restart (counted once, here), launched by the watcher that died.
             return ActionResult("restarted", {"pid": found.pid, "job_id": found.job_id, "restarts": recorded.restarts,
                                               "launched_before_watcher_restart": True})
@@ -102,7 +115,7 @@ def restart(ctx: ActionContext, arg: Any) -> ActionResult:
     ctx.remember(restarts_before=manifest.restarts, launch_token=spec.launch_token, log_from=_log_size(manifest.log))
     launched = runner.launch(spec)
     crashpoints.passed("runner:launch")
-    recorded = _record_launch(ctx, launched)
+    recorded = _record_launch(ctx, launched, resume)
     where = {"job_id": launched.job_id} if launched.job_id else {"pid": launched.pid, "command_pid": launched.command_pid}
     return ActionResult("restarted", {**where, "restarts": recorded.restarts, "argv": list(manifest.argv)})
 

@@ -12,6 +12,7 @@ import contextlib
 import io
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -115,15 +116,25 @@ class Fleet:
                 died = f"; the sleep process exited with {proc.poll()}" if proc.poll() is not None else ""
                 raise RuntimeError(f"expwatch adopt of {name} failed ({code}): {chatter.getvalue().strip()}{died}")
 
-    def launch(self, name: str, eval_args: list[str], items: int, delay: float) -> None:
-        """A stand-in evaluation (expwatch.demo.fake_eval) launched through ``expwatch launch``."""
-        result = self.root / f"{name}.json"
-        argv = [
-            "launch", "--yes", "--name", name, "--log", str(self.root / f"{name}.log"), "--result", str(result),
-            "--expected", str(items), "--dir", str(self.root), "--",
-            sys.executable, "-m", "expwatch.demo.fake_eval", "--items", str(items), "--output", str(result),
-            "--delay", str(delay), *eval_args,
-        ]
+    def eval_argv(self, name: str, eval_args: list[str], items: int, delay: float) -> list[str]:
+        """The stand-in evaluation's command line (expwatch.demo.fake_eval) for the run ``name``."""
+        return [sys.executable, "-m", "expwatch.demo.fake_eval", "--items", str(items), "--output", str(self.root / f"{name}.json"),
+                "--delay", str(delay), *eval_args]
+
+    def write_script(self, script: Path, items: int, delay: float, name: str, eval_args: list[str]) -> None:
+        """The run's script, as a user's ``run.sh`` would be: rewriting it changes what the next restart runs."""
+        script.write_text("exec " + " ".join(shlex.quote(a) for a in self.eval_argv(name, eval_args, items, delay)) + "\n")
+
+    def launch(self, name: str, eval_args: list[str], items: int, delay: float, runner: str = "local",
+               script: Path | None = None) -> None:
+        """A stand-in evaluation launched through ``expwatch launch`` (through ``sh SCRIPT`` if a script is given)."""
+        if script is None:
+            command = self.eval_argv(name, eval_args, items, delay)
+        else:
+            self.write_script(script, items, delay, name, eval_args)
+            command = ["sh", str(script)]
+        argv = ["launch", "--yes", "--runner", runner, "--name", name, "--log", str(self.root / f"{name}.log"),
+                "--result", str(self.root / f"{name}.json"), "--expected", str(items), "--dir", str(self.root), "--", *command]
         code = quietly(argv)
         if code != 0:
             raise RuntimeError(f"expwatch launch of {name} failed ({code})")

@@ -29,6 +29,8 @@ class RunPlan:
     name: str
     items: int
     faults: tuple[str, ...]  # --fault specs, e.g. ("rate_limit@3", "traceback:always@9")
+    resumed: bool = False  # halted by its bug, which is then fixed, and resumed by hand: it must complete
+    stopped: bool = False  # stopped by hand while it ran: it must stay stopped, and nothing else is done to it
 
     @property
     def healthy(self) -> bool:
@@ -104,8 +106,10 @@ def check_run_outcome(plan: RunPlan, ev: Evidence) -> list[str]:
         return [f"{plan.name}: manifest missing"]
     out = []
     classified = ev.run_records(plan.name, "incident classified")
+    if plan.stopped:
+        return check_stopped(plan, ev, m)
     if plan.bug:
-        if m.halted is None:
+        if m.halted is None and not plan.resumed:
             out.append(f"{plan.name}: every-run {plan.bug} fault but the run is not HALTED (completed_at={m.completed_at})")
         # One decision per incident: a watcher killed between storing a decision and announcing it
         # announces it again on resume (marked resumed), under the same incident id.
@@ -116,16 +120,21 @@ def check_run_outcome(plan: RunPlan, ev: Evidence) -> list[str]:
         decisions = [r.get("decision") for r in mine.values()]
         if decisions != ["act", "halt"]:
             out.append(f"{plan.name}: {plan.bug} incidents decided {decisions}, expected exactly ['act', 'halt']")
-        if m.halted is not None and m.halted.incident:
-            bundle = ev.layout.run_files_dir(plan.name) / f"diagnosis-{m.halted.incident}.md"
+        halt = next((r["incident"] for r in mine if r.get("decision") == "halt"), None)
+        if halt:
+            bundle = ev.layout.run_files_dir(plan.name) / f"diagnosis-{halt}.md"
             if not bundle.exists():
-                out.append(f"{plan.name}: halted by {m.halted.incident} but {bundle.name} is missing")
+                out.append(f"{plan.name}: halted by {halt} but {bundle.name} is missing")
             elif plan.bug == "TRACEBACK" and "KeyError: 'choices'" not in bundle.read_text():
                 out.append(f"{plan.name}: diagnosis bundle lacks the traceback")
         occurrences = ev.logs.get(plan.name, "").count("KeyError: 'choices'") if plan.bug == "TRACEBACK" else None
         if occurrences is not None and occurrences != 2:
             out.append(f"{plan.name}: the code bug ran {occurrences} times, expected exactly 2")
-        return out
+        if not plan.resumed:
+            return out
+        resumes = [r.get("decision") for r in classified if r["rule"] == "MANUAL_RESUME"]
+        if resumes != ["act"]:
+            out.append(f"{plan.name}: resumed by hand once, MANUAL_RESUME decided {resumes}")
     if m.halted is not None or not m.completed_at:
         out.append(f"{plan.name}: recoverable faults {list(plan.faults)} but the run ended "
                    f"{'HALTED (' + m.halted.reason + ')' if m.halted else 'unfinished'}")
@@ -139,6 +148,20 @@ def check_run_outcome(plan: RunPlan, ev: Evidence) -> list[str]:
         acted = [r["action"] for r in ev.run_records(plan.name, "action started") if r.get("action") != "complete"]
         if acted:
             out.append(f"{plan.name}: healthy run was acted on: {acted}; classified {[r['rule'] for r in classified]}")
+    return out
+
+
+def check_stopped(plan: RunPlan, ev: Evidence, m: RunManifest) -> list[str]:
+    """Stopped by hand: it stays stopped, its only incident is the stop, and no item was done twice."""
+    out = []
+    if not m.stopped_at or m.halted is not None or m.completed_at:
+        out.append(f"{plan.name}: stopped by hand but stopped_at={m.stopped_at}, halted={m.halted}, completed_at={m.completed_at}")
+    decided = [(r["rule"], r.get("decision")) for r in ev.run_records(plan.name, "incident classified")]
+    if decided != [("MANUAL_STOP", "act")]:
+        out.append(f"{plan.name}: stopped by hand once, but decided {decided} (expected only MANUAL_STOP act)")
+    got = ev.items.get(plan.name, [])
+    if len(got) != len(set(got)):
+        out.append(f"{plan.name}: items done twice: {sorted({i for i in got if got.count(i) > 1})}")
     return out
 
 

@@ -32,26 +32,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from fleet import Fleet, ts_seconds  # noqa: E402
-from invariants import Evidence, RunPlan, check_all, parse_audit  # noqa: E402
+from fleet import Fleet, quietly, ts_seconds  # noqa: E402
+from invariants import RULE_OF_FAULT, Evidence, RunPlan, check_all, parse_audit  # noqa: E402
+from stories import STORIES, at_rest, launch, reached, slurm_cluster, wait_until, while_down  # noqa: E402
 from expwatch.quick_scale import FAST_SETTINGS, fast_rules  # noqa: E402
 
-ITEMS = 8
 LAUNCH_LOCK = threading.Lock()
-DELAY = 0.03
 SETTINGS = FAST_SETTINGS + "audit: {max_bytes: 1000000000}\n"
-
-# Each story is one run of the stand-in evaluation with one fault (fake_eval --fault).
-STORIES: dict[str, tuple[str, ...]] = {
-    "completion": (),
-    "die-once": ("die@3",),
-    "die-always": ("die:always@3",),
-    "crash-always": ("traceback:always@3",),
-    "rate-limit": ("rate_limit@3",),
-    "proxy-down": ("proxy@3",),
-    "oom": ("oom@3",),
-    "hang": ("hang@3",),
-}
 
 
 @dataclass(frozen=True)
@@ -69,40 +56,54 @@ class CellResult:
     trace: list[str] = field(default_factory=list)
 
 
-def at_rest(fleet: Fleet, name: str) -> bool:
-    try:
-        m = fleet.manifest(name)
-    except Exception:
-        return False
-    return bool(m.completed_at or m.halted)
-
-
 def run_cell(cell: Cell, workdir: Path, timeout: float = 60.0) -> CellResult:
     started = time.monotonic()
+    story = STORIES[cell.story]
     root = workdir / f"{cell.story}-{cell.point.replace(':', '_').replace('#', '_').replace(' ', '_') or 'trace'}"
     shutil.rmtree(root, ignore_errors=True)
     trace = root / "crash-trace.txt"
     testing = f"testing: {{crash_at: {cell.point!r}}}\n" if cell.point else f"testing: {{crash_trace: {str(trace)!r}}}\n"
     root.mkdir(parents=True)
-    fleet = Fleet(root, settings=SETTINGS + testing, rules=fast_rules())
+    fleet = Fleet(root, settings=SETTINGS, rules=fast_rules())
     result = CellResult(cell)
-    plan = RunPlan("run", ITEMS, STORIES[cell.story])
+    plan = story.plan("run")
+
     def recover() -> None:
         """The watcher SIGKILLed itself: the next one runs without the crash point (recovery is what is tested)."""
         result.killed = True
         (root / "expwatch.yaml").write_text(SETTINGS)
         fleet.start_watcher()
 
+    def by_hand(argv: list[str]) -> None:
+        with LAUNCH_LOCK:  # launch and the commands swap sys.stdout to stay quiet: one thread at a time
+            if argv[0] == "launch":
+                launch(story, fleet, plan.name)
+            elif quietly([*argv, plan.name, "--dir", str(root)]) != 0:
+                result.violations.append(f"expwatch {argv[0]} {plan.name} failed")
+
     try:
+        if story.before:
+            fleet.start_watcher()
+            by_hand(["launch"])
+            if not wait_until(lambda: reached(story, fleet, plan.name), timeout):
+                raise RuntimeError(f"the run never reached {story.before!r} before the armed watcher")
+            if story.before == "halted":
+                time.sleep(1.0)  # let its incident close
+            fleet.stop_watcher(signal.SIGTERM)
+            if problem := while_down(story, fleet, plan.name, timeout):
+                raise RuntimeError(problem)
+        (root / "expwatch.yaml").write_text(SETTINGS + testing)
         try:
             fleet.start_watcher()
         except RuntimeError:
             fleet.stop_watcher()
             recover()
-        with LAUNCH_LOCK:  # launch swaps sys.stdout to stay quiet: one thread at a time
-            fleet.launch(plan.name, [a for f in plan.faults for a in ("--fault", f)], ITEMS, DELAY)
+        if story.operator:
+            by_hand([story.operator])
+        elif not story.before:
+            by_hand(["launch"])
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and not at_rest(fleet, plan.name):
+        while time.monotonic() < deadline and not at_rest(story, fleet, plan.name):
             if fleet.watcher is not None and fleet.watcher.poll() is not None:
                 code = fleet.stop_watcher()
                 if code != -signal.SIGKILL:
@@ -110,7 +111,7 @@ def run_cell(cell: Cell, workdir: Path, timeout: float = 60.0) -> CellResult:
                     break
                 recover()
             time.sleep(0.05)
-        if not at_rest(fleet, plan.name):
+        if not at_rest(story, fleet, plan.name):
             result.violations.append(f"the run is not at rest after {timeout:g}s")
         time.sleep(1.0)  # let the last incident close
         if fleet.stop_watcher(signal.SIGTERM) == -signal.SIGKILL:
@@ -123,13 +124,16 @@ def run_cell(cell: Cell, workdir: Path, timeout: float = 60.0) -> CellResult:
         evidence = Evidence(layout=fleet.layout, records=records, torn=torn,
                             manifests={plan.name: fleet.manifest(plan.name)}, items={plan.name: fleet.items(plan.name)},
                             logs={plan.name: (root / f"{plan.name}.log").read_text(errors="replace")})
-        result.violations += check_all([plan], evidence) + check_prompt_decisions(records, plan.name)
+        result.violations += (check_all([plan], evidence) + check_prompt_decisions(records, plan.name)
+                              + check_one_decision(records, plan))
         if trace.exists():
             result.trace = trace.read_text().splitlines()
     except Exception as exc:  # a harness failure is a failed cell, not a crashed sweep
         result.violations.append(f"{type(exc).__name__}: {exc}")
     finally:
         fleet.cleanup()
+    if not result.violations:
+        shutil.rmtree(root, ignore_errors=True)  # a failed cell's folder is kept for its audit, logs and state
     result.seconds = time.monotonic() - started
     return result
 
@@ -161,6 +165,25 @@ def check_prompt_decisions(records: list[dict], run: str) -> list[str]:
     return out
 
 
+def check_one_decision(records: list[dict], plan: RunPlan) -> list[str]:
+    """Each once-fault of the run (a failure that heals) is acted on in exactly one incident of its rule.
+
+    A decision recorded just before a watcher kill and never stored is decided anew by the next watcher
+    (bench/invariants.py ``superseded``); only the incidents that acted count."""
+    acted = {r["incident"] for r in records if r.get("run") == plan.name and r["event"] == "action started"}
+    out = []
+    for spec in plan.faults:
+        kind, _, when = spec.partition("@")[0].partition(":")
+        rule = RULE_OF_FAULT[kind]
+        if when == "always" or rule is None:
+            continue
+        incidents = [r["incident"] for r in records if r.get("run") == plan.name and r["event"] == "incident classified"
+                     and r.get("rule") == rule and r["incident"] in acted]
+        if len(incidents) != 1:
+            out.append(f"{plan.name}: the {kind} failure was acted on by {len(incidents)} {rule} incidents, expected exactly 1")
+    return out
+
+
 def points_of(trace: list[str], full: bool, max_pass: int) -> list[str]:
     """``POINT#N`` for each point passed (each pass up to max_pass with ``full``, else the first)."""
     seen: dict[str, int] = {}
@@ -173,16 +196,29 @@ def points_of(trace: list[str], full: bool, max_pass: int) -> list[str]:
     return cells
 
 
-def sweep(stories: list[str], workdir: Path, full: bool, max_pass: int, jobs: int) -> list[CellResult]:
+def sweep(stories: list[str], workdir: Path, full: bool, max_pass: int, jobs: int,
+          also: tuple[Cell, ...] = ()) -> list[CellResult]:
+    """The cells of these stories (and ``also``, cells chosen by hand, when their story's trace passes the point);
+    the SLURM ones get a private cluster, or are left out (saying why) where none starts."""
+    if not any(STORIES[s].runner == "slurm" for s in stories):
+        return sweep_cells(stories, workdir, full, max_pass, jobs, also)
+    with slurm_cluster() as conf:
+        return sweep_cells([s for s in stories if conf or STORIES[s].runner != "slurm"], workdir, full, max_pass, jobs, also)
+
+
+def sweep_cells(stories: list[str], workdir: Path, full: bool, max_pass: int, jobs: int,
+                also: tuple[Cell, ...]) -> list[CellResult]:
     with ThreadPoolExecutor(jobs) as pool:
         traces = list(pool.map(lambda s: run_cell(Cell(s, ""), workdir), stories))
     cells, covered = [], set()
     for result in traces:
-        for point in points_of(result.trace, full, max_pass):
+        passed = points_of(result.trace, full, max_pass)
+        for point in passed:
             name = point.split("#")[0]
             if full or name not in covered:
                 cells.append(Cell(result.cell.story, point))
                 covered.add(name)
+        cells += [c for c in also if c.story == result.cell.story and c.point in passed and c not in cells]
     with ThreadPoolExecutor(jobs) as pool:
         return traces + list(pool.map(lambda c: run_cell(c, workdir), cells))
 
@@ -222,8 +258,11 @@ def main(argv: list[str] | None = None) -> int:
           f"{sum(r.killed for r in cells)} watcher kills, {len(failed)} failed, {time.monotonic() - started:.0f}s")
     if args.markdown:
         print(markdown(results))
+    if failed:
+        print(f"the failed cells' folders are kept in {workdir}")
+        return 1
     shutil.rmtree(workdir, ignore_errors=True)
-    return 1 if failed else 0
+    return 0
 
 
 if __name__ == "__main__":

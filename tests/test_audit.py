@@ -272,6 +272,28 @@ def test_two_processes_append_to_one_file(log_path: Path):
     assert [r["seq"] for r in records if r["run"] == "a"] == list(range(1000))
 
 
+def test_records_of_two_processes_are_in_time_order_in_the_file(log_path: Path):
+    # `expwatch resume` writes while the watcher does; the crash sweep's resume story found a record
+    # stamped a millisecond before the watcher's landing after it.
+    script = textwrap.dedent(
+        """
+        import sys
+        from pathlib import Path
+        from expwatch.audit.log import AuditLog
+
+        log = AuditLog(Path(sys.argv[1]))
+        for seq in range(3000):
+            log.record("tick", run=sys.argv[2], seq=seq)
+        """
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    children = [subprocess.Popen([sys.executable, "-c", script, str(log_path), name], env=env) for name in ("a", "b", "c")]
+    assert [c.wait(timeout=60) for c in children] == [0, 0, 0]
+    stamps = [r["ts"] for r in iter_records(log_path)]
+    assert len(stamps) == 9000
+    assert [(a, b) for a, b in zip(stamps, stamps[1:]) if b < a] == []
+
+
 def test_timeline_shows_time_link_fields_and_the_telling_detail(log_path: Path):
     log = AuditLog(log_path)
     log.record("rule_matched", run="llama", rule="OOM", incident="3f2a9c1d-77e0-4b1e-9d8e-0c5b6a7f8e91",

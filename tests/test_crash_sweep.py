@@ -1,9 +1,12 @@
 """Crash at every step: the watcher SIGKILLed right after each named crash point, then the invariants.
 
 This runs the sweep at CI size (every crash point once, in the first story
-that passes it); ``python bench/sweep.py --full`` runs every story at every
-point. A failing cell names its story and point; replay it with
-``python bench/sweep.py --story STORY``.
+that passes it, and one cell each of the stories that act around the watcher:
+a resume and a stop by hand, a run that dies while no watcher runs);
+``python bench/sweep.py --full`` runs every story at every point. A failing
+cell names its story and point; replay it with ``python bench/sweep.py
+--story STORY``. The SLURM story runs where a private cluster starts (root,
+slurm-wlm and munge), and is left out elsewhere.
 """
 
 from __future__ import annotations
@@ -16,14 +19,25 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
 from sweep import STORIES, Cell, run_cell, sweep  # noqa: E402
 
+# Where each of those stories differs from the others (one cell each, to keep CI near two minutes): the
+# resume noticed, the stopped run's exit, the death found at start, the job's end read from SLURM.
+ALSO = (
+    Cell("resume", "store:save_run#1"),
+    Cell("stop", "audit:process exited#1"),
+    Cell("die-while-down", "audit:run discovered#1"),
+    Cell("slurm-die-while-down", "audit:process exited#1"),
+)
+
 
 def test_no_decision_is_lost_when_the_watcher_dies_right_after_any_crash_point(tmp_path):
-    results = sweep(list(STORIES), tmp_path, full=False, max_pass=1, jobs=2)
+    results = sweep(list(STORIES), tmp_path, full=False, max_pass=1, jobs=2, also=ALSO)
     cells = [r for r in results if r.cell.point]
     points = {r.cell.point.split("#")[0] for r in cells}
     # The points every story shares must all have been reached and survived.
     assert {"store:open_incident", "store:step_started", "store:step_finished", "store:close_incident",
             "runner:launch", "manifest:save", "audit:incident classified", "audit:action planned"} <= points
+    ran = {r.cell for r in cells}
+    assert {c for c in ALSO if STORIES[c.story].runner == "local"} <= ran
     assert all(r.killed for r in cells)
     failures = [f"{r.cell.story} @ {r.cell.point or '(no crash)'}: {v}" for r in results for v in r.violations]
     assert failures == []

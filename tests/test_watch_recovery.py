@@ -197,3 +197,49 @@ def test_resume_and_stop_by_hand_are_incidents_with_the_same_records_as_a_rules(
                          ("action finished", action, outcome), ("incident closed", None, "restarted" if action == "restart" else "done")]
         assert all(r["rules_digest"] == classified[0]["rules_digest"] for r in experiments.audit(run="hand") if r.get("incident") == incident)
     assert experiments.manifest("hand").restarts == 1 and experiments.manifest("hand").stopped_at is None
+
+
+
+def test_a_halted_run_fixed_and_resumed_under_a_live_watcher_is_restarted_once_not_also_as_dead(experiments):
+    # The crash sweep's resume story: the halt was cleared before the relaunch, and the live watcher
+    # took the old, dead process of the run it saw resumed for a death to heal (a second restart).
+    import shlex
+
+    from expwatch.cli import main as cli
+
+    (experiments.root / "expwatch.rules.yaml").write_text(fast_rules())
+    result, script = experiments.root / "bug.json", experiments.root / "bug.sh"
+    command = [sys.executable, "-m", "expwatch.demo.fake_eval", "--items", "8", "--output", str(result), "--delay", "0.2"]
+    script.write_text("exec " + shlex.join(command + ["--fault", "traceback:always@3"]) + "\n")
+    watcher = experiments.start_watcher()
+    assert cli(["launch", "--yes", "--name", "bug", "--log", str(experiments.root / "bug.log"), "--result", str(result),
+                "--expected", "8", "--dir", str(experiments.root), "--", "sh", str(script)]) == 0
+    wait_for(lambda: experiments.manifest("bug").halted, timeout=30, what="bug halted")
+    experiments.wait_settled("bug")
+    script.write_text("exec " + shlex.join(command) + "\n")  # the bug fixed
+    assert cli(["resume", "bug", "--dir", str(experiments.root)]) == 0
+    wait_for(lambda: experiments.manifest("bug").completed_at, timeout=30, what="bug to complete")
+    experiments.wait_settled("bug")
+    experiments.stop_watcher(watcher)
+    assert classified(experiments, "bug") == ["TRACEBACK", "TRACEBACK", "MANUAL_RESUME", "COMPLETE"]
+    assert experiments.manifest("bug").restarts == 2
+    assert (experiments.root / "bug.log").read_text().count("Starting evaluation") == 3
+    assert sorted(experiments.items("bug")) == [f"item-{i:04d}" for i in range(8)]
+
+
+def test_a_run_that_crashed_before_any_watcher_read_its_log_is_decided_by_its_crash_not_as_dead(experiments):
+    # The crash sweep's rate-limit, oom, proxy-down and crash-always stories with the watcher killed right
+    # after discovering the run: its whole log was history on the next start, so only DEAD fired.
+    (experiments.root / "expwatch.rules.yaml").write_text(fast_rules())
+    for name, fault in (("limited", "rate_limit@2"), ("buggy", "traceback@2")):
+        experiments.launch(name, "--fault", fault, items=6)
+    for name in ("limited", "buggy"):
+        wait_for(lambda: "Error" in (experiments.root / f"{name}.log").read_text(), timeout=20, what=f"{name} to crash")
+    time.sleep(0.5)
+    watcher = experiments.start_watcher()
+    for name in ("limited", "buggy"):
+        wait_for(lambda: experiments.manifest(name).completed_at, timeout=30, what=f"{name} to complete")
+    experiments.wait_settled("limited", "buggy")
+    experiments.stop_watcher(watcher)
+    assert classified(experiments, "limited") == ["RATE_LIMIT", "COMPLETE"]
+    assert classified(experiments, "buggy") == ["TRACEBACK", "COMPLETE"]

@@ -18,9 +18,12 @@ writer (not stdlib logging, whose handlers buffer and lock per process).
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
@@ -88,6 +91,26 @@ class _AppendOnlyFile:
         if written != len(data):
             raise OSError(f"{self.path}: short write ({written} of {len(data)} bytes); disk full?")
         return line
+
+    @contextmanager
+    def exclusive(self) -> Iterator[None]:
+        """Hold the file against the other processes that append to it while a record is stamped and written.
+
+        Without it a CLI command's record stamped a millisecond before the
+        watcher's could land after it, and the trail would go back in time.
+        The lock is the descriptor's own (flock), so a writer that dies
+        holding it releases it; a descriptor replaced by a rotation meanwhile
+        was closed, which released it too.
+        """
+        if self._fd is None:
+            raise ValueError(f"{self.path}: audit log is closed")
+        fd = self._fd
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            if self._fd == fd:
+                fcntl.flock(fd, fcntl.LOCK_UN)
 
     def _follow_rotation(self) -> int:
         """Reopen if another process rotated the file under our descriptor; return its size.
@@ -180,8 +203,8 @@ class AuditLog:
 
     def record(self, event: str, **fields: Any) -> dict[str, Any]:
         """Write one record; return it as written (with ``ts``, after redaction)."""
-        # The whole chain runs under the lock so ``ts`` order matches file order.
-        with self._lock:
+        # The whole chain runs under the locks so ``ts`` order matches file order, across processes too.
+        with self._lock, self._file.exclusive():
             line = self._log.write(event, **fields)
         crashpoints.passed(f"audit:{event}")
         written = json.loads(line)

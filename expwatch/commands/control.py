@@ -25,7 +25,9 @@ from expwatch.runners.registry import Runners
 from expwatch.settings import Settings, SettingsError, load_settings
 from expwatch.state import IncidentRow, StateStore
 
-MANUAL = {"resume": ("MANUAL_RESUME", [{"name": "restart", "arg": None}]),
+# The resume's restart clears the halt in the same manifest write that records the new process
+# (actions/process.py restart): cleared before, the watcher would take the old, dead process for a death.
+MANUAL = {"resume": ("MANUAL_RESUME", [{"name": "restart", "arg": "resume"}]),
           "stop": ("MANUAL_STOP", [{"name": "kill", "arg": None}])}
 
 
@@ -100,7 +102,6 @@ def run_resume(args: argparse.Namespace) -> int:
         return 2
     layout, manifest = found
     audit = AuditLog(layout.audit_path)
-    save_manifest(layout, manifest.with_changes(halted=None, stopped_at=None, completed_at=None))
     audit.record("run resumed by hand", run=args.name, was_halted=manifest.halted.reason if manifest.halted else None)
     outcome, failures = _manual_incident(layout, args.name, "resume", audit)
     if failures or outcome != "restarted":

@@ -283,7 +283,7 @@ class EngineLoop:
         read, counted = LogRead(), False
         prefilter = self.decider.classifier.prefilter if replay else self.decider.classifier.live_prefilter
         for line in log_lines(run, replay, prefilter, read):
-            counted = self._on_line(run, line) or counted
+            counted = self.on_line(run, line) or counted
         for note in read.notes:
             self.audit.record("log file changed", run=run.name, file=run.manifest.log, note=note)
         # Saving the read position costs a SQLite write. Lines no rule counts can
@@ -293,7 +293,7 @@ class EngineLoop:
             self.persist.save(run)
         return read.count
 
-    def _on_line(self, run: WatchedRun, line: LogLine) -> bool:
+    def on_line(self, run: WatchedRun, line: LogLine) -> bool:
         outcome = self._contained(run, lambda: self.decider.on_line(
             run.name, run.decisions, run.facts, line.text, time.time(), {"file": line.path, "offset": line.offset, "line": line.text},
             replay=line.replay, finished=run.finished))

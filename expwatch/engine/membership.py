@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from expwatch.engine.reading import ending_crash_lines
 from expwatch.engine.runs import WatchedRun
 from expwatch.engine.snapshot import view_of
 from expwatch.files import NotReadyYet
@@ -58,9 +59,15 @@ class RunMembership:
         if run.facts.alive:
             run.facts.last_log_at = os.stat(manifest.log).st_mtime if os.path.exists(manifest.log) else now
             self.watch_exit(run)
-        elif position is not None:
+        elif not run.finished:
             # It died while no watcher ran: nothing more will be written, so a traceback its log ends
             # with is complete, and it is the cause (found by the crash sweep: it was decided as a bare DEAD).
+            if position is None:
+                # No watcher had read its log, so all of it was history, which triggers nothing: the lines
+                # of the crash it ends with are read again as news (crash sweep: a watcher killed right
+                # after discovering a run that then died of a 429 decided it as a bare DEAD).
+                for line in ending_crash_lines(run, self.loop.crash_limits, int(self.loop.settings.crash["ending_read_bytes"])):
+                    self.loop.on_line(run, line)
             for crash in run.crashes.flush():
                 self.loop.on_crash(run, crash)
         self.loop.read_progress(run)

@@ -8,6 +8,7 @@ what was just appended costs less than a hop through a queue.
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +18,7 @@ from expwatch.files import NotReadyYet, Unreadable
 from expwatch.engine.runs import WatchedRun
 from expwatch.results.progress import read_progress
 from expwatch.rules.prefilter import LinePrefilter
+from expwatch.watcher.crash import CrashAssembler, CrashLimits
 from expwatch.watcher.events import LogLine, Progress
 
 
@@ -58,6 +60,35 @@ def log_lines(run: WatchedRun, replay: bool, prefilter: LinePrefilter | None, re
     if read.count and not replay:
         run.facts.note_activity(time.time())  # the lines skipped after the last one returned are activity too
     read.notes = tuple(notes)
+
+
+def ending_crash_lines(run: WatchedRun, limits: CrashLimits, tail_bytes: int) -> list[LogLine]:
+    """The lines of the crash the run's log ends inside, if it does, from its last ``tail_bytes``.
+
+    Only a crash still open at the end counts (one followed by other lines is
+    over, and history). For a run found dead whose log no watcher had read.
+    """
+    log = run.manifest.log
+    try:
+        with open(log, "rb") as fh:
+            start = max(0, fh.seek(0, os.SEEK_END) - tail_bytes)
+            fh.seek(start)
+            data = fh.read(tail_bytes)
+    except OSError:
+        return []
+    raw_lines = data.split(b"\n")[:-1]  # the bytes after the last newline are not a line yet
+    offset = start
+    if start and raw_lines:
+        offset += len(raw_lines.pop(0)) + 1  # it begins inside a line
+    assembler, lines, opened_at = CrashAssembler(limits), [], 0
+    for raw in raw_lines:
+        text, was_reading = raw.decode("utf-8", "replace"), assembler.reading
+        closed = assembler.feed(text, offset)
+        if assembler.reading and (closed or not was_reading):
+            opened_at = len(lines)
+        lines.append(LogLine(run.name, log, offset, text, False))
+        offset += len(raw) + 1
+    return lines[opened_at:] if assembler.reading else []
 
 
 def progress_of(run: WatchedRun) -> Progress | None:
