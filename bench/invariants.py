@@ -120,7 +120,7 @@ def check_run_outcome(plan: RunPlan, ev: Evidence) -> list[str]:
         decisions = [r.get("decision") for r in mine.values()]
         if decisions != ["act", "halt"]:
             out.append(f"{plan.name}: {plan.bug} incidents decided {decisions}, expected exactly ['act', 'halt']")
-        halt = next((r["incident"] for r in mine if r.get("decision") == "halt"), None)
+        halt = next((r["incident"] for r in mine.values() if r.get("decision") == "halt"), None)
         if halt:
             bundle = ev.layout.run_files_dir(plan.name) / f"diagnosis-{halt}.md"
             if not bundle.exists():
