@@ -177,8 +177,9 @@ def check_one_decision(records: list[dict], plan: RunPlan) -> list[str]:
         rule = RULE_OF_FAULT[kind]
         if when == "always" or rule is None:
             continue
-        incidents = [r["incident"] for r in records if r.get("run") == plan.name and r["event"] == "incident classified"
-                     and r.get("rule") == rule and r["incident"] in acted]
+        # A set: a decision stored just before a kill is announced again on resume, under its own id.
+        incidents = {r["incident"] for r in records if r.get("run") == plan.name and r["event"] == "incident classified"
+                     and r.get("rule") == rule and r["incident"] in acted}
         if len(incidents) != 1:
             out.append(f"{plan.name}: the {kind} failure was acted on by {len(incidents)} {rule} incidents, expected exactly 1")
     return out
