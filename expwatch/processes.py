@@ -31,6 +31,18 @@ def verified_process(pid: int | None, create_time: float | None) -> psutil.Proce
         return None
 
 
+def this_process() -> dict[str, float]:
+    """This process's identity as JSON, for what it owns (an incident ``expwatch resume`` carries out)."""
+    return {"pid": os.getpid(), "create_time": psutil.Process().create_time()}
+
+
+def owner_alive(owner: dict | None) -> bool:
+    """The process ``this_process()`` named, other than this one, still lives."""
+    if not isinstance(owner, dict) or owner.get("pid") == os.getpid():
+        return False
+    return verified_process(owner.get("pid"), owner.get("create_time")) is not None
+
+
 def run_tree(leader: psutil.Process, pgid: int | None) -> list[psutil.Process]:
     """The leader, its descendants, and group members started after it.
 

@@ -265,3 +265,24 @@ def test_whoever_started_the_watcher_is_no_run_even_holding_its_output_file_unde
         time.sleep(2 * POLL_S)
         experiments.stop_watcher(watcher)
     assert not adopted(experiments)
+
+
+def test_a_long_lived_process_found_writing_nothing_is_looked_at_again_only_after_recheck_s(experiments, shell):
+    """The open-files listing of every process each poll was most of an idle watcher's CPU; young ones are always read."""
+    root = experiments.root
+    line = (f"{PY} -c 'import os, time\nwhile not os.path.exists(\"go\"): time.sleep(0.05)\n"
+            f"f = open(\"late.log\", \"a\"); f.write(\"started\\n\"); f.flush(); time.sleep(30)' > /dev/null 2>&1 &")
+    pid = shell(line)
+    young = scan(root, [], DiscoveryConfig.from_settings(load_settings(experiments.layout)))  # recheck_s: 60
+    assert pid not in {p for p, _ in young.quiet}
+    with open(root / "expwatch.yaml", "a") as fh:
+        fh.write("discovery: {recheck_s: 0.5}\n")
+    config = DiscoveryConfig.from_settings(load_settings(experiments.layout))
+    wait_for(lambda: time.time() - psutil.Process(pid).create_time() > 0.6, what="the process older than recheck_s")
+    first = scan(root, [], config)
+    quiet = frozenset(k for k in first.quiet if k[0] == pid)
+    assert quiet and pid not in {f.pid for f in first.found}
+    (root / "go").write_text("")
+    wait_for(lambda: (root / "late.log").exists(), what="the process writing under DIR")
+    assert pid not in {f.pid for f in scan(root, [], config, quiet=quiet).found}  # not listed again while cached
+    assert pid in {f.pid for f in scan(root, [], config).found}  # what the watcher does once recheck_s has passed

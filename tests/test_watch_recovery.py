@@ -243,3 +243,35 @@ def test_a_run_that_crashed_before_any_watcher_read_its_log_is_decided_by_its_cr
     experiments.stop_watcher(watcher)
     assert classified(experiments, "limited") == ["RATE_LIMIT", "COMPLETE"]
     assert classified(experiments, "buggy") == ["TRACEBACK", "COMPLETE"]
+
+
+def test_a_watcher_starting_while_a_resume_by_hand_acts_leaves_its_incident_to_it_until_its_owner_is_gone(experiments):
+    """The command's incident is in the shared state store; resumed by the watcher too, a run could restart twice."""
+    import subprocess
+
+    import psutil
+
+    from expwatch.engine.recording import CLASSIFIED
+    from expwatch.state import StateStore
+
+    experiments.launch("owned")
+    owner = subprocess.Popen(["sleep", "60"])  # stands for the `expwatch resume` process, alive and acting
+    try:
+        store = StateStore(experiments.layout.state_db)
+        plan = [{"name": "alert", "arg": "resumed by the watcher"}]
+        store.open_incident("i-byhand0001", "owned", "MANUAL_RESUME", plan,
+                            {"reason": "resume by hand", "owner": {"pid": owner.pid, "create_time": psutil.Process(owner.pid).create_time()},
+                             CLASSIFIED: {"decision": "act", "candidates": ["MANUAL_RESUME"]}})
+        store.close()
+        watcher = experiments.start_watcher()
+        wait_for(lambda: experiments.audit(event="incident left to its owner"), what="the incident left to its owner")
+        experiments.stop_watcher(watcher)
+        assert not [r for r in experiments.audit(event="action started") if r.get("incident") == "i-byhand0001"]
+    finally:
+        owner.kill()
+        owner.wait()
+    watcher = experiments.start_watcher()  # the owner died mid-way: the next watcher finishes what it began
+    wait_for(lambda: [r for r in experiments.audit(event="incident closed") if r.get("incident") == "i-byhand0001"],
+             what="the incident resumed")
+    experiments.stop_watcher(watcher)
+    assert [r["action"] for r in experiments.audit(event="action started") if r.get("incident") == "i-byhand0001"] == ["alert"]

@@ -37,6 +37,7 @@ class DiscoveryConfig:
     """The ``discovery`` section of settings.yaml, typed."""
 
     budget_s: float
+    recheck_s: float
     result_wait_s: float
     result_flags: tuple[str, ...]
     expected_flags: tuple[str, ...]
@@ -53,6 +54,7 @@ class DiscoveryConfig:
 
         return cls(
             budget_s=settings.discovery["budget_s"],
+            recheck_s=settings.discovery["recheck_s"],
             result_wait_s=settings.discovery["result_wait_s"],
             result_flags=names("result_flags"),
             expected_flags=names("expected_flags"),
@@ -100,6 +102,7 @@ class FoundRun:
 class Scan:
     found: tuple[FoundRun, ...]
     stopped_at: int | None  # the pid the time budget ran out at (the next scan starts there); None: all read
+    quiet: tuple[tuple[int, float], ...] = ()  # (pid, create_time) of processes read that write nothing under root
 
     @property
     def truncated(self) -> bool:
@@ -309,13 +312,17 @@ def _owned(manifests: Iterable[RunManifest]) -> tuple[set[str], set[int], set[in
 
 
 def scan(root: Path, manifests: list[RunManifest], config: DiscoveryConfig,
-         skip: frozenset[tuple[int, float]] = frozenset(), resume_at: int = 0) -> Scan:
+         skip: frozenset[tuple[int, float]] = frozenset(), resume_at: int = 0,
+         quiet: frozenset[tuple[int, float]] = frozenset()) -> Scan:
     """Every unrecorded writer into *root* of this user, topmost process of each tree only.
 
     *skip*: (pid, create_time) of writers the caller has dealt with; they are
-    not inferred again (inference reads their result files). Processes are
-    read in pid order from *resume_at* on, wrapping round, so a scan cut
-    short by ``budget_s`` is continued by the next one instead of starting over.
+    not inferred again (inference reads their result files). *quiet*: those a
+    recent scan found writing nothing under *root*; their open files are not
+    listed again (that listing, a readlink per descriptor of every process of
+    the user, was most of an idle watcher's CPU). Processes are read in pid
+    order from *resume_at* on, wrapping round, so a scan cut short by
+    ``budget_s`` is continued by the next one instead of starting over.
     """
     root = Path(root).resolve()
     uid = os.getuid()
@@ -331,6 +338,8 @@ def scan(root: Path, manifests: list[RunManifest], config: DiscoveryConfig,
         elders, shared = set(), frozenset()
     started = time.monotonic()
     writers: list[_Writer] = []
+    found_quiet: list[tuple[int, float]] = []
+    wall = time.time()
     stopped_at = None
     everyone = psutil.pids()
     order = [p for p in everyone if p >= resume_at] + [p for p in everyone if p < resume_at]
@@ -342,12 +351,17 @@ def scan(root: Path, manifests: list[RunManifest], config: DiscoveryConfig,
             continue
         try:
             proc = psutil.Process(pid)
-            if proc.uids().real != uid:
+            key = (pid, proc.create_time())
+            if key in quiet or proc.uids().real != uid:
                 continue
         except psutil.Error:
             continue
         w = _writer(proc, root, config, shared)
-        if w is None or me in w.ancestors or pids & set(w.ancestors) or w.pgid in groups:
+        if w is None:
+            if wall - key[1] >= config.recheck_s:  # a young one may be importing torch before it opens its log
+                found_quiet.append(key)
+            continue
+        if me in w.ancestors or pids & set(w.ancestors) or w.pgid in groups:
             continue  # the watcher's own children, and processes of a watched run
         written = {p for _, p in w.writes} | ({w.named_result[1]} if w.named_result else set())
         if written <= files:
@@ -360,4 +374,4 @@ def scan(root: Path, manifests: list[RunManifest], config: DiscoveryConfig,
     now = time.time()
     fresh = [w for w in tops if (w.proc.pid, w.create_time) not in skip]
     found = tuple(infer(w, root, taken, config, now) for w in sorted(fresh, key=lambda w: w.create_time))
-    return Scan(found, stopped_at)
+    return Scan(found, stopped_at, tuple(found_quiet))

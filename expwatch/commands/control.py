@@ -18,6 +18,7 @@ from expwatch.audit.log import AuditLog
 from expwatch.engine.recording import CLASSIFIED, announce
 from expwatch.layout import ExperimentsLayout
 from expwatch.manifest import ManifestError, RunManifest, load_named, save_manifest
+from expwatch.processes import this_process
 from expwatch.rules.incidents import new_incident_id
 from expwatch.rules.loader import RulesError, load_rules
 from expwatch.run_options import now_iso
@@ -67,7 +68,8 @@ def _manual_incident(layout: ExperimentsLayout, name: str, kind: str, audit: Aud
     rule, plan = MANUAL[kind]
     incident = new_incident_id()
     reason = f"{kind} by hand"
-    context = {"reason": reason, "rules_digest": _digest(layout, settings),
+    # The owner: a watcher that starts meanwhile leaves the incident to this command (expwatch/engine/recovery.py).
+    context = {"reason": reason, "rules_digest": _digest(layout, settings), "owner": this_process(),
                CLASSIFIED: {"decision": "act", "reason": reason, "candidates": [rule]}}
     failures: list[str] = []
 

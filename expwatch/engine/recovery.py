@@ -2,7 +2,8 @@
 
 Unfinished incidents are read before any run is discovered, so each run
 claims its own before anything about it is evaluated (new matches then join
-it instead of racing it), and are resumed once every run is known.
+it instead of racing it), and are resumed once every run is known. One a
+live `expwatch resume` or `stop` owns is left to it.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from expwatch.audit.log import AuditLog
 from expwatch.catalog import informational
 from expwatch.engine.recording import announce_again
 from expwatch.engine.runs import RunTable, WatchedRun
+from expwatch.processes import owner_alive
 from expwatch.rules.decide import Decider
 from expwatch.state import IncidentRow, StateStore
 
@@ -20,7 +22,14 @@ from expwatch.state import IncidentRow, StateStore
 class Recovery:
     def __init__(self, store: StateStore, audit: AuditLog, executor: IncidentExecutor):
         self._store, self._audit, self._executor = store, audit, executor
-        self._leftovers: list[IncidentRow] = store.unfinished_incidents()
+        self._leftovers: list[IncidentRow] = []
+        for row in store.unfinished_incidents():
+            if owner_alive(row.context.get("owner")):
+                # `expwatch resume`/`stop` is carrying it out right now: resumed here too, it could restart twice.
+                audit.record("incident left to its owner", run=row.run, rule=row.rule, incident=row.id,
+                             owner_pid=row.context["owner"]["pid"])
+            else:
+                self._leftovers.append(row)
 
     def claim(self, run: WatchedRun, decider: Decider) -> None:
         for row in self._leftovers:
