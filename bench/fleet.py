@@ -136,7 +136,9 @@ class Fleet:
         argv = ["launch", "--yes", "--runner", runner, "--name", name, "--log", str(self.root / f"{name}.log"),
                 "--result", str(self.root / f"{name}.json"), "--expected", str(items), "--dir", str(self.root), "--", *command]
         code = quietly(argv)
-        if code != 0:
+        # Exit 1 with a manifest written: the run started and died before launch's own check looked
+        # (a fault at item 3 of 30 ms items, on a loaded machine). That death is the story's to handle.
+        if code != 0 and not (code == 1 and self.layout.manifest_path(name).exists()):
             raise RuntimeError(f"expwatch launch of {name} failed ({code})")
 
     def manifest(self, name: str) -> RunManifest:
