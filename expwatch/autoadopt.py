@@ -35,7 +35,7 @@ class RunDiscovery:
         self._record = record
         self._console = console
         self._told: set[tuple[int, float]] = set()  # (pid, create_time) already suggested, or not adoptable
-        self._quiet: dict[tuple[int, float], float] = {}  # (pid, create_time) found writing nothing under DIR -> when
+        self._quiet: dict[int, float] = {}  # pid found writing nothing under DIR (and old enough) -> when
         self._told_jobs: set[str] = set()  # SLURM job ids already suggested
         self._resume_at = 0  # the pid a scan cut short by the time budget stopped at
         self._slurm_down_at: float | None = None  # when SLURM last could not be asked
@@ -79,10 +79,10 @@ class RunDiscovery:
 
     def _sweep_processes(self, manifests: list[RunManifest]) -> None:
         now = time.monotonic()
-        self._quiet = {key: at for key, at in self._quiet.items() if now - at < self.config.recheck_s}
+        self._quiet = {pid: at for pid, at in self._quiet.items() if now - at < self.config.recheck_s}
         result = scan(self.layout.root, manifests, self.config, skip=frozenset(self._told), resume_at=self._resume_at,
                       quiet=frozenset(self._quiet))
-        self._quiet.update(dict.fromkeys(result.quiet, now))
+        self._quiet.update(dict.fromkeys((pid for pid, _ in result.quiet), now))
         if result.truncated and not self._resume_at:
             self._record("discovery truncated", budget_s=self.config.budget_s, stopped_at_pid=result.stopped_at,
                          note="the rest is read by the next safety polls")

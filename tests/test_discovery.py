@@ -280,7 +280,7 @@ def test_a_long_lived_process_found_writing_nothing_is_looked_at_again_only_afte
     config = DiscoveryConfig.from_settings(load_settings(experiments.layout))
     wait_for(lambda: time.time() - psutil.Process(pid).create_time() > 0.6, what="the process older than recheck_s")
     first = scan(root, [], config)
-    quiet = frozenset(k for k in first.quiet if k[0] == pid)
+    quiet = frozenset(p for p, _ in first.quiet if p == pid)
     assert quiet and pid not in {f.pid for f in first.found}
     (root / "go").write_text("")
     wait_for(lambda: (root / "late.log").exists(), what="the process writing under DIR")

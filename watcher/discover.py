@@ -313,14 +313,15 @@ def _owned(manifests: Iterable[RunManifest]) -> tuple[set[str], set[int], set[in
 
 def scan(root: Path, manifests: list[RunManifest], config: DiscoveryConfig,
          skip: frozenset[tuple[int, float]] = frozenset(), resume_at: int = 0,
-         quiet: frozenset[tuple[int, float]] = frozenset()) -> Scan:
+         quiet: frozenset[int] = frozenset()) -> Scan:
     """Every unrecorded writer into *root* of this user, topmost process of each tree only.
 
     *skip*: (pid, create_time) of writers the caller has dealt with; they are
-    not inferred again (inference reads their result files). *quiet*: those a
-    recent scan found writing nothing under *root*; their open files are not
-    listed again (that listing, a readlink per descriptor of every process of
-    the user, was most of an idle watcher's CPU). Processes are read in pid
+    not inferred again (inference reads their result files). *quiet*: pids a
+    recent scan found writing nothing under *root*; they are not read again
+    (listing every process's descriptors, a readlink each, was most of an
+    idle watcher's CPU; a pid reused meanwhile is seen once the caller
+    forgets it, after ``recheck_s``). Processes are read in pid
     order from *resume_at* on, wrapping round, so a scan cut short by
     ``budget_s`` is continued by the next one instead of starting over.
     """
@@ -347,12 +348,12 @@ def scan(root: Path, manifests: list[RunManifest], config: DiscoveryConfig,
         if index and time.monotonic() - started > config.budget_s:  # at least one process per scan: progress
             stopped_at = pid
             break
-        if pid == me or pid in pids or pid in elders:
+        if pid == me or pid in pids or pid in elders or pid in quiet:
             continue
         try:
             proc = psutil.Process(pid)
             key = (pid, proc.create_time())
-            if key in quiet or proc.uids().real != uid:
+            if proc.uids().real != uid:
                 continue
         except psutil.Error:
             continue
