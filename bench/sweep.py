@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from fleet import Fleet, quietly, ts_seconds  # noqa: E402
 from invariants import RULE_OF_FAULT, Evidence, RunPlan, check_all, parse_audit  # noqa: E402
-from stories import STORIES, at_rest, launch, reached, slurm_cluster, wait_until, while_down  # noqa: E402
+from sweep_stories import STORIES, at_rest, launch, reached, slurm_cluster, wait_until, while_down  # noqa: E402
 from expwatch.quick_scale import FAST_SETTINGS, fast_rules  # noqa: E402
 
 LAUNCH_LOCK = threading.Lock()

@@ -68,3 +68,11 @@ def test_every_audit_event_the_code_writes_is_in_the_catalogue():
         for path in (ROOT / folder).rglob("*.py"):
             written.update(re.findall(r'(?:record|_audit|_record)\(\s*"([a-z][a-z :]*)"', path.read_text()))
     assert written and written <= set(AUDIT_EVENTS), written - set(AUDIT_EVENTS)
+
+
+def test_no_bench_module_shares_a_name_with_a_test_module():
+    """Both folders go on sys.path (tests import bench/): a shared name imports whichever came first."""
+    root = Path(__file__).resolve().parent.parent
+    bench = {p.stem for p in (root / "bench").glob("*.py")}
+    tests = {p.stem for p in (root / "tests").glob("*.py")}
+    assert bench & tests == set()
