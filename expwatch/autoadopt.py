@@ -82,7 +82,7 @@ class RunDiscovery:
         self._quiet = {pid: at for pid, at in self._quiet.items() if now - at < self.config.recheck_s}
         result = scan(self.layout.root, manifests, self.config, skip=frozenset(self._told), resume_at=self._resume_at,
                       quiet=frozenset(self._quiet))
-        self._quiet.update(dict.fromkeys((pid for pid, _ in result.quiet), now))
+        self._quiet.update(dict.fromkeys(result.quiet, now))
         if result.truncated and not self._resume_at:
             self._record("discovery truncated", budget_s=self.config.budget_s, stopped_at_pid=result.stopped_at,
                          note="the rest is read by the next safety polls")

@@ -102,7 +102,7 @@ class FoundRun:
 class Scan:
     found: tuple[FoundRun, ...]
     stopped_at: int | None  # the pid the time budget ran out at (the next scan starts there); None: all read
-    quiet: tuple[tuple[int, float], ...] = ()  # (pid, create_time) of processes read that write nothing under root
+    quiet: tuple[int, ...] = ()  # pids of processes read that write nothing under root (and are old enough to skip)
 
     @property
     def truncated(self) -> bool:
@@ -339,7 +339,7 @@ def scan(root: Path, manifests: list[RunManifest], config: DiscoveryConfig,
         elders, shared = set(), frozenset()
     started = time.monotonic()
     writers: list[_Writer] = []
-    found_quiet: list[tuple[int, float]] = []
+    found_quiet: list[int] = []
     wall = time.time()
     stopped_at = None
     everyone = psutil.pids()
@@ -352,15 +352,17 @@ def scan(root: Path, manifests: list[RunManifest], config: DiscoveryConfig,
             continue
         try:
             proc = psutil.Process(pid)
-            key = (pid, proc.create_time())
             if proc.uids().real != uid:
                 continue
         except psutil.Error:
             continue
         w = _writer(proc, root, config, shared)
         if w is None:
-            if wall - key[1] >= config.recheck_s:  # a young one may be importing torch before it opens its log
-                found_quiet.append(key)
+            try:
+                if wall - proc.create_time() >= config.recheck_s:  # a young one may be importing torch before it opens its log
+                    found_quiet.append(pid)
+            except psutil.Error:
+                pass
             continue
         if me in w.ancestors or pids & set(w.ancestors) or w.pgid in groups:
             continue  # the watcher's own children, and processes of a watched run
