@@ -52,6 +52,9 @@ class IncidentRow:
     context: dict[str, Any]
 
 
+PUT_RUN = "INSERT OR REPLACE INTO runs(name, data) VALUES (?, ?)"
+
+
 class StateStore:
     def __init__(self, path: Path):
         path.parent.mkdir(parents=True, exist_ok=True, mode=PRIVATE_DIR)
@@ -80,7 +83,7 @@ class StateStore:
         with self._lock:
             if self._written.get(name) == text:
                 return
-            self._db.execute("INSERT OR REPLACE INTO runs(name, data) VALUES (?, ?)", (name, text))
+            self._db.execute(PUT_RUN, (name, text))
             self._written[name] = text
         crashpoints.passed("store:save_run")
 
@@ -100,19 +103,15 @@ class StateStore:
         text = json.dumps(run_data) if run_data is not None else None
         with self._lock:
             self._db.execute("BEGIN")
-            try:
+            with self._db:  # COMMIT, or ROLLBACK on any error
                 self._db.execute(
                     "INSERT INTO incidents VALUES (?, ?, ?, 'acting', ?, 0, 0, '{}', ?, ?)",
                     (inc_id, run, rule, json.dumps(plan), json.dumps(redact_record(context), default=str), time.time()),
                 )
                 if text is not None:
-                    self._db.execute("INSERT OR REPLACE INTO runs(name, data) VALUES (?, ?)", (run, text))
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
+                    self._db.execute(PUT_RUN, (run, text))
             if text is not None:
-                self._written[run] = text
+                self._written[run] = text  # once committed: a save of the same state then costs nothing
         crashpoints.passed("store:open_incident")
 
     def step_started(self, inc_id: str, step: int, info: dict[str, Any]) -> None:
