@@ -15,6 +15,7 @@ from pathlib import Path
 import psutil
 
 from fleet import Fleet, wait_for
+from latency import start_profiler
 
 
 @dataclass(frozen=True)
@@ -27,7 +28,8 @@ class IdleResult:
     threads: int
 
 
-def measure(workdir: Path, runs: int, window: float) -> IdleResult:
+def measure(workdir: Path, runs: int, window: float, profile: Path | None = None) -> IdleResult:
+    """``profile``: also sample the watcher with py-spy over the window (raw stacks there; bench/profile.py --idle)."""
     fleet = Fleet(workdir / f"idle-{runs}")
     try:
         fleet.adopt_sleepers([f"q{i:03d}" for i in range(runs)])
@@ -35,6 +37,7 @@ def measure(workdir: Path, runs: int, window: float) -> IdleResult:
         wait_for(lambda: len(fleet.audit.select("run discovered")) >= runs, 60, "every run to be discovered")
         time.sleep(2.0)
         proc = psutil.Process(fleet.watcher.pid)
+        spy = start_profiler(fleet.watcher.pid, profile, window, gil=False) if profile else None
         cpu0, t0 = proc.cpu_times(), time.monotonic()
         rss_max = 0
         while time.monotonic() - t0 < window:
@@ -42,6 +45,8 @@ def measure(workdir: Path, runs: int, window: float) -> IdleResult:
             time.sleep(min(1.0, max(0.0, window - (time.monotonic() - t0))))
         cpu1, t1 = proc.cpu_times(), time.monotonic()
         rss_end = proc.memory_info().rss
+        if spy is not None:
+            spy.wait(timeout=window + 30)
         busy = (cpu1.user + cpu1.system) - (cpu0.user + cpu0.system)
         return IdleResult(runs, t1 - t0, 100 * busy / (t1 - t0), max(rss_max, rss_end) / 2**20, rss_end / 2**20, proc.num_threads())
     finally:

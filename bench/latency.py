@@ -61,10 +61,15 @@ def percentile(sorted_values: list[float], q: float) -> float:
     return sorted_values[rank - 1]
 
 
-def start_profiler(pid: int, out: Path, duration: float) -> subprocess.Popen:
-    """py-spy sampling every thread of ``pid`` (idle ones excluded) for ``duration`` s into a raw stacks file."""
+def start_profiler(pid: int, out: Path, duration: float, gil: bool = True) -> subprocess.Popen:
+    """py-spy sampling every thread of ``pid`` (idle ones excluded) for ``duration`` s into a raw stacks file.
+
+    ``gil``: only samples holding the GIL (Python's own CPU); without it, also
+    threads busy in system calls, which is most of what an idle watcher does.
+    """
     spy = Path(sys.executable).with_name("py-spy")
-    return subprocess.Popen([str(spy), "record", "--pid", str(pid), "--format", "raw", "--rate", "200", "--threads", "--gil",
+    return subprocess.Popen([str(spy), "record", "--pid", str(pid), "--format", "raw", "--rate", "200", "--threads",
+                             *(["--gil"] if gil else []),
                              "--duration", str(int(duration)), "--output", str(out), "--nonblocking"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 

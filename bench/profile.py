@@ -1,13 +1,14 @@
 """Where the live path's CPU goes: py-spy over a real detection-latency run.
 
-    python bench/profile.py [--runs 100] [--duration 20] [--top 25] [--out stacks.txt]
+    python bench/profile.py [--runs 100] [--duration 20] [--top 25] [--out stacks.txt] [--idle]
 
 Runs bench/latency.py's workload (N adopted runs, bench/logwriter.py at 20
 lines/s each, probe lines) while py-spy samples the watcher process, then
 prints, per thread, the functions holding the most samples: *self* (the
 function was on top of the stack) and *total* (anywhere on it). py-spy is a
 pip package (``pip install py-spy``); it reads the process from outside, so
-the watcher runs unmodified.
+the watcher runs unmodified. ``--idle`` samples bench/idle.py's workload
+instead: N quiet runs, nothing written, the shipped 5 s safety poll.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import idle  # noqa: E402
 import latency  # noqa: E402
 
 # py-spy raw format: "thread (0x7f..);frame;frame;... count", a frame being "func (file:line)".
@@ -53,7 +55,7 @@ def summarise(raw: Path, top: int) -> str:
             self_n[frames[-1]] += n
         for name in set(frames):
             total_n[name] += n
-    out = [f"{samples} samples (200/s, only while holding the GIL: Python CPU)", "", "| thread | samples | share |", "|---|---|---|"]
+    out = [f"{samples} samples (200/s)", "", "| thread | samples | share |", "|---|---|---|"]
     out += [f"| {t} | {n} | {100 * n / samples:.0f}% |" for t, n in threads.most_common(6)]
     out += ["", "| function (self) | samples | share |", "|---|---|---|"]
     out += [f"| `{f}` | {n} | {100 * n / samples:.1f}% |" for f, n in self_n.most_common(top)]
@@ -68,9 +70,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration", type=float, default=20.0)
     parser.add_argument("--top", type=int, default=25)
     parser.add_argument("--out", type=Path, help="keep py-spy's raw stacks here")
+    parser.add_argument("--idle", action="store_true", help="profile quiet runs (bench/idle.py) instead of the live path")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="expwatch-profile-") as tmp:
         raw = args.out or Path(tmp) / "stacks.txt"
+        if args.idle:
+            quiet = idle.measure(Path(tmp), args.runs, args.duration, profile=raw)
+            print(f"{args.runs} quiet runs for {quiet.window_s:.0f} s: watcher CPU {quiet.cpu_pct:.2f}% of a core, "
+                  f"RSS {quiet.rss_mb_max:.0f} MB\n")
+            print(summarise(raw, args.top))
+            return 0
         result = latency.measure(Path(tmp), args.runs, 20.0, args.duration, 200, 1, profile=raw)
         print(f"{args.runs} runs × 20 lines/s for {args.duration:g} s: watcher CPU {result.watcher_cpu_pct:.1f}% of a core, "
               f"p50 {result.p50_ms:.1f} ms, p99 {result.p99_ms:.1f} ms, {result.seen}/{result.probes} probes\n")

@@ -15,11 +15,13 @@ import subprocess
 import sys
 import time
 import uuid
+from pathlib import Path
 
 import psutil
 import pytest
 
-from conftest import wait_for
+from conftest import fast_rules, wait_for
+from endpoint import closed_port
 from fleet import ts_seconds
 from expwatch.cli import main as cli
 from expwatch.display.records import summary
@@ -30,6 +32,7 @@ from expwatch.watcher.discover import DiscoveryConfig, scan
 PY = shlex.quote(sys.executable)
 FAKE = f"{PY} -m expwatch.demo.fake_eval"
 POLL_S = 1.0  # FAST_SETTINGS' watch.safety_poll_s
+CRASHER = shlex.quote(str(Path(__file__).parent / "clients" / "client_crash.py"))
 
 
 @pytest.fixture
@@ -286,3 +289,23 @@ def test_a_long_lived_process_found_writing_nothing_is_looked_at_again_only_afte
     wait_for(lambda: (root / "late.log").exists(), what="the process writing under DIR")
     assert pid not in {f.pid for f in scan(root, [], config, quiet=quiet).found}  # not listed again while cached
     assert pid in {f.pid for f in scan(root, [], config).found}  # what the watcher does once recheck_s has passed
+
+
+def test_a_run_adopted_after_its_traceback_while_a_worker_thread_keeps_it_alive_is_decided_by_that_crash(experiments, shell):
+    """Its traceback was history when the watcher first read the log, and history triggers nothing: the run
+    exited as a bare DEAD, or as PROXY_DOWN off the traceback's last line, without a cause (seen in the live
+    corpus test, where a run was discovered while its traceback was being written)."""
+    root = experiments.root
+    (root / "expwatch.rules.yaml").write_text(fast_rules(silent_s=600))
+    shell(f"setsid nohup {PY} {CRASHER} --client requests --base-url http://127.0.0.1:{closed_port()}/v1 --limit 3 "
+          f"--output {root}/refused.json --linger-until {root}/go >> {root}/refused.log 2>&1 < /dev/null &")
+    wait_for(lambda: "requests.exceptions.ConnectionError" in (root / "refused.log").read_text(), timeout=30,
+             what="the main thread's traceback")
+    experiments.start_watcher()
+    wait_for(lambda: adopted(experiments).get("refused"), what="run adopted")
+    assert not experiments.audit(run="refused", event="incident classified")  # the process lives: its exit is evidence
+    (root / "go").write_text("")
+    first = wait_for(lambda: experiments.audit(run="refused", event="incident classified"), timeout=30, what="classified")[0]
+    assert first["rule"] == "PROXY_DOWN", first["candidates"]
+    assert first["cause"].startswith("requests.exceptions.ConnectionError HTTPConnectionPool("), first["cause"]
+    assert " at client_crash.py:" in first["cause"]

@@ -19,7 +19,12 @@ from pathlib import Path
 from conftest import FAST_SETTINGS, fast_rules, wait_for
 from fleet import Fleet
 
+from expwatch.engine.persist import RunStatePersistence
+from expwatch.engine.reading import history_end
+from expwatch.engine.runs import WatchedRun
+from expwatch.manifest import RunManifest
 from expwatch.rules.classify import LineClassifier
+from expwatch.rules.facts import RunFacts
 from expwatch.rules.loader import parse_rules, shipped_rules_text
 from expwatch.rules.prefilter import LinePrefilter
 from expwatch.settings import load_settings
@@ -194,3 +199,49 @@ def test_live_reads_skip_lines_only_when_every_rule_pattern_has_a_literal():
     assert all(any(short in lit.text for short in live) for lit in shipped.prefilter.literals)
     assert {"Traceback (", "Fatal Python error", "slurmstepd", "*** ", "Killed", "Segmentation fault", "Aborted"} <= live
     assert LineClassifier(parse_rules(shipped_rules_text() + NO_LITERAL_RULE, "rules.yaml")).live_prefilter is None
+
+
+CONNECTION_REFUSED = [  # requests' own wording (src/requests/adapters.py, HTTPAdapter.send), as tests/data/crashes has it
+    HEADER,
+    '  File "/work/eval.py", line 188, in call_model',
+    "    resp = requests.post(url, json=body, timeout=10)",
+    '  File "/venv/lib/python3.11/site-packages/requests/adapters.py", line 700, in send',
+    "    raise ConnectionError(e, request=request)",
+    "requests.exceptions.ConnectionError: HTTPConnectionPool(host='127.0.0.1', port=8000): Max retries exceeded with url: "
+    "/v1/chat/completions (Caused by NewConnectionError('<urllib3.connection.HTTPConnection object at 0x7f2c>: "
+    "Failed to establish a new connection: [Errno 111] Connection refused'))",
+]
+
+
+def test_a_first_read_is_history_only_up_to_the_crash_the_log_ends_inside(tmp_path):
+    """Found by the live corpus test: a run discovered while writing its traceback read its start as history."""
+    log = tmp_path / "run.log"
+    before = "".join(ordinary(n) for n in range(3))
+    log.write_text(before + "\n".join(CONNECTION_REFUSED) + "\n")
+    assert history_end(str(log), LIMITS, 1 << 20) == len(before)
+    # Only the last tail_bytes are searched: a crash that starts before them is history, as before the fix.
+    assert history_end(str(log), LIMITS, 200) == log.stat().st_size
+    tailer = LogTailer(log)
+    assert [line.text for line in tailer.read_new(until=len(before))] == [ordinary(n).rstrip("\n") for n in range(3)]
+    assert [line.text for line in tailer.read_new()] == CONNECTION_REFUSED  # the news, read on from there
+    with open(log, "a") as fh:
+        fh.write(ordinary(3))
+    assert history_end(str(log), LIMITS, 1 << 20) == log.stat().st_size  # a crash followed by other lines is over
+    assert history_end(str(tmp_path / "absent.log"), LIMITS, 1 << 20) is None
+
+
+def test_a_saved_read_position_stays_before_a_crash_still_being_read(tmp_path):
+    """A watcher resumed inside a traceback would never see its start, and lose its cause."""
+    log = tmp_path / "run.log"
+    log.write_text(ordinary(0) + "\n".join(CONNECTION_REFUSED[:3]) + "\n")
+    manifest = RunManifest(name="r1", argv=("python", "eval.py"), cwd=str(tmp_path), log=str(log))
+    run = WatchedRun(manifest, LogTailer(log), RunFacts(parse_rules(shipped_rules_text(), "rules.yaml"), started_at=0.0), crashes=CrashAssembler(LIMITS))
+    for line in run.tailer.read_new():
+        run.crashes.feed(line.text, line.offset)
+    assert run.crashes.reading and run.tailer.position.offset == log.stat().st_size
+    assert RunStatePersistence.state_of(run)["position"]["offset"] == len(ordinary(0))
+    with open(log, "a") as fh:
+        fh.write("\n".join(CONNECTION_REFUSED[3:]) + "\n" + ordinary(1))
+    for line in run.tailer.read_new():
+        run.crashes.feed(line.text, line.offset)
+    assert RunStatePersistence.state_of(run)["position"]["offset"] == log.stat().st_size  # the crash is over

@@ -263,6 +263,11 @@ class CrashAssembler:
         """A crash has started and not yet ended."""
         return self._open is not None
 
+    @property
+    def opened_at(self) -> int | None:
+        """The offset of the first line of the crash being read; None when none is."""
+        return self._open.offset if self._open is not None else None
+
     def feed(self, text: str, offset: int = -1) -> list[Crash]:
         done: list[Crash] = []
         if self._open is not None:

@@ -106,8 +106,11 @@ class LogTailer:
         notes, self._notes = self._notes, []
         return notes
 
-    def read_new(self, prefilter: LinePrefilter | None = None, lines_before: int = 0) -> list[TailLine]:
+    def read_new(self, prefilter: LinePrefilter | None = None, lines_before: int = 0, until: int | None = None) -> list[TailLine]:
         """Every complete line written since the last call; [] if none or no file.
+
+        With ``until``, no byte of the file the path names at or past that
+        offset is read (a history read that stops where news begins).
 
         With a ``prefilter``, only the lines it points at are returned; the
         read position advances past all of them just the same. With
@@ -138,7 +141,7 @@ class LogTailer:
                 self._retired = None
             if self._current is not None:
                 self._batch_files.append((len(lines), self._current))
-                self._more_pending = self._current.read(budget, lines, prefilter) <= 0
+                self._more_pending = self._current.read(budget, lines, prefilter, until) <= 0
         except OSError as exc:
             # Lines already collected stay valid: read state advances chunk by chunk.
             self._notes.append(f"read error ({exc})")

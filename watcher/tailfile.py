@@ -147,11 +147,15 @@ class OpenLogFile:
         self.carry.clear()
         self.skipping = skipping
 
-    def read(self, budget: int, lines: list[TailLine], prefilter: LinePrefilter | None = None) -> int:
-        """Append complete lines to ``lines``; return the budget left (<= 0: stopped early)."""
+    def read(self, budget: int, lines: list[TailLine], prefilter: LinePrefilter | None = None, until: int | None = None) -> int:
+        """Append complete lines to ``lines``, reading no byte at or past ``until``; return the budget left (<= 0: stopped early)."""
         size = self._read_chunk if prefilter is None else max(self._read_chunk, FILTERED_READ_CHUNK)
         while budget > 0:
-            chunk = os.pread(self.fd, size, self.offset + len(self.carry))
+            at = self.offset + len(self.carry)
+            want = size if until is None else min(size, until - at)
+            if want <= 0:
+                break
+            chunk = os.pread(self.fd, want, at)
             if not chunk:
                 break
             last = chunk.rfind(b"\n") if prefilter is not None and not self.carry and not self.skipping else -1
@@ -163,7 +167,7 @@ class OpenLogFile:
             else:
                 budget -= len(chunk)
                 self._consume(chunk, lines, prefilter)
-            if len(chunk) < size:
+            if len(chunk) < want:
                 # The end of the file as of this read: asking again costs a syscall per read to learn
                 # nothing. A write after it sends its own event (and the safety poll backs that up).
                 break

@@ -279,10 +279,10 @@ class EngineLoop:
 
     # ----- sources → facts ---------------------------------------------------------
 
-    def read_log(self, run: WatchedRun, replay: bool = False) -> int:
+    def read_log(self, run: WatchedRun, replay: bool = False, until: int | None = None) -> int:
         read, counted = LogRead(), False
         prefilter = self.decider.classifier.prefilter if replay else self.decider.classifier.live_prefilter
-        for line in log_lines(run, replay, prefilter, read):
+        for line in log_lines(run, replay, prefilter, read, until):
             counted = self.on_line(run, line) or counted
         for note in read.notes:
             self.audit.record("log file changed", run=run.name, file=run.manifest.log, note=note)

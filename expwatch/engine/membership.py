@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from expwatch.engine.reading import ending_crash_lines
+from expwatch.engine.reading import history_end
 from expwatch.engine.runs import WatchedRun
 from expwatch.engine.snapshot import view_of
 from expwatch.files import NotReadyYet
@@ -53,21 +53,19 @@ class RunMembership:
                           job_state=run.facts.job_state, alive=run.facts.alive, log=manifest.log,
                           resumed_at_offset=position.offset if position else None,
                           halted=manifest.halted.reason if manifest.halted else None)
-        replayed = self.loop.read_log(run, replay=position is None)
-        if replayed and position is None:
-            self.loop.audit.record("history read", run=manifest.name, lines=replayed, note="old lines rebuild counters, trigger nothing")
+        if position is None:
+            # No watcher has read this log: what is in it is history, up to a crash it ends inside.
+            until = history_end(manifest.log, self.loop.crash_limits, int(self.loop.settings.crash["ending_read_bytes"]))
+            replayed = self.loop.read_log(run, replay=True, until=until)
+            if replayed:
+                self.loop.audit.record("history read", run=manifest.name, lines=replayed, note="old lines rebuild counters, trigger nothing")
+        self.loop.read_log(run)
         if run.facts.alive:
             run.facts.last_log_at = os.stat(manifest.log).st_mtime if os.path.exists(manifest.log) else now
             self.watch_exit(run)
         elif not run.finished:
             # It died while no watcher ran: nothing more will be written, so a traceback its log ends
             # with is complete, and it is the cause (found by the crash sweep: it was decided as a bare DEAD).
-            if position is None:
-                # No watcher had read its log, so all of it was history, which triggers nothing: the lines
-                # of the crash it ends with are read again as news (crash sweep: a watcher killed right
-                # after discovering a run that then died of a 429 decided it as a bare DEAD).
-                for line in ending_crash_lines(run, self.loop.crash_limits, int(self.loop.settings.crash["ending_read_bytes"])):
-                    self.loop.on_line(run, line)
             for crash in run.crashes.flush():
                 self.loop.on_crash(run, crash)
         self.loop.read_progress(run)

@@ -51,10 +51,16 @@ class RunStatePersistence:
 
     @staticmethod
     def state_of(run: WatchedRun) -> dict:
-        """What ``save`` writes. Matches held back by an incident in progress are read again by the next watcher."""
-        position, held_from = run.tailer.position, run.decisions.held_from
-        if held_from is not None and held_from < position.offset:
-            position = replace(position, offset=held_from, skipping=False)
+        """What ``save`` writes.
+
+        Matches held back by an incident in progress, and the lines of a crash
+        still being read, are read again by the next watcher: a watcher that
+        resumed inside a traceback would never see its start, and lose its cause.
+        """
+        position = run.tailer.position
+        back_to = min((at for at in (run.decisions.held_from, run.crashes.opened_at) if at is not None), default=None)
+        if back_to is not None and back_to < position.offset:
+            position = replace(position, offset=back_to, skipping=False)
         # vars(), not asdict(): the same JSON without asdict's deep copy, on every throttled save of every run.
         return {
             "position": vars(position), "guard": vars(run.decisions.guard),

@@ -30,7 +30,8 @@ class LogRead:
     notes: tuple[str, ...] = ()  # what happened to the file (rotation, truncation, ...)
 
 
-def log_lines(run: WatchedRun, replay: bool, prefilter: LinePrefilter | None, read: LogRead) -> Iterator[LogLine]:
+def log_lines(run: WatchedRun, replay: bool, prefilter: LinePrefilter | None, read: LogRead,
+              until: int | None = None) -> Iterator[LogLine]:
     """Every complete new line of the run's log worth a look; ``read`` collects the count and file notes.
 
     ``prefilter`` skips, in raw bytes, the lines that can change nothing:
@@ -39,13 +40,14 @@ def log_lines(run: WatchedRun, replay: bool, prefilter: LinePrefilter | None, re
     A skipped live line still counts as log activity, and the crash
     assembler's last lines before a crash are handed over ahead of each line
     returned. While a crash is open or an incident collects evidence every
-    line is read, from the line on which that began.
+    line is read, from the line on which that began. ``until``: read nothing
+    from that offset on (where history ends, ``history_end``).
     """
     notes: list[str] = []
     before = 0 if replay else run.crashes.limits.context_lines
     while True:
         filtered = prefilter if replay or not run.reads_every_line else None
-        lines = run.tailer.read_new(filtered, before)
+        lines = run.tailer.read_new(filtered, before, until)
         notes.extend(run.tailer.drain_notes())
         rewound = False
         for index, line in enumerate(lines):
@@ -62,33 +64,36 @@ def log_lines(run: WatchedRun, replay: bool, prefilter: LinePrefilter | None, re
     read.notes = tuple(notes)
 
 
-def ending_crash_lines(run: WatchedRun, limits: CrashLimits, tail_bytes: int) -> list[LogLine]:
-    """The lines of the crash the run's log ends inside, if it does, from its last ``tail_bytes``.
+def history_end(log: str, limits: CrashLimits, tail_bytes: int) -> int | None:
+    """Where a first read of ``log`` stops being history: the start of the crash it ends inside, else its end.
 
-    Only a crash still open at the end counts (one followed by other lines is
-    over, and history). For a run found dead whose log no watcher had read.
+    History triggers nothing, but a crash still open at the end of the log
+    is not over: its writer is still writing it, or died while no watcher
+    read it. Its lines are news, read as a watcher that had been there would
+    have read them (found twice: a run that crashed before any watcher read
+    its log was decided as a bare DEAD, and a run discovered while writing its
+    traceback lost the traceback's cause). Only the log's last
+    ``tail_bytes`` are searched; None when the log cannot be read.
     """
-    log = run.manifest.log
     try:
         with open(log, "rb") as fh:
-            start = max(0, fh.seek(0, os.SEEK_END) - tail_bytes)
-            fh.seek(start)
-            data = fh.read(tail_bytes)
+            size = os.fstat(fh.fileno()).st_size
+            start = max(0, size - tail_bytes)
+            data = os.pread(fh.fileno(), size - start, start)
     except OSError:
-        return []
+        return None
     raw_lines = data.split(b"\n")[:-1]  # the bytes after the last newline are not a line yet
     offset = start
     if start and raw_lines:
         offset += len(raw_lines.pop(0)) + 1  # it begins inside a line
-    assembler, lines, opened_at = CrashAssembler(limits), [], 0
+    assembler, opened_at = CrashAssembler(limits), None
     for raw in raw_lines:
-        text, was_reading = raw.decode("utf-8", "replace"), assembler.reading
-        closed = assembler.feed(text, offset)
+        was_reading = assembler.reading
+        closed = assembler.feed(raw.decode("utf-8", "replace"), offset)
         if assembler.reading and (closed or not was_reading):
-            opened_at = len(lines)
-        lines.append(LogLine(run.name, log, offset, text, False))
+            opened_at = offset
         offset += len(raw) + 1
-    return lines[opened_at:] if assembler.reading else []
+    return opened_at if assembler.reading else len(data) + start
 
 
 def progress_of(run: WatchedRun) -> Progress | None:

@@ -3,7 +3,10 @@
 ``--client`` picks the library: anthropic (messages API), genai (google-genai,
 generateContent), requests, httpx (raise_for_status) or aiohttp
 (raise_for_status=True). Items are appended to RESULT.json with a checkpoint,
-as the evaluation scripts do, so a restart resumes.
+as the evaluation scripts do, so a restart resumes. ``--linger-until FILE``
+starts a non-daemon worker thread first that lives until FILE exists: a
+crash of the main thread then leaves the process alive after its traceback,
+as a thread pool or a prefetcher still running keeps a real script alive.
 """
 
 from __future__ import annotations
@@ -13,6 +16,8 @@ import asyncio
 import json
 import logging
 import os
+import threading
+import time
 from pathlib import Path
 
 log = logging.getLogger("eval")
@@ -58,13 +63,21 @@ def ask(client: str, base_url: str, item: str) -> str:
     raise SystemExit(f"unknown client {client}")
 
 
+def linger(until: Path) -> None:
+    while not until.exists():
+        time.sleep(0.05)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--client", required=True)
     parser.add_argument("--base-url", required=True)
-    parser.add_argument("--items", type=int, required=True)
+    parser.add_argument("--items", "--limit", dest="items", type=int, required=True)
     parser.add_argument("--output", type=Path, required=True)
+    parser.add_argument("--linger-until", type=Path)
     args = parser.parse_args()
+    if args.linger_until:
+        threading.Thread(target=linger, args=(args.linger_until,), name="prefetch").start()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for name in ("httpx", "httpx2", "google_genai"):
         logging.getLogger(name).setLevel(logging.WARNING)
