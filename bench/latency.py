@@ -61,14 +61,14 @@ def percentile(sorted_values: list[float], q: float) -> float:
     return sorted_values[rank - 1]
 
 
-def start_profiler(pid: int, out: Path, duration: float, gil: bool = True) -> subprocess.Popen:
+def start_profiler(pid: int, out: Path, duration: float, gil: bool = True, rate: int = 200) -> subprocess.Popen:
     """py-spy sampling every thread of ``pid`` (idle ones excluded) for ``duration`` s into a raw stacks file.
 
     ``gil``: only samples holding the GIL (Python's own CPU); without it, also
     threads busy in system calls, which is most of what an idle watcher does.
     """
     spy = Path(sys.executable).with_name("py-spy")
-    return subprocess.Popen([str(spy), "record", "--pid", str(pid), "--format", "raw", "--rate", "200", "--threads",
+    return subprocess.Popen([str(spy), "record", "--pid", str(pid), "--format", "raw", "--rate", str(rate), "--threads",
                              *(["--gil"] if gil else []),
                              "--duration", str(int(duration)), "--output", str(out), "--nonblocking"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

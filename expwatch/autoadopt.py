@@ -21,7 +21,7 @@ from expwatch.adoption import ProcessUnreadable, adopt_command_line, adopt_found
 from expwatch.layout import ExperimentsLayout
 from expwatch.manifest import ManifestCache, RunManifest, discover
 from expwatch.settings import Settings
-from expwatch.watcher.discover import DiscoveryConfig, scan
+from expwatch.watcher.discover import DiscoveryConfig, WatcherSelf, scan
 from expwatch.watcher.discover_slurm import SlurmUnavailable, scan_jobs
 
 
@@ -36,6 +36,7 @@ class RunDiscovery:
         self._console = console
         self._told: set[tuple[int, float]] = set()  # (pid, create_time) already suggested, or not adoptable
         self._quiet: dict[int, float] = {}  # pid found writing nothing under DIR (and old enough) -> when
+        self._me: tuple[WatcherSelf, float] | None = None  # the watcher's own process, and when it was read
         self._told_jobs: set[str] = set()  # SLURM job ids already suggested
         self._resume_at = 0  # the pid a scan cut short by the time budget stopped at
         self._slurm_down_at: float | None = None  # when SLURM last could not be asked
@@ -80,8 +81,10 @@ class RunDiscovery:
     def _sweep_processes(self, manifests: list[RunManifest]) -> None:
         now = time.monotonic()
         self._quiet = {pid: at for pid, at in self._quiet.items() if now - at < self.config.recheck_s}
+        if self._me is None or now - self._me[1] >= self.config.recheck_s:
+            self._me = (WatcherSelf.read(), now)
         result = scan(self.layout.root, manifests, self.config, skip=frozenset(self._told), resume_at=self._resume_at,
-                      quiet=frozenset(self._quiet))
+                      quiet=frozenset(self._quiet), watcher=self._me[0])
         self._quiet.update(dict.fromkeys(result.quiet, now))
         if result.truncated and not self._resume_at:
             self._record("discovery truncated", budget_s=self.config.budget_s, stopped_at_pid=result.stopped_at,

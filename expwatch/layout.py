@@ -70,7 +70,7 @@ class ExperimentsLayout:
     def _runs_dir_text(self) -> str:
         return str(self.runs_dir)
 
-    def is_manifest(self, path: Path) -> bool:
+    def is_manifest(self, path: Path | str) -> bool:
         # On strings: the engine asks this on every file event, and Path.parent builds a new Path each time.
         folder, _, name = str(path).rpartition("/")
         return folder == self._runs_dir_text and name.endswith(".json") and not name.endswith(".exit.json") and not name.startswith(".")

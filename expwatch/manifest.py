@@ -213,22 +213,22 @@ class ManifestCache:
     """
 
     def __init__(self) -> None:
-        self._parsed: dict[Path, tuple[tuple[int, int, int, int], RunManifest]] = {}
+        self._parsed: dict[str, tuple[tuple[int, int, int, int], RunManifest]] = {}
 
-    def load(self, path: Path) -> RunManifest:
-        """``load_manifest(path)``, without parsing a file unchanged since it last parsed."""
-        info = os.stat(path)
+    def load(self, path: str, info: os.stat_result | None = None) -> RunManifest:
+        """``load_manifest(path)``, without parsing a file unchanged since it last parsed; ``info``: its stat, if known."""
+        info = info or os.stat(path)
         key = (info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns)
         known = self._parsed.get(path)
         if known is not None and known[0] == key:
             return known[1]
         self._parsed.pop(path, None)
-        manifest = load_manifest(path)
+        manifest = load_manifest(Path(path))
         if not info.st_mode & stat.S_IWGRP:
             self._parsed[path] = (key, manifest)
         return manifest
 
-    def keep_only(self, paths: set[Path]) -> None:
+    def keep_only(self, paths: set[str]) -> None:
         """Forget the files no longer there (a lab's runs come and go)."""
         for gone in self._parsed.keys() - paths:
             del self._parsed[gone]
@@ -254,28 +254,27 @@ def survey(layout: ExperimentsLayout, skip: Callable[[str], bool] | None = None,
     """
     found: list[RunManifest] = []
     broken: list[UnreadableManifest] = []
+    # On strings and directory entries, no Path per file: a lab's folder holds >10,000 manifests,
+    # and building Paths of unchanged ones was most of an idle watcher's survey.
     try:
-        # Names filtered as strings before any Path is built: a lab's folder holds >10,000 of them.
-        names = sorted(n for n in os.listdir(layout.runs_dir) if n.endswith(".json"))
+        with os.scandir(layout.runs_dir) as listing:
+            entries = sorted((e for e in listing if e.name.endswith(".json") and layout.is_manifest(e.path)), key=lambda e: e.name)
     except (FileNotFoundError, NotADirectoryError):
         return found, broken
-    load = cache.load if cache is not None else load_manifest
-    on_disk: set[Path] = set()
-    for name in names:
-        path = layout.runs_dir / name
-        if not layout.is_manifest(path):
-            continue
-        on_disk.add(path)
+    on_disk: set[str] = set()
+    for entry in entries:
+        name = entry.name[: -len(".json")]
+        on_disk.add(entry.path)
         if seen is not None:
-            seen.add(path.stem)
-        if skip is not None and skip(path.stem):
+            seen.add(name)
+        if skip is not None and skip(name):
             continue
         try:
-            found.append(load(path))
+            found.append(cache.load(entry.path, entry.stat()) if cache is not None else load_manifest(Path(entry.path)))
         except FileNotFoundError:
             continue
         except (NotReadyYet, ManifestError) as exc:
-            broken.append(UnreadableManifest(path.stem, path, str(exc), isinstance(exc, UntrustedFile)))
+            broken.append(UnreadableManifest(name, Path(entry.path), str(exc), isinstance(exc, UntrustedFile)))
     if cache is not None:
         cache.keep_only(on_disk)
     return found, broken

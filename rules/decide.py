@@ -71,6 +71,12 @@ class RunDecisions:
     # Log matches read while ``incident`` acted. Those its restart's new process wrote (found by their
     # offset once the restart is recorded) open the next incident; the rest were the incident's own.
     held: list["Match"] = field(default_factory=list)
+    # What the last evaluation left: its steady facts and this state. Equal now, evaluating again changes nothing.
+    evaluated: tuple | None = None
+
+    def steady(self, facts: tuple) -> tuple:
+        inc = self.incident
+        return facts, frozenset(self.latches), inc and (inc.id, inc.acting, frozenset(inc.suppressed_states))
 
     @property
     def held_from(self) -> int | None:
@@ -170,14 +176,28 @@ class Decider:
         return Outcome(outcome.matches, outcome.decisions, outcome.settle_at, counted=True)
 
     def evaluate(self, run: str, state: RunDecisions, facts: RunFacts, now: float,
-                 log_keys: tuple[str, ...] = (), evidence: dict[str, Any] | None = None) -> Outcome:
+                 log_keys: tuple[str, ...] = (), evidence: dict[str, Any] | None = None,
+                 if_changed: bool = False) -> Outcome:
         """Match every rule against the run's facts now; open or join incidents.
 
         Log rules fire on each line that satisfies them; state rules fire on a
         rising edge and stay latched while they hold, so a dead process is one
-        incident, not one per safety poll.
+        incident, not one per safety poll. ``if_changed`` (the safety poll):
+        nothing is matched when neither the steady facts nor the decision
+        state changed since the last evaluation left them, as then every rule
+        that holds is latched or already said suppressed (asking durable-rules
+        about each quiet run every poll was most of an idle watcher's work).
         """
         snapshot = facts.snapshot(now, log_keys)
+        steady = facts.steady(snapshot) if not log_keys else None
+        if if_changed and steady is not None and state.steady(steady) == state.evaluated:
+            return NOTHING
+        outcome = self._evaluate(run, state, snapshot, now, log_keys, evidence, facts)
+        state.evaluated = state.steady(steady) if steady is not None else None
+        return outcome
+
+    def _evaluate(self, run: str, state: RunDecisions, snapshot: dict[str, Any], now: float,
+                  log_keys: tuple[str, ...], evidence: dict[str, Any] | None, facts: RunFacts) -> Outcome:
         matched = self.engine.evaluate(run, snapshot)
         state.latches = {n for n in matched if n in state.latches}
         matches: list[Match] = []
@@ -296,8 +316,9 @@ class Decider:
         state.latches.clear()
 
     def rebind(self, state: RunDecisions) -> None:
-        """New rules: latches of rules that no longer exist are dropped."""
+        """New rules: latches of rules that no longer exist are dropped, and every rule is asked again."""
         state.latches &= {r.name for r in self.ruleset.rules}
+        state.evaluated = None
 
     def forget(self, run: str) -> None:
         self.engine.forget(run)

@@ -129,6 +129,19 @@ class RunFacts:
     # the others (items, probes, null rates) belong to the run.
     PROCESS_FACTS = frozenset({"alive", "oom_killed", "oom_likely", "job_cancelled", "job_state", "silent_s", "exit_signal"})
 
+    # Facts that change with the clock alone: their thresholds are the loop's timers (silence, probe rechecks).
+    CLOCK_FACTS = frozenset({"silent_s", "probe_failing_s"})
+
+    def steady(self, snapshot: dict[str, Any]) -> tuple:
+        """``snapshot`` less what only the passing of time changes, with what those facts count from.
+
+        Two evaluations with equal steady facts (and equal decision state) match
+        the same rules, unless a clock fact crossed a threshold, which a timer
+        of the loop covers.
+        """
+        kept = tuple(sorted((k, v) for k, v in snapshot.items() if k not in self.CLOCK_FACTS))
+        return kept, self.last_log_at, self.probe_failing_since
+
     def snapshot(self, now: float, log_keys: tuple[str, ...] = ()) -> dict[str, Any]:
         facts: dict[str, Any] = {
             "alive": int(bool(self.alive)),

@@ -311,9 +311,33 @@ def _owned(manifests: Iterable[RunManifest]) -> tuple[set[str], set[int], set[in
     return files, pids, groups
 
 
+@dataclass(frozen=True)
+class WatcherSelf:
+    """The watcher's own process as a scan needs it: whoever started it, and the files it writes.
+
+    Neither is a run of it: a script or benchmark that started the watcher
+    may hold the watcher's output file under DIR. Read once and reused by
+    the sweeps for a while: listing the watcher's own descriptors (one per
+    watched log) on every sweep was a good part of an idle watcher's CPU.
+    """
+
+    pid: int
+    elders: frozenset[int]
+    shared: frozenset[str]
+
+    @classmethod
+    def read(cls) -> "WatcherSelf":
+        me = os.getpid()
+        try:
+            this = psutil.Process(me)
+            return cls(me, frozenset(p.pid for p in this.parents()), frozenset(f.path for f in this.open_files() if f.mode != "r"))
+        except psutil.Error:
+            return cls(me, frozenset(), frozenset())
+
+
 def scan(root: Path, manifests: list[RunManifest], config: DiscoveryConfig,
          skip: frozenset[tuple[int, float]] = frozenset(), resume_at: int = 0,
-         quiet: frozenset[int] = frozenset()) -> Scan:
+         quiet: frozenset[int] = frozenset(), watcher: WatcherSelf | None = None) -> Scan:
     """Every unrecorded writer into *root* of this user, topmost process of each tree only.
 
     *skip*: (pid, create_time) of writers the caller has dealt with; they are
@@ -324,19 +348,13 @@ def scan(root: Path, manifests: list[RunManifest], config: DiscoveryConfig,
     forgets it, after ``recheck_s``). Processes are read in pid
     order from *resume_at* on, wrapping round, so a scan cut short by
     ``budget_s`` is continued by the next one instead of starting over.
+    *watcher*: the calling process, read now if not given.
     """
     root = Path(root).resolve()
     uid = os.getuid()
     files, pids, groups = _owned(manifests)
-    me = os.getpid()
-    # Whoever started the watcher (a script, a benchmark holding its output file)
-    # is not a run of it, nor is a file the watcher itself writes.
-    try:
-        this = psutil.Process(me)
-        elders = {p.pid for p in this.parents()}
-        shared = frozenset(f.path for f in this.open_files() if f.mode != "r")
-    except psutil.Error:
-        elders, shared = set(), frozenset()
+    watcher = watcher or WatcherSelf.read()
+    me, elders, shared = watcher.pid, watcher.elders, watcher.shared
     started = time.monotonic()
     writers: list[_Writer] = []
     found_quiet: list[int] = []

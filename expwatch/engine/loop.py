@@ -242,7 +242,7 @@ class EngineLoop:
             run = self.runs.get(name)
             self.read_log(run)
             self.read_progress(run)
-            self.evaluate(run)
+            self.evaluate(run, if_changed=True)  # the clock's thresholds are timers of their own
             self.members.release_if_due(name)
         self.slurm.poll()
 
@@ -356,10 +356,11 @@ class EngineLoop:
 
     # ----- deciding ----------------------------------------------------------------
 
-    def evaluate(self, run: WatchedRun) -> None:
+    def evaluate(self, run: WatchedRun, if_changed: bool = False) -> None:
         if run.finished:
             return
-        self._carry_out(run, self._contained(run, lambda: self.decider.evaluate(run.name, run.decisions, run.facts, time.time())))
+        self._carry_out(run, self._contained(run, lambda: self.decider.evaluate(
+            run.name, run.decisions, run.facts, time.time(), if_changed=if_changed)))
 
     def _contained(self, run: WatchedRun, decide: Callable[[], Outcome]) -> Outcome:
         """A durable-rules refusal for one run is that run's audited problem; the other runs go on."""
