@@ -113,3 +113,26 @@ def test_redaction_of_each_form_keeps_the_text_readable():
                             "note": "uses sk-abcdefghijkl"})
     assert record == {"event": "action planned", "argv": ["x", "--token", "***"], "env": {"HF_TOKEN": "***", "PATH": "/bin"},
                       "note": "uses ***"}
+
+
+# Pieces of what audit records hold (log lines, argv, errors, headers), secret and not, for random strings.
+PIECES = [
+    "2026-12-01 23:00:00,000 INFO eval: [41/500] item-0040 correct=True", "monkey=3", "AUTHOR=me", "max_tokens: 512",
+    "KeyError: 'argv'", "api_key: 'x'", '"x-api-key": "abc"', "Authorization: Bearer abc.def", "bearer", "Basic",
+    "--api-key", "--hf-token=abc", "--token", "-key", "zz", "sk-", "sk-abcdefgh12", "hf_0123456789abcdefXY", "hf_short",
+    "eyJabcdefgh.ijklmnop.q", "token=", "TOKEN=1", "a-token=1", "x9APIKEY=v", "password :", "secret", " ", "\t", "=",
+    ":", "'", '"', ";", "é", "\U0001F600", "HTTP/1.1 429 Too Many Requests", "Error code: 429 - {'error': {}}",
+]
+
+
+def test_the_no_secret_shortcut_never_skips_a_string_a_pass_would_change():
+    """``any_secret`` is searched first and skips the five passes when it finds nothing: a superset or a leak."""
+    import random
+
+    from expwatch.redact import redactor
+
+    r, rng = redactor(), random.Random(7)
+    for _ in range(20000):
+        text = "".join(rng.choice(PIECES) + rng.choice(["", " ", "=", ":", "\n"]) for _ in range(rng.randrange(1, 6)))
+        assert r.text(text) == r.passes(text), text
+    assert r.text("plain INFO line item-0001 correct=True") == "plain INFO line item-0001 correct=True"
