@@ -66,6 +66,7 @@ AUDIT_EVENTS: dict[str, str] = {
     "incident closed": "every step of an incident is done",
     "incident resumed": "a watcher resumed an incident a previous one left half done",
     "incident abandoned": "a half-done incident's run no longer exists",
+    "exception survived": "a traceback was followed by more output and its process outlived crash.exit_wait_s or exited 0: a caught exception; the incident it opened ends undecided",
     "incident left to its owner": "a starting watcher found an incident a live `expwatch resume`/`stop` carries out",
     "rules reloaded": "the rules file changed and the new rules are in force",
     "rules reload refused": "an edit of the rules file is invalid; the previous rules keep running",

@@ -19,7 +19,7 @@ from expwatch.rules.crashmatch import CrashMatcher
 from expwatch.rules.engine import RuleEngine
 from expwatch.rules.facts import RunFacts
 from expwatch.rules.guard import GuardLimits, GuardState, judge, record_restart, reset
-from expwatch.rules.incidents import Incident, new_incident_id
+from expwatch.rules.incidents import Candidate, Incident, new_incident_id
 from expwatch.rules.model import Rule, RuleSet
 from expwatch.rules.retry_hint import CrashPolicy, adjust
 from expwatch.settings import Settings
@@ -151,6 +151,8 @@ class Decider:
         """
         if state.collecting and not replay:
             state.incident.capture(text)
+            if isinstance(evidence.get("offset"), int):
+                state.incident.last_line_at = max(state.incident.last_line_at, evidence["offset"])
         hits: LineHits = self.classifier.classify(text)
         keys = facts.on_line(hits, now, replay)
         if not keys or finished:
@@ -256,6 +258,42 @@ class Decider:
         inc = state.incident
         crashed = inc.crash is not None or any("crash" in c.evidence for c in inc.candidates)
         return crashed and now - inc.opened_at < self.policy.exit_wait_s
+
+    def carried_on(self, state: RunDecisions) -> Incident | None:
+        """The process outlived the exit wait and kept writing after its traceback: the exception was caught.
+
+        ``logger.exception(...)`` of an error the script handles prints a whole
+        traceback, then the run goes on; restarting it (or halting it as a code
+        bug) would kill a healthy run. The candidates that traceback explains
+        (crash matches, and lines inside it such as ``Traceback (most recent
+        call last):``) are dropped; the rest (a live 429 storm, a failing probe)
+        still decide. Returns the incident when nothing is left of it: it ends
+        undecided. Called only while the process lives, or after it exited 0
+        (a crash that ends its process with a failure is a crash, whatever it
+        printed after).
+        """
+        inc = state.incident
+        if not state.collecting:
+            return None
+        crashes = [c for c in [inc.crash, *(c.evidence.get("crash") for c in inc.candidates)]
+                   if c and (c.get("followed") or inc.last_line_at > c["end_offset"])]
+        if not crashes:
+            return None
+        spans = [(c["offset"], c["end_offset"]) for c in crashes]
+
+        def explained(c: Candidate) -> bool:
+            if c.evidence.get("crash") is not None:
+                return c.evidence["crash"] in crashes
+            # A storm (several matches in a window) is not one exception's: a caught 429 retried again and again is one.
+            at, storm = c.evidence.get("offset"), any(a.min_count > 1 for a in c.rule.log_atoms)
+            return not storm and isinstance(at, int) and any(lo <= at <= hi for lo, hi in spans)
+
+        kept = [c for c in inc.candidates if not explained(c)]
+        if not kept:
+            state.incident = None
+            return inc
+        inc.candidates, inc.crash = kept, None
+        return None
 
     def settle(self, state: RunDecisions, done: int, now: float) -> Decision | None:
         """The settle window closed (or the watcher stops): decide the collecting incident."""

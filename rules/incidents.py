@@ -40,6 +40,7 @@ class Incident:
     acting: bool = False
     crash: dict[str, Any] | None = None  # the crash read while collecting evidence, when no candidate carries one
     suppressed_states: set[str] = field(default_factory=set)  # state rules already recorded as held off while it acts
+    last_line_at: int = -1  # log offset of the last line read while it collected: output after its crash?
 
     def add(self, rule: Rule, evidence: dict[str, Any], now: float) -> None:
         self.candidates.append(Candidate(rule, evidence, now))

@@ -50,6 +50,16 @@ class ReplayedIncident:
 
 
 @dataclass(frozen=True)
+class SurvivedException:
+    """An incident a logged, caught exception opened: the process went on past the exit wait (``Decider.carried_on``)."""
+
+    incident: str
+    candidates: tuple[str, ...]
+    cause: str
+    lines: tuple[int, ...]
+
+
+@dataclass(frozen=True)
 class CrashReport:
     """One crash of the replayed log: where it ended, what it was, which rules it fired and why (not)."""
 
@@ -66,6 +76,7 @@ class Replay:
     incidents: tuple[ReplayedIncident, ...]
     crashes: tuple[CrashReport, ...] = ()
     ended: str | None = None  # "halted" / "completed" when a decision ended the run
+    survived: tuple[SurvivedException, ...] = ()  # incidents of caught exceptions, ended undecided
 
 
 def explain_crash(source: str, report: CrashReport) -> str:
@@ -115,6 +126,7 @@ class _Replayer:
         self.matches: list[ReplayedMatch] = []
         self.incidents: list[ReplayedIncident] = []
         self.lines_of: dict[str, list[int]] = {}
+        self.survived: list[SurvivedException] = []
         self.settle_at: float | None = None
         self.ended: str | None = None
 
@@ -152,6 +164,11 @@ class _Replayer:
                 self.settle_at += self.decider.policy.settle_s
                 return self.settle_due(now, last_line_at)
             self.settle_at = None
+            if (self.facts.alive or self.facts.exit_code == 0) and (inc := self.decider.carried_on(self.state)) is not None:
+                crash = inc.crash or next(c.evidence["crash"] for c in inc.candidates if c.evidence.get("crash"))
+                self.survived.append(SurvivedException(inc.id, tuple(c.rule.name for c in inc.candidates), crash["cause"],
+                                                       tuple(self.lines_of.get(inc.id, ()))))
+                return
             decision = self.decider.settle(self.state, self.facts.done, now)
             if decision is not None:
                 self._decided(decision, now)
@@ -185,7 +202,8 @@ def replay(ruleset: RuleSet, lines: Iterable[str], policy: DecisionPolicy, exit_
         r.settle_due(clock, previous)
         if r.ended:
             break
-        outcome = r.decider.on_line(RUN, r.state, r.facts, text, clock, {"line": text, "line_no": number})
+        # "offset" in the crash assembler's units (line numbers here, bytes in the watcher): which lines a crash spans.
+        outcome = r.decider.on_line(RUN, r.state, r.facts, text, clock, {"line": text, "line_no": number, "offset": number})
         if outcome.matches or outcome.decisions:
             r.take(outcome, number, text, r.decider.classifier.classify(text).log_keys, clock)
         # The assembler is fed line numbers as offsets, so a crash says on which line it ended.
@@ -200,4 +218,4 @@ def replay(ruleset: RuleSet, lines: Iterable[str], policy: DecisionPolicy, exit_
     if not r.ended and r.settle_at is not None:
         r.settle_due(r.settle_at + max(r.decider.policy.settle_max_s, r.decider.policy.exit_wait_s), clock)
     r.decider.forget(RUN)
-    return Replay(count, tuple(r.matches), tuple(r.incidents), tuple(r.crashes), r.ended)
+    return Replay(count, tuple(r.matches), tuple(r.incidents), tuple(r.crashes), r.ended, tuple(r.survived))

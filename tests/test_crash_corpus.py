@@ -54,3 +54,20 @@ def test_recorded_failure_is_classified_and_decided_as_its_header_says(path):
         assert evidence["fix"] == plan[0]["arg"]
     if "cause" in expect:
         assert evidence["cause"].startswith(expect["cause"]), evidence["cause"]
+
+
+def test_a_logged_exception_the_run_outlives_ends_undecided_and_a_hung_one_is_still_a_crash():
+    """``logger.exception`` prints a whole traceback; what follows says whether it was caught (Decider.carried_on)."""
+    case = read_case(next(p for p in CASES if p.stem == "healthy_logged_rate_limit_retried"))
+    traceback, after = case.lines[:10], case.lines[10:]
+    later = [f"2026-11-26 12:00:{s:02d},000 INFO eval: [{s}/500] item-{s:04d} correct=True" for s in range(1, 12)]
+    lived_on = replay(RULES, [*traceback, *later], POLICY, limits=LIMITS)  # still writing 11 s on, past crash.exit_wait_s
+    assert not lived_on.incidents and len(lived_on.survived) == 1
+    assert lived_on.survived[0].cause.startswith("openai.RateLimitError 429 rpm_rate_limit_exceeded")
+    assert lived_on.survived[0].candidates == ("TRACEBACK", "RATE_LIMIT")
+    hung = replay(RULES, traceback, POLICY, limits=LIMITS)  # nothing after it, the process alive: a crash that hangs
+    assert [i.decision.rule.name for i in hung.incidents] == ["RATE_LIMIT"] and not hung.survived
+    failed = replay(RULES, [*traceback, *after[:1]], POLICY, exit_code=1, limits=LIMITS)  # wrote on, then exit 1
+    assert [i.decision.rule.name for i in failed.incidents] == ["RATE_LIMIT"] and not failed.survived
+    finished = replay(RULES, case.lines, POLICY, exit_code=0, limits=LIMITS)
+    assert [i.decision.rule.name for i in finished.incidents] == ["COMPLETE"]  # the run is then over: nothing is left to settle

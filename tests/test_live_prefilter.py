@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -128,6 +129,8 @@ def test_evidence_written_after_the_first_match_is_captured_across_reads(tmp_pat
         after = [ordinary(n) for n in range(3)]
         write(log, [("".join(ordinary(n) for n in range(500)), 0.3), (HEADER + "\n", 0.05),
                     ("\n".join(RATE_LIMITED) + "\n", 0.05), ("".join(after), 0.0)])
+        # The process ends with its crash; one that lived on writing would have caught it (Decider.carried_on).
+        os.kill(fleet.manifest("r1").pid, signal.SIGKILL)
         classified = wait_for(lambda: fleet.audit.select("incident classified", run="r1"), what="the incident decided")
         assert classified[0]["rule"] == "RATE_LIMIT"
         assert classified[0]["captured_lines"] == 1 + len(RATE_LIMITED) + len(after)  # the header and every line after it

@@ -30,12 +30,13 @@ def endpoint():
         yield server
 
 
-def launch(experiments, name: str, base_url: str, items: int, workers: int = 4, http_log: str = "quiet") -> Path:
+def launch(experiments, name: str, base_url: str, items: int, workers: int = 4, http_log: str = "quiet",
+           *extra: str) -> Path:
     result = experiments.root / f"{name}.json"
     assert cli(["launch", "--name", name, "--log", str(experiments.root / f"{name}.log"), "--result", str(result),
                 "--expected", str(items), "--dir", str(experiments.root), "--",
                 sys.executable, str(CLIENT), "--items", str(items), "--output", str(result), "--workers", str(workers),
-                "--base-url", base_url, "--max-retries", "0", "--http-log", http_log]) == 0
+                "--base-url", base_url, "--max-retries", "0", "--http-log", http_log, *extra]) == 0
     return result
 
 
@@ -61,6 +62,24 @@ def test_a_429_crash_with_the_real_openai_client_waits_the_hint_and_recovers_wit
     assert manifest.restarts == 1 and manifest.argv[manifest.argv.index("--workers") + 1] == "2"
     items = experiments.items("gpt4o")
     assert sorted(items) == [f"item-{i:04d}" for i in range(8)]  # every item exactly once
+
+
+def test_a_429_the_script_catches_logs_and_retries_is_no_crash_and_the_run_is_left_alone(experiments, endpoint):
+    """``log.exception`` prints the whole traceback of a caught RateLimitError: on first sight it is a 429 crash.
+    The process goes on writing after it and exits 0 (tests/test_crash_corpus.py: one that lives on past
+    crash.exit_wait_s, still writing, is the same; one that falls silent is a crash that hangs)."""
+    (experiments.root / "expwatch.rules.yaml").write_text(RULES)
+    watcher = experiments.start_watcher()
+    launch(experiments, "retries", endpoint.url("rate_limit:1:0.2"), 4, 1, "quiet", "--catch")
+    wait_for(lambda: experiments.manifest("retries").completed_at, timeout=60, what="completion")
+    survived = wait_for(lambda: experiments.audit(run="retries", event="exception survived"), what="the exception judged caught")
+    experiments.stop_watcher(watcher)
+    log = (experiments.root / "retries.log").read_text()
+    assert "Traceback (most recent call last):" in log and "openai.RateLimitError: Error code: 429" in log
+    assert survived[0]["cause"].startswith("openai.RateLimitError 429 at openai_eval.py:")
+    assert [r["rule"] for r in experiments.audit(run="retries", event="incident classified")] == ["COMPLETE"]
+    assert experiments.manifest("retries").restarts == 0
+    assert sorted(experiments.items("retries")) == [f"item-{i:04d}" for i in range(4)]
 
 
 def test_a_401_from_the_real_openai_client_halts_at_once_and_names_the_fix(experiments, endpoint, capsys):

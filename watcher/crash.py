@@ -273,7 +273,7 @@ class CrashAssembler:
         if self._open is not None:
             if self._open.feed(text, offset):
                 return done
-            done.extend(self._close())
+            done.extend(self._close(followed=True))
         if not STARTS.search(text):
             self._context.append(text)
             return done
@@ -297,12 +297,12 @@ class CrashAssembler:
         """The writer is gone (process exit, end of a replayed log): whatever is open is complete."""
         return self._close()
 
-    def _close(self) -> list[Crash]:
+    def _close(self, followed: bool = False) -> list[Crash]:
         opened, self._open = self._open, None
         crash = opened.crash() if opened is not None else None
-        return [self._with_context(crash)] if crash is not None else []
+        return [self._with_context(crash, followed)] if crash is not None else []
 
-    def _with_context(self, crash: Crash) -> Crash:
+    def _with_context(self, crash: Crash, followed: bool = False) -> Crash:
         before = tuple(self._context)
         self._context.clear()
-        return Crash(**{**crash.__dict__, "before": before})
+        return Crash(**{**crash.__dict__, "before": before, "followed": followed})

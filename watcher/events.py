@@ -121,6 +121,7 @@ class Crash:
     offset: int = -1  # byte offset of the crash's first line in the log
     end_offset: int = -1  # byte offset of its last line
     before: tuple[str, ...] = ()  # the last few lines the script printed before it
+    followed: bool = False  # a line that is not its own came after it: its writer went on writing
 
     @property
     def final(self) -> tuple[str, str]:
@@ -149,5 +150,5 @@ class Crash:
             "frame": {"file": self.frame.file, "line": self.frame.line, "function": self.frame.function} if self.frame else None,
             # The tail is enough for evidence; the audit gets this once per matched rule.
             "lines": list(self.lines[-EVIDENCE_LINES:]), "lines_dropped": self.lines_dropped + max(0, len(self.lines) - EVIDENCE_LINES), "offset": self.offset, "end_offset": self.end_offset, "before": list(self.before),
-            "cause": self.cause(),
+            "followed": self.followed, "cause": self.cause(),
         }

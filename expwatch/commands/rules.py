@@ -140,6 +140,8 @@ def replay_json(result: Replay) -> dict:
             "decision": "act" if i.decision.act else "halt", "reason": i.decision.reason, "guard_streak": i.decision.streak,
             "plan": [s.to_json() for s in i.decision.plan], "lines": list(i.lines), "cause": i.decision.evidence.get("cause"),
         } for i in result.incidents],
+        "survived": [{"incident": x.incident, "candidates": list(x.candidates), "cause": x.cause, "lines": list(x.lines)}
+                     for x in result.survived],
         "ended": result.ended,
     }
 
@@ -158,6 +160,9 @@ def replay_text(result: Replay, log: str) -> str:
             f"act (streak {d.streak})" if d.act and d.streak is not None else "act (not counted: guarded: false)" if d.act else f"halt: {d.reason}")
         out.append(f"incident {d.incident} ({span}): candidates {', '.join(d.candidates)} -> winner {d.rule.name} "
                    f"(priority {d.rule.priority}); guard: {guard}; plan: {', '.join(str(s) for s in d.plan)}")
+    for x in result.survived:
+        out.append(f"incident {x.incident} (lines {', '.join(map(str, x.lines)) or '-'}): candidates {', '.join(x.candidates)} "
+                   f"-> none: {x.cause} was caught (the process went on logging, and lived past crash.exit_wait_s or exited 0)")
     out.extend(explain_crash(log, report) for report in result.crashes)
     counts = Counter(m.rule for m in result.matches)
     summary = ", ".join(f"{rule} x{n}" for rule, n in counts.most_common()) or "no rule would fire"

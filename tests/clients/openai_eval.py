@@ -5,7 +5,9 @@ calls, one answer per item appended to RESULT.json, an atomic checkpoint
 after each item, resume from the checkpoint, and no handling of API errors
 (a RateLimitError the client's own retries did not absorb crashes it).
 ``--http-log quiet`` silences httpx as most scripts do; ``info`` logs every
-request line.
+request line. ``--catch`` is the hand-written retry loop many scripts have
+instead: a RateLimitError is logged with ``log.exception`` (a whole
+traceback in the log) and the call tried again after the server's hint.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import json
 import logging
 import os
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -44,6 +47,7 @@ def main() -> None:
     parser.add_argument("--model", default="gpt-4o")
     parser.add_argument("--max-retries", type=int, default=2)
     parser.add_argument("--http-log", choices=["info", "quiet"], default="quiet")
+    parser.add_argument("--catch", action="store_true", help="log a RateLimitError and retry it, as a hand-written loop does")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.http_log == "quiet":
@@ -57,8 +61,18 @@ def main() -> None:
     client = openai.OpenAI(base_url=args.base_url, api_key=os.environ.get("OPENAI_API_KEY", "sk-test"), max_retries=args.max_retries)
     lock = threading.Lock()
 
+    def answered(item: str) -> str:
+        while True:
+            try:
+                return call_model(client, args.model, item)
+            except openai.RateLimitError as exc:
+                if not args.catch:
+                    raise
+                log.exception("rate limited on %s; retrying", item)
+                time.sleep(float(exc.response.headers.get("retry-after", "1")))
+
     def run(item: str) -> None:
-        answer = call_model(client, args.model, item)
+        answer = answered(item)
         with lock:
             per_item.append({"id": item, "response": answer, "correct": answer == "A", "task_type": "MCQ"})
             config = {"model": args.model, "workers": args.workers}
