@@ -9,6 +9,7 @@ a real writer process or a real watcher.
 from __future__ import annotations
 
 import os
+import signal
 import queue
 import subprocess
 import sys
@@ -105,6 +106,8 @@ def test_evidence_after_a_first_match_is_captured_although_quiet_lines_are_skipp
             os.write(fd, b"INFO eval: [2/9] item-2 correct=True\n" + TRACEBACK.encode() + b"INFO after the crash\n")
         finally:
             os.close(fd)
+        # The process ends with its crash; one that lived on writing would have caught it (Decider.carried_on).
+        os.kill(fleet.manifest("r1").pid, signal.SIGKILL)
         classified = wait_for(lambda: fleet.audit.select("incident classified", run="r1"), what="the incident decided")
         assert classified[0]["rule"] == "TRACEBACK"
         assert classified[0]["captured_lines"] == 5  # the whole traceback and the line after it

@@ -389,10 +389,7 @@ class EngineLoop:
             self.timers.arm(run.name, "settle", self.decider.policy.settle_s)
             return
         if (run.facts.alive or run.facts.exit_code == 0) and (survived := self.decider.carried_on(run.decisions)) is not None:
-            crash = survived.crash or next(c.evidence["crash"] for c in survived.candidates if c.evidence.get("crash"))
-            self.audit.record("exception survived", run=run.name, incident=survived.id, cause=crash["cause"],
-                              candidates=[c.rule.name for c in survived.candidates],
-                              note="the process kept logging after its traceback and lives on (or exited 0): a caught exception, not a crash")
+            self.recorder.survived(run, survived)
             return
         decision = self.decider.settle(run.decisions, run.facts.done, time.time())
         if decision is not None:

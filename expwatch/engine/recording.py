@@ -15,6 +15,7 @@ from expwatch.actions.executor import IncidentExecutor
 from expwatch.audit.log import AuditLog
 from expwatch.engine.runs import WatchedRun
 from expwatch.rules.decide import Decision, Match, Outcome
+from expwatch.rules.incidents import Incident
 from expwatch.state import IncidentRow, StateStore
 
 
@@ -39,6 +40,13 @@ class DecisionRecorder:
                            severity=match.rule.severity, suppressed=match.suppressed, requeued=match.requeued or None, **fields)
         if match.opened:
             self._console(f"{run.name}: {match.rule.name} matched ({match.incident})")
+
+    def survived(self, run: WatchedRun, incident: Incident) -> None:
+        """The incident a caught, logged exception opened ends undecided (``Decider.carried_on``)."""
+        crash = incident.crash or next(c.evidence["crash"] for c in incident.candidates if c.evidence.get("crash"))
+        self._audit.record("exception survived", run=run.name, incident=incident.id, cause=crash["cause"],
+                           candidates=[c.rule.name for c in incident.candidates],
+                           note="the process kept logging after its traceback and lives on (or exited 0): a caught exception, not a crash")
 
     def decided(self, run: WatchedRun, decision: Decision) -> None:
         rule, digest = decision.rule, self._digest()
