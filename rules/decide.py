@@ -251,13 +251,23 @@ class Decider:
         A process takes a moment to exit after printing its traceback (under
         load, most of a second: longer than a settle window). Decided before
         it, the incident lacks what the exit says: exit 0 after a logged
-        traceback (COMPLETE), a kill by the OOM killer, the job's state.
+        traceback (COMPLETE), a kill by the OOM killer, the job's state. A
+        crash whose server named a wait (a 429's retry hint) is waited that
+        long too: a script that caught it and sleeps the hint before writing
+        again is a live run, not a hung one (``carried_on``); a hint past
+        ``crash.retry_halt_above_s`` is decided at once (the quota halt).
         """
         if not (state.collecting and alive):
             return False
         inc = state.incident
-        crashed = inc.crash is not None or any("crash" in c.evidence for c in inc.candidates)
-        return crashed and now - inc.opened_at < self.policy.exit_wait_s
+        crashes = [c for c in [inc.crash, *(c.evidence.get("crash") for c in inc.candidates)] if c]
+        if not crashes:
+            return False
+        hint = max((c.get("retry_after_s") or 0.0 for c in crashes), default=0.0)
+        wait = self.policy.exit_wait_s
+        if 0 < hint <= self.policy.crash.retry_halt_above_s:
+            wait = max(wait, min(hint, self.policy.crash.retry_wait_max_s) + self.policy.settle_s)
+        return now - inc.opened_at < wait
 
     def carried_on(self, state: RunDecisions) -> Incident | None:
         """The process outlived the exit wait and kept writing after its traceback: the exception was caught.

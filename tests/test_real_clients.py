@@ -64,13 +64,14 @@ def test_a_429_crash_with_the_real_openai_client_waits_the_hint_and_recovers_wit
     assert sorted(items) == [f"item-{i:04d}" for i in range(8)]  # every item exactly once
 
 
-def test_a_429_the_script_catches_logs_and_retries_is_no_crash_and_the_run_is_left_alone(experiments, endpoint):
+@pytest.mark.parametrize("retry_after_s", ["0.2", "6"])
+def test_a_429_the_script_catches_logs_and_retries_is_no_crash_and_the_run_is_left_alone(experiments, endpoint, retry_after_s):
     """``log.exception`` prints the whole traceback of a caught RateLimitError: on first sight it is a 429 crash.
-    The process goes on writing after it and exits 0 (tests/test_crash_corpus.py: one that lives on past
-    crash.exit_wait_s, still writing, is the same; one that falls silent is a crash that hangs)."""
+    The process goes on writing after it: at once, and exits 0; or after sleeping the server's 6 s hint, longer
+    than crash.exit_wait_s, so the watcher waits the hint before it takes the silence for a hung crash."""
     (experiments.root / "expwatch.rules.yaml").write_text(RULES)
     watcher = experiments.start_watcher()
-    launch(experiments, "retries", endpoint.url("rate_limit:1:0.2"), 4, 1, "quiet", "--catch")
+    launch(experiments, "retries", endpoint.url(f"rate_limit:1:{retry_after_s}"), 4, 1, "quiet", "--catch")
     wait_for(lambda: experiments.manifest("retries").completed_at, timeout=60, what="completion")
     survived = wait_for(lambda: experiments.audit(run="retries", event="exception survived"), what="the exception judged caught")
     experiments.stop_watcher(watcher)
