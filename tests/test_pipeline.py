@@ -18,6 +18,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import psutil
 import pytest
 import yaml
 
@@ -52,12 +53,18 @@ def ablation(experiments, tmp_path):
     (root / "base.yaml").write_text(yaml.safe_dump(config))
     (tmp_path / "fast.yaml").write_text("pipeline: {poll_s: 0.1, watcher_start_timeout_s: 20}\n")
     yield experiments
-    for _ in range(3):  # the watchers the pipeline started, one generation after another
-        pid = watcher_holder(experiments.layout)
-        if pid is None:
-            break
-        os.kill(pid, signal.SIGKILL)
-        wait_for(lambda: watcher_holder(experiments.layout) != pid, what="watcher gone")
+    # The pipeline starts `expwatch watch DIR`: a restarting parent and its watcher. The parent goes first, or it
+    # starts a new watcher for each one killed (left running, they outlived the suite by hours).
+    pid = watcher_holder(experiments.layout)
+    if pid is not None:
+        try:
+            watcher = psutil.Process(pid)
+            parent = watcher.parent()
+            for proc in ([parent] if parent and "watch" in parent.cmdline() else []) + [watcher]:
+                proc.kill()
+        except psutil.NoSuchProcess:
+            pass
+        wait_for(lambda: watcher_holder(experiments.layout) is None, what="watcher gone")
 
 
 def write_plan(root: Path, phases: list[dict], name: str = "abl") -> Path:
