@@ -10,17 +10,19 @@ picked up by inotify), so the loader fuzz carries the volume.
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
-import re
+import tempfile
 import time
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from conftest import wait_for, write_until_matched
-from expwatch.rules.loader import RulesError, parse_rules
+from expwatch.rules.loader import RulesError, load_rules
 from fuzz_inputs import broken_bytes, log_bytes, results, rules_docs, yaml_texts
 from fuzz_profiles import live_examples
 
@@ -54,10 +56,15 @@ hostile_changes = st.one_of(
 
 
 def invalid_rules(raw: bytes) -> bool:
-    try:
-        parse_rules(raw.decode("utf-8", "replace"), "fuzz", {"default", "trapi"})
-    except RulesError:
-        return True
+    """Whether the watcher refuses ``raw`` as the user's rules file: read as it reads one, an override of the
+    shipped rules (``version: 1`` with an empty ``rules:`` is a valid override that adds nothing, and drops MARK)."""
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "expwatch.rules.yaml"
+        path.write_bytes(raw)
+        try:
+            load_rules(path, {"default", "trapi"})
+        except RulesError:
+            return True
     return False
 
 

@@ -8,10 +8,13 @@ record instead. Either way the audit log has the whole story.
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
+import threading
 from datetime import datetime
 from pathlib import Path
+from typing import Callable
 
 from expwatch.actions.notifier import notifier_for
 from expwatch.audit.log import AuditLog
@@ -92,6 +95,31 @@ def supervised(args: argparse.Namespace, root: Path) -> int:
     return Respawner(argv, policy, record).run()
 
 
+def relay_signals(stop: Callable[[int], None]) -> None:
+    """SIGINT/SIGTERM call ``stop(signum)`` on a thread of their own, never inside the signal handler.
+
+    A handler runs in the main thread between two bytecodes, possibly while
+    that thread holds the event queue's lock: putting the Shutdown event from
+    there deadlocked a watcher now and then (a CI run's SIGTERM waited 20 s
+    for nothing). The interpreter writes the signal's number to a wakeup pipe
+    (async-signal-safe), and a small thread blocked on the pipe does the put.
+    """
+    read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
+    os.set_blocking(write_fd, False)  # set_wakeup_fd requires it; the reader blocks
+    signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
+
+    def relay() -> None:
+        while True:
+            for signum in os.read(read_fd, 64):
+                if signum in (signal.SIGINT, signal.SIGTERM):
+                    stop(signum)
+                    return
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: None)  # a Python handler, so the wakeup fd is written and nothing else happens
+    threading.Thread(target=relay, name="signals", daemon=True).start()
+
+
 def run(args: argparse.Namespace) -> int:
     root = Path(args.dir)
     if not root.is_dir():
@@ -118,11 +146,7 @@ def run(args: argparse.Namespace) -> int:
     if notifier is not None:
         loop.audit_listeners.append(notifier.on_record)
 
-    def stop(signum: int, _frame: object) -> None:
-        loop.events.put(Shutdown(signal.Signals(signum).name))
-
-    signal.signal(signal.SIGINT, stop)
-    signal.signal(signal.SIGTERM, stop)
+    relay_signals(lambda signum: loop.events.put(Shutdown(signal.Signals(signum).name)))
     try:
         loop.claim()
     except AlreadyWatched as exc:
