@@ -17,6 +17,8 @@ import psutil
 from fleet import Fleet, wait_for
 from latency import start_profiler
 
+PROFILE_RATE = 1000  # py-spy samples a second: an idle watcher is busy only a few ms at a time
+
 
 @dataclass(frozen=True)
 class IdleResult:
@@ -37,7 +39,7 @@ def measure(workdir: Path, runs: int, window: float, profile: Path | None = None
         wait_for(lambda: len(fleet.audit.select("run discovered")) >= runs, 60, "every run to be discovered")
         time.sleep(2.0)
         proc = psutil.Process(fleet.watcher.pid)
-        spy = start_profiler(fleet.watcher.pid, profile, window, gil=False, rate=1000) if profile else None
+        spy = start_profiler(fleet.watcher.pid, profile, window, gil=False, rate=PROFILE_RATE) if profile else None
         cpu0, t0 = proc.cpu_times(), time.monotonic()
         rss_max = 0
         while time.monotonic() - t0 < window:

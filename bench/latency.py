@@ -61,7 +61,10 @@ def percentile(sorted_values: list[float], q: float) -> float:
     return sorted_values[rank - 1]
 
 
-def start_profiler(pid: int, out: Path, duration: float, gil: bool = True, rate: int = 200) -> subprocess.Popen:
+PROFILE_RATE = 200  # py-spy samples a second over the live path
+
+
+def start_profiler(pid: int, out: Path, duration: float, gil: bool = True, rate: int = PROFILE_RATE) -> subprocess.Popen:
     """py-spy sampling every thread of ``pid`` (idle ones excluded) for ``duration`` s into a raw stacks file.
 
     ``gil``: only samples holding the GIL (Python's own CPU); without it, also

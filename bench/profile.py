@@ -36,7 +36,7 @@ def _name(frame: str) -> str:
     return f"{m['func']} ({Path(m['file']).name})"
 
 
-def summarise(raw: Path, top: int) -> str:
+def summarise(raw: Path, top: int, rate: int) -> str:
     """Self and total samples per function, with the thread totals they belong to."""
     self_n: Counter[str] = Counter()
     total_n: Counter[str] = Counter()
@@ -55,7 +55,7 @@ def summarise(raw: Path, top: int) -> str:
             self_n[frames[-1]] += n
         for name in set(frames):
             total_n[name] += n
-    out = [f"{samples} samples (200/s)", "", "| thread | samples | share |", "|---|---|---|"]
+    out = [f"{samples} samples ({rate}/s)", "", "| thread | samples | share |", "|---|---|---|"]
     out += [f"| {t} | {n} | {100 * n / samples:.0f}% |" for t, n in threads.most_common(6)]
     out += ["", "| function (self) | samples | share |", "|---|---|---|"]
     out += [f"| `{f}` | {n} | {100 * n / samples:.1f}% |" for f, n in self_n.most_common(top)]
@@ -78,12 +78,12 @@ def main(argv: list[str] | None = None) -> int:
             quiet = idle.measure(Path(tmp), args.runs, args.duration, profile=raw)
             print(f"{args.runs} quiet runs for {quiet.window_s:.0f} s: watcher CPU {quiet.cpu_pct:.2f}% of a core, "
                   f"RSS {quiet.rss_mb_max:.0f} MB\n")
-            print(summarise(raw, args.top))
+            print(summarise(raw, args.top, idle.PROFILE_RATE))
             return 0
         result = latency.measure(Path(tmp), args.runs, 20.0, args.duration, 200, 1, profile=raw)
         print(f"{args.runs} runs × 20 lines/s for {args.duration:g} s: watcher CPU {result.watcher_cpu_pct:.1f}% of a core, "
               f"p50 {result.p50_ms:.1f} ms, p99 {result.p99_ms:.1f} ms, {result.seen}/{result.probes} probes\n")
-        print(summarise(raw, args.top))
+        print(summarise(raw, args.top, latency.PROFILE_RATE))
     return 0
 
 

@@ -259,17 +259,16 @@ class Decider:
         """
         if not (state.collecting and alive):
             return False
-        inc = state.incident
-        crashes = [c for c in [inc.crash, *(c.evidence.get("crash") for c in inc.candidates)] if c]
+        crashes = state.incident.crashes()
         if not crashes:
             return False
         hint = max((c.get("retry_after_s") or 0.0 for c in crashes), default=0.0)
         wait = self.policy.exit_wait_s
         if 0 < hint <= self.policy.crash.retry_halt_above_s:
             wait = max(wait, min(hint, self.policy.crash.retry_wait_max_s) + self.policy.settle_s)
-        return now - inc.opened_at < wait
+        return now - state.incident.opened_at < wait
 
-    def carried_on(self, state: RunDecisions) -> Incident | None:
+    def carried_on(self, state: RunDecisions, facts: RunFacts) -> Incident | None:
         """The process outlived the exit wait and kept writing after its traceback: the exception was caught.
 
         ``logger.exception(...)`` of an error the script handles prints a whole
@@ -278,15 +277,13 @@ class Decider:
         (crash matches, and lines inside it such as ``Traceback (most recent
         call last):``) are dropped; the rest (a live 429 storm, a failing probe)
         still decide. Returns the incident when nothing is left of it: it ends
-        undecided. Called only while the process lives, or after it exited 0
-        (a crash that ends its process with a failure is a crash, whatever it
-        printed after).
+        undecided. None too while the process is gone with a failure: a crash
+        that ends its process is a crash, whatever it printed after.
         """
         inc = state.incident
-        if not state.collecting:
+        if not state.collecting or not (facts.alive or facts.exit_code == 0):
             return None
-        crashes = [c for c in [inc.crash, *(c.evidence.get("crash") for c in inc.candidates)]
-                   if c and (c.get("followed") or inc.last_line_at > c["end_offset"])]
+        crashes = [c for c in inc.crashes() if c.get("followed") or inc.last_line_at > c["end_offset"]]
         if not crashes:
             return None
         spans = [(c["offset"], c["end_offset"]) for c in crashes]

@@ -58,6 +58,10 @@ class Incident:
         """Highest priority; the earliest of equals (a stable, explainable choice)."""
         return max(self.candidates, key=lambda c: (c.rule.priority, -c.at))
 
+    def crashes(self) -> list[dict[str, Any]]:
+        """Every crash in its evidence (as ``Crash.to_json``): the one read while collecting, then its candidates'."""
+        return [c for c in [self.crash, *(c.evidence.get("crash") for c in self.candidates)] if c]
+
     def evidence(self) -> dict[str, Any]:
         best = self.winner()
         crash = best.evidence.get("crash") or self.crash

@@ -164,9 +164,8 @@ class _Replayer:
                 self.settle_at += self.decider.policy.settle_s
                 return self.settle_due(now, last_line_at)
             self.settle_at = None
-            if (self.facts.alive or self.facts.exit_code == 0) and (inc := self.decider.carried_on(self.state)) is not None:
-                crash = inc.crash or next(c.evidence["crash"] for c in inc.candidates if c.evidence.get("crash"))
-                self.survived.append(SurvivedException(inc.id, tuple(c.rule.name for c in inc.candidates), crash["cause"],
+            if (inc := self.decider.carried_on(self.state, self.facts)) is not None:
+                self.survived.append(SurvivedException(inc.id, tuple(c.rule.name for c in inc.candidates), inc.crashes()[0]["cause"],
                                                        tuple(self.lines_of.get(inc.id, ()))))
                 return
             decision = self.decider.settle(self.state, self.facts.done, now)

@@ -388,7 +388,7 @@ class EngineLoop:
         if not stopping and self.decider.awaits_exit(run.decisions, bool(run.facts.alive), now):
             self.timers.arm(run.name, "settle", self.decider.policy.settle_s)
             return
-        if (run.facts.alive or run.facts.exit_code == 0) and (survived := self.decider.carried_on(run.decisions)) is not None:
+        if (survived := self.decider.carried_on(run.decisions, run.facts)) is not None:
             self.recorder.survived(run, survived)
             return
         decision = self.decider.settle(run.decisions, run.facts.done, time.time())

@@ -93,7 +93,7 @@ def history_end(log: str, limits: CrashLimits, tail_bytes: int) -> int | None:
         if assembler.reading and (closed or not was_reading):
             opened_at = offset
         offset += len(raw) + 1
-    return opened_at if assembler.reading else len(data) + start
+    return opened_at if assembler.reading else size
 
 
 def progress_of(run: WatchedRun) -> Progress | None:

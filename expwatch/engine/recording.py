@@ -43,8 +43,7 @@ class DecisionRecorder:
 
     def survived(self, run: WatchedRun, incident: Incident) -> None:
         """The incident a caught, logged exception opened ends undecided (``Decider.carried_on``)."""
-        crash = incident.crash or next(c.evidence["crash"] for c in incident.candidates if c.evidence.get("crash"))
-        self._audit.record("exception survived", run=run.name, incident=incident.id, cause=crash["cause"],
+        self._audit.record("exception survived", run=run.name, incident=incident.id, cause=incident.crashes()[0]["cause"],
                            candidates=[c.rule.name for c in incident.candidates],
                            note="the process kept logging after its traceback and lives on (or exited 0): a caught exception, not a crash")
 
