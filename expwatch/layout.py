@@ -66,11 +66,28 @@ class ExperimentsLayout:
         """Optional user overrides of configs/settings.yaml."""
         return self.root / "expwatch.yaml"
 
+    # The same as text: file events arrive as path text, and comparing Paths costs more than the rest of an event.
     @cached_property
-    def _runs_dir_text(self) -> str:
+    def home_text(self) -> str:
+        return str(self.home)
+
+    @cached_property
+    def runs_dir_text(self) -> str:
         return str(self.runs_dir)
+
+    @cached_property
+    def rules_path_text(self) -> str:
+        return str(self.rules_path)
+
+    def is_own_file(self, path: str) -> bool:
+        """Audit, state and lock files under .expwatch/: a file event about one is the watcher's own write.
+
+        Asked of every file event, on any thread; the layout is immutable.
+        """
+        folder = path.rpartition("/")[0]
+        return folder == self.home_text or (folder == self.runs_dir_text and not self.is_manifest(path))
 
     def is_manifest(self, path: Path | str) -> bool:
         # On strings: the engine asks this on every file event, and Path.parent builds a new Path each time.
         folder, _, name = str(path).rpartition("/")
-        return folder == self._runs_dir_text and name.endswith(".json") and not name.endswith(".exit.json") and not name.startswith(".")
+        return folder == self.runs_dir_text and name.endswith(".json") and not name.endswith(".exit.json") and not name.startswith(".")

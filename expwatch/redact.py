@@ -16,7 +16,7 @@ on RE2, so a 1 MiB log line costs linear time, never a backtracking stall.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
@@ -26,6 +26,13 @@ from expwatch.settings import shipped_yaml
 
 # Fields that hold a whole environment: every secret-looking variable in them is masked.
 ENV_FIELDS = frozenset({"env", "env_overrides", "environment"})
+CACHED_CHARS, CACHED_ENTRIES = 256, 4096  # redactions remembered: short strings only, emptied when full
+
+
+def _remember(cache: dict, key: str, value: Any) -> None:
+    if len(cache) >= CACHED_ENTRIES:
+        cache.clear()
+    cache[key] = value
 
 
 def _rx(pattern: str) -> "re2._Regexp":
@@ -49,6 +56,10 @@ class Redactor:
     # A superset of what every pass below can match, searched first: most strings hold no secret,
     # and one search in RE2's C++ costs a fifth of five (each call re-encodes the text).
     any_secret: "re2._Regexp"
+    # What was found for recent names and short strings: an audit record repeats its run, rule,
+    # incident and digest in every record, and redaction is a pure function of the text.
+    _names: dict[str, bool] = field(default_factory=dict, compare=False, repr=False)
+    _texts: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
     def from_config(cls, data: dict[str, Any]) -> "Redactor":
@@ -77,14 +88,24 @@ class Redactor:
         )
 
     def is_secret_name(self, name: str) -> bool:
-        upper = name.upper()
-        return any(part in upper for part in self.name_parts)
+        known = self._names.get(name)
+        if known is None:
+            upper = name.upper()
+            known = any(part in upper for part in self.name_parts)
+            _remember(self._names, name, known)
+        return known
 
     def text(self, text: str) -> str:
+        known = self._texts.get(text)
+        if known is not None:
+            return known
         try:
-            return self._text(text)
+            masked = self._text(text)
         except UnicodeEncodeError:  # lone surrogates (JSON "\\ud800" escapes): RE2 matches UTF-8 only
-            return self._text(text.encode("utf-8", "surrogatepass").decode("utf-8", "replace"))
+            masked = self._text(text.encode("utf-8", "surrogatepass").decode("utf-8", "replace"))
+        if len(text) <= CACHED_CHARS:
+            _remember(self._texts, text, masked)
+        return masked
 
     def _text(self, text: str) -> str:
         return self.passes(text) if self.any_secret.search(text) else text
@@ -172,4 +193,5 @@ def redact_record(record: Any) -> Any:
 
 def redact_secrets(logger: Any, method_name: str, event_dict: dict[str, Any]) -> dict[str, Any]:
     """structlog processor: the audit trail's pass through ``redact_record``."""
-    return {key: redactor().value(key, value) for key, value in event_dict.items()}
+    value = redactor().value
+    return {key: value(key, item) for key, item in event_dict.items()}

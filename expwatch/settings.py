@@ -64,7 +64,6 @@ class WatchSettings:
     safety_poll_s: float
     observer: str
     polling_interval_s: float
-    inotify_gather_s: float
     stale_fallback_s: float
     position_save_s: float
     restart_backoff_s: float

@@ -8,10 +8,16 @@ taken out (before the read starts, so a write during the read queues a new
 event and no line waits for the safety poll). Other events are never merged.
 Both checks run under the queue's own mutex (``_put``/``_get`` are called
 holding it), so the sources' threads need no lock of their own.
+
+The engine loop waits on more than this queue (inotify's descriptor,
+watcher/inotify.py), so it does not block in ``get``: it waits in
+``select`` on ``wake_fd`` beside the others, an eventfd every ``put``
+signals, and then takes what is queued with ``get_nowait``.
 """
 
 from __future__ import annotations
 
+import os
 import queue
 from pathlib import Path
 from typing import Any
@@ -24,26 +30,21 @@ class EventQueue(queue.Queue):
         super().__init__()
         self._waiting: set[Path] = set()
         self.merged = 0  # FileChanged events dropped because the same path was already waiting
+        self.wake_fd = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
 
-    def put(self, item: Any, block: bool = True, timeout: float | None = None) -> None:
-        # Checked before Queue.put, which would wake the engine thread for nothing.
-        if isinstance(item, FileChanged):
-            with self.mutex:
-                if item.path in self._waiting:
-                    self.merged += 1
-                    return
-        super().put(item, block, timeout)
+    def woken(self) -> None:
+        """Reset ``wake_fd`` before taking what is queued (a put after this signals it again)."""
+        try:
+            os.eventfd_read(self.wake_fd)
+        except BlockingIOError:
+            pass
 
-    def put_all(self, items: list[Any]) -> None:
-        """Queue a batch under one lock and with one wake-up of the engine thread (this queue is unbounded)."""
-        with self.not_full:
-            before = self._qsize()
-            for item in items:
-                self._put(item)
-            added = self._qsize() - before
-            if added:
-                self.unfinished_tasks += added
-                self.not_empty.notify()
+    def close(self) -> None:
+        """Close ``wake_fd``; later puts (a source's thread outliving the loop) still queue, unsignalled."""
+        with self.mutex:
+            if self.wake_fd >= 0:
+                os.close(self.wake_fd)
+                self.wake_fd = -1
 
     def _put(self, item: Any) -> None:
         if isinstance(item, FileChanged):
@@ -52,6 +53,8 @@ class EventQueue(queue.Queue):
                 return
             self._waiting.add(item.path)
         self.queue.append(item)
+        if self.wake_fd >= 0:
+            os.eventfd_write(self.wake_fd, 1)
 
     def _get(self) -> Any:
         item = self.queue.popleft()

@@ -15,9 +15,14 @@ from pathlib import Path
 
 @dataclass(frozen=True)
 class FileChanged:
-    """watchdog saw a create/modify/move/delete under a watched directory."""
+    """inotify or watchdog saw a create/modify/move/delete under a watched directory.
+
+    ``appended``: every event was a write, so the path still names the file
+    a reader has open (inotify says so; the polling observer never does).
+    """
 
     path: Path
+    appended: bool = False
 
 
 @dataclass(frozen=True)

@@ -1,12 +1,13 @@
 """File changes → FileChanged events on the one queue.
 
-The handler only enqueues paths; reading files happens on the engine
-thread, so a burst of writes never races a rotation check. Local paths are
-watched with our own one-thread inotify reader (watcher/inotify.py: one
-event per changed file per kernel read, where watchdog's observer spent
-three thread handoffs per write); inotify does not see writes made on other
-machines to a network filesystem, so such paths are watched by watchdog's
-polling observer instead.
+Reading files happens on the engine thread, so a burst of writes never
+races a rotation check. Local paths are watched with our own inotify reader
+(watcher/inotify.py), whose descriptor the engine loop waits on beside its
+queue: one event per changed file per kernel read, with no thread between
+the kernel and the read, where watchdog's observer spent three thread
+handoffs per write. inotify does not see writes made on other machines to a
+network filesystem, so such paths are watched by watchdog's polling
+observer instead, whose thread puts its events on the engine's queue.
 """
 
 from __future__ import annotations
@@ -56,43 +57,41 @@ def wants_polling(path: Path, mode: str) -> bool:
 
 
 class _Enqueue(FileSystemEventHandler):
-    def __init__(self, events: EventQueue, ignore: Callable[[Path], bool]):
+    def __init__(self, events: EventQueue, ignore: Callable[[str], bool]):
         self._events, self._ignore = events, ignore
-        self._ignored: dict[Path, bool] = {}  # ``ignore`` is a pure function of the path: asked once per path
+        self._ignored: dict[str, bool] = {}  # ``ignore`` is a pure function of the path: asked once per path
 
-    def paths(self, paths: list[Path]) -> None:
-        """InotifyWatch's sink: the distinct paths of one kernel read, queued together."""
-        events = []
-        for path in paths:
+    def changes(self, paths: dict[str, bool]) -> list[tuple[str, bool]]:
+        """The distinct paths of one inotify read (with whether they were only written), less those ignored."""
+        kept = []
+        for path, appended in paths.items():
             ignored = self._ignored.get(path)
             if ignored is None:
                 if len(self._ignored) >= 4096:
                     self._ignored.clear()
                 ignored = self._ignored[path] = self._ignore(path)
             if not ignored:
-                events.append(FileChanged(path))
-        self._events.put_all(events)
+                kept.append((path, appended))
+        return kept
 
     def on_any_event(self, event: FileSystemEvent) -> None:
         if event.event_type in ("opened", "closed_no_write"):
             return
         for raw in (event.src_path, getattr(event, "dest_path", "")):
             if raw:
-                path = Path(os.fsdecode(raw))
+                path = os.fsdecode(raw)
                 if not self._ignore(path):
-                    self._events.put(FileChanged(path))
+                    self._events.put(FileChanged(Path(path)))
 
 
 class DirectoryWatch:
-    """One observer for inotify paths and one for polled paths, started lazily."""
+    """inotify for local paths (read by the owner's thread), watchdog's polling observer for the rest."""
 
-    def __init__(self, events: EventQueue, mode: str, polling_interval_s: float, ignore: Callable[[Path], bool] = lambda p: False,
-                 gather_s: float = 0.0):
-        """``ignore``: paths whose events are dropped at the source (the watcher's own writes).
-        ``gather_s``: inotify events of one burst are read together after this long (watch.inotify_gather_s)."""
+    def __init__(self, events: EventQueue, mode: str, polling_interval_s: float, ignore: Callable[[str], bool] = lambda p: False):
+        """``ignore``: paths (as text) whose events are dropped at the source (the watcher's own writes)."""
         self._handler = _Enqueue(events, ignore)
         self._mode = mode
-        self._inotify = InotifyWatch(self._handler.paths, gather_s)
+        self._inotify = InotifyWatch()
         self._polling = PollingObserver(timeout=polling_interval_s)
         self._watched: dict[Path, bool] = {}
         self._started = False
@@ -112,13 +111,21 @@ class DirectoryWatch:
         self._watched[directory] = recursive
         return "polling" if polling else "inotify"
 
+    def fileno(self) -> int:
+        """Readable when inotify has events for ``take()``."""
+        return self._inotify.fileno()
+
+    def take(self) -> list[tuple[str, bool]]:
+        """The local files changed since the last call, each once, with whether they were only written
+        (``FileChanged.appended``; call when ``fileno()`` is readable)."""
+        return self._handler.changes(self._inotify.take())
+
     def start(self) -> None:
-        self._inotify.start()
         self._polling.start()
         self._started = True
 
     def stop(self) -> None:
         if self._started:
-            self._inotify.stop()
             self._polling.stop()
             self._polling.join(timeout=5)
+        self._inotify.close()

@@ -1,19 +1,18 @@
-"""The engine loop: one queue in, the Decider decides, decisions out to actions.
+"""The engine loop: events in, the Decider decides, decisions out to actions.
 
-Every source (watchdog, pidfd exits, probes, squeue, incident threads,
-signals) only puts typed events on ``self.events``; this loop is the only
-code that touches the Decider or changes per-run state, so none of it
-needs locks and durable-rules is only ever called from here. Timers
-(silence, settle windows, the safety poll) are a heap consulted by the
-queue's ``get(timeout=...)``, so an idle watcher sleeps. Anything that can
-block (dmesg, squeue, sbatch, scancel, HTTP) runs on another thread and
-comes back as an event.
+Every threaded source (pidfd exits, probes, squeue, the polling observer,
+incident threads, signals) only puts typed events on ``self.events``; file
+changes seen by inotify are read by this loop itself (``Inbox``). This loop
+is the only code that touches the Decider or changes per-run state, so none
+of it needs locks and durable-rules is only ever called from here. Timers
+(silence, settle windows, the safety poll) bound the Inbox's wait, so an
+idle watcher sleeps. Anything that can block (dmesg, squeue, sbatch,
+scancel, HTTP) runs on another thread and comes back as an event.
 """
 
 from __future__ import annotations
 
 import os
-import queue
 import threading
 import time
 from pathlib import Path
@@ -24,11 +23,12 @@ from expwatch.actions.context import ActionContext
 from expwatch.autoadopt import RunDiscovery
 from expwatch.actions.executor import IncidentClosed, IncidentExecutor
 from expwatch.audit.log import AuditLog
+from expwatch.engine.inbox import Inbox
 from expwatch.engine.lock import DirectoryLock
 from expwatch.engine.membership import RunMembership
 from expwatch.engine.persist import RunStatePersistence
 from expwatch.engine.probes import ProbeBoard
-from expwatch.engine.reading import LogRead, log_lines, progress_of
+from expwatch.engine.reading import LogRead, log_lines, progress_of, quiet_lines
 from expwatch.engine.progress_log import note_progress
 from expwatch.engine.recording import DecisionRecorder
 from expwatch.engine.recovery import Recovery
@@ -60,7 +60,7 @@ class EngineLoop:
         self.settings = settings or load_settings(self.layout)
         self.dry_run = dry_run
         self.console = console
-        self.events: queue.Queue = EventQueue()  # a file already waiting to be read is not queued twice
+        self.events = EventQueue()  # a file already waiting to be read is not queued twice
         self.runs = RunTable()
         self.timers = Timers()
         self.runners = Runners(self.settings)
@@ -98,7 +98,7 @@ class EngineLoop:
         self.persist = RunStatePersistence(self.store)
         self.exits = ExitWaiter(self.events)
         self.files = DirectoryWatch(self.events, self.settings.watch.observer, self.settings.watch.polling_interval_s,
-                                    ignore=self._own_write, gather_s=self.settings.watch.inotify_gather_s)
+                                    ignore=self.layout.is_own_file)
         self.executor = IncidentExecutor(self.store, self.audit, self._context, self.events.put, self.dry_run)
         self.recorder = DecisionRecorder(self.audit, self.store, self.executor, self.console, self.persist.state_of,
                                          lambda: self.decider.ruleset.digest)
@@ -147,17 +147,18 @@ class EngineLoop:
         self.audit.record("watcher stopped", dir=str(self.layout.root))
         self.audit.close()
         self.store.close()
+        self.events.close()
         self.lock.release()
 
     def _loop(self) -> None:
+        inbox = Inbox(self.files, self.events, self.timers)
         while True:
-            try:
-                event = self.events.get(timeout=self.timers.timeout())
-            except queue.Empty:
-                event = None
-            if isinstance(event, Shutdown):
-                return
-            if event is not None:
+            files, events = inbox.wait()
+            for path, appended in files:
+                self._on_file(path, appended)
+            for event in events:
+                if isinstance(event, Shutdown):
+                    return
                 self._dispatch(event)
             for deadline in self.timers.due():
                 self._dispatch(deadline)
@@ -185,7 +186,7 @@ class EngineLoop:
 
     def _dispatch(self, event: Any) -> None:
         if isinstance(event, FileChanged):
-            self._on_file(event.path)
+            self._on_file(str(event.path), event.appended)
         elif isinstance(event, ProcessExit):
             self.on_exit(event)
         elif isinstance(event, Deadline):
@@ -215,6 +216,9 @@ class EngineLoop:
         if deadline.purpose == "poll":
             self._safety_poll()
             self.timers.arm("*", "poll", self.settings.watch.safety_poll_s)
+            return
+        if deadline.purpose == "save":
+            self.persist.save_due()
             return
         run = self.runs.get(deadline.run)
         if run is None:
@@ -251,47 +255,43 @@ class EngineLoop:
     def stale_after_s(self) -> float:
         return self.decider.ruleset.stale_after_s(self.settings.watch.stale_fallback_s)
 
-    def _own_write(self, path: Path) -> bool:
-        """Audit, state and lock files under .expwatch/: every record would be an event to discard.
-
-        Called on watchdog's thread; it reads only the immutable layout.
-        """
-        return path.parent == self.layout.home or (path.parent == self.layout.runs_dir and not self.layout.is_manifest(path))
-
-    def _on_file(self, path: Path) -> None:
-        if self.slurm.is_completion_file(path):
-            self.slurm.read_completions()
-            return
-        if path == self.layout.rules_path:
-            self._reload_rules()
-            return
-        if self.layout.is_manifest(path):
-            self.members.on_manifest(path)
-            return
-        asleep = self.dormancy.owner(str(path))
+    def _on_file(self, text: str, appended: bool = False) -> None:
+        """``appended``: inotify saw only writes, so the log's reader may skip checking for a rotation."""
+        owners = self.runs.owning(text)  # first: nearly every event is a watched run's log
+        asleep = self.dormancy.owner(text)
         if asleep is not None:
             self.members.on_manifest(self.layout.manifest_path(asleep))  # a released run's file changed: watch it again
-        for run in self.runs.owning(str(path)):
-            if str(path) == run.manifest.log:
-                self.read_log(run)
-            else:
-                self.read_progress(run)
+        if owners:
+            for run in owners:
+                if text == run.manifest.log:
+                    self.read_log(run, appended=appended)
+                else:
+                    self.read_progress(run)
+        elif self.slurm.is_completion_file(text):
+            self.slurm.read_completions()
+        elif text == self.layout.rules_path_text:
+            self._reload_rules()
+        elif self.layout.is_manifest(text):
+            self.members.on_manifest(Path(text))
 
     # ----- sources → facts ---------------------------------------------------------
 
-    def read_log(self, run: WatchedRun, replay: bool = False, until: int | None = None) -> int:
-        read, counted = LogRead(), False
-        prefilter = self.decider.classifier.prefilter if replay else self.decider.classifier.live_prefilter
-        for line in log_lines(run, replay, prefilter, read, until):
-            counted = self.on_line(run, line) or counted
-        for note in read.notes:
-            self.audit.record("log file changed", run=run.name, file=run.manifest.log, note=note)
-        # Saving the read position costs a SQLite write. Lines no rule counts can
-        # be read again after a crash at no cost, so those saves are throttled;
-        # a line that counted is saved at once, or a crash would count it twice.
-        if counted or (read.count and time.time() - run.saved_at >= self.settings.watch.position_save_s):
+    def read_log(self, run: WatchedRun, replay: bool = False, until: int | None = None, appended: bool = False) -> int:
+        """``appended``: inotify saw only writes to the log since its last read (``FileChanged.appended``)."""
+        count, counted = quiet_lines(run, self.decider.classifier.live_prefilter) if appended else None, False
+        if count is None:
+            read, prefilter = LogRead(), self.decider.classifier.prefilter if replay else self.decider.classifier.live_prefilter
+            for line in log_lines(run, replay, prefilter, read, until, appended):
+                counted = self.on_line(run, line) or counted
+            for note in read.notes:
+                self.audit.record("log file changed", run=run.name, file=run.manifest.log, note=note)
+            count = read.count
+        # A line that counted is saved at once, or a crash would count it twice; others in batches.
+        if counted:
             self.persist.save(run)
-        return read.count
+        elif count and self.persist.save_later(run):
+            self.timers.arm("*", "save", self.settings.watch.position_save_s)
+        return count
 
     def on_line(self, run: WatchedRun, line: LogLine) -> bool:
         outcome = self._contained(run, lambda: self.decider.on_line(

@@ -31,7 +31,7 @@ class LogRead:
 
 
 def log_lines(run: WatchedRun, replay: bool, prefilter: LinePrefilter | None, read: LogRead,
-              until: int | None = None) -> Iterator[LogLine]:
+              until: int | None = None, appended: bool = False) -> Iterator[LogLine]:
     """Every complete new line of the run's log worth a look; ``read`` collects the count and file notes.
 
     ``prefilter`` skips, in raw bytes, the lines that can change nothing:
@@ -41,13 +41,14 @@ def log_lines(run: WatchedRun, replay: bool, prefilter: LinePrefilter | None, re
     assembler's last lines before a crash are handed over ahead of each line
     returned. While a crash is open or an incident collects evidence every
     line is read, from the line on which that began. ``until``: read nothing
-    from that offset on (where history ends, ``history_end``).
+    from that offset on (where history ends, ``history_end``). ``appended``:
+    the path was only written to since the last read (``LogTailer.read_new``).
     """
     notes: list[str] = []
     before = 0 if replay else run.crashes.limits.context_lines
     while True:
         filtered = prefilter if replay or not run.reads_every_line else None
-        lines = run.tailer.read_new(filtered, before, until)
+        lines = run.tailer.read_new(filtered, before, until, appended)
         notes.extend(run.tailer.drain_notes())
         rewound = False
         for index, line in enumerate(lines):
@@ -62,6 +63,20 @@ def log_lines(run: WatchedRun, replay: bool, prefilter: LinePrefilter | None, re
     if read.count and not replay:
         run.facts.note_activity(time.time())  # the lines skipped after the last one returned are activity too
     read.notes = tuple(notes)
+
+
+def quiet_lines(run: WatchedRun, prefilter: LinePrefilter | None) -> int | None:
+    """How many new lines of the run's log a write added if none is worth a look; None: read them with ``log_lines``.
+
+    For a log inotify saw only written to (``LogTailer.skip_quiet``); the
+    lines count as log activity, as in ``log_lines``.
+    """
+    if prefilter is None or run.reads_every_line:
+        return None
+    count = run.tailer.skip_quiet(prefilter, run.crashes.limits.context_lines)
+    if count:
+        run.facts.note_activity(time.time())
+    return count
 
 
 def history_end(log: str, limits: CrashLimits, tail_bytes: int) -> int | None:

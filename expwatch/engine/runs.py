@@ -26,7 +26,6 @@ class WatchedRun:
     last_incident: str | None = None  # "RULE: outcome", for displays
     last_incident_id: str | None = None
     last_cause: str | None = None  # the crash behind the last incident, in one line, for displays
-    saved_at: float = 0.0  # when its state was last written to the store
     progress_noted: tuple[int, int] | None = None  # (done, restarts) of the last `progress` record
     progress_noted_at: float = 0.0
     crashes: CrashAssembler = field(default_factory=CrashAssembler)  # the log's tracebacks, assembled line by line

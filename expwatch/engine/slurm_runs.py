@@ -47,8 +47,8 @@ class SlurmRuns:
         if self._located:
             self._start_following()
 
-    def is_completion_file(self, path: Path) -> bool:
-        return self._following and path == self._path
+    def is_completion_file(self, path: str) -> bool:
+        return self._following and path == str(self._path)
 
     def read_completions(self) -> None:
         if not self._following:

@@ -1,0 +1,52 @@
+"""What the engine loop waits on: inotify's descriptor, the queue's wake-up, and the next timer.
+
+Threaded sources put events on the ``EventQueue``, whose eventfd wakes the
+loop; inotify's descriptor is read here on the loop's own thread, since a
+reader thread handing each write over cost a wake-up and a queue round trip
+as large as reading the file. One ``poll`` waits for both, bounded by the
+earliest timer, so an idle watcher sleeps.
+"""
+
+from __future__ import annotations
+
+import queue
+import select
+from typing import Any
+
+from expwatch.engine.timers import Timers
+from expwatch.watcher.coalesce import EventQueue
+from expwatch.watcher.observer import DirectoryWatch
+
+
+class Inbox:
+    def __init__(self, files: DirectoryWatch, events: EventQueue, timers: Timers):
+        self._files, self._events, self._timers = files, events, timers
+        self._files_fd = files.fileno()
+        self._poll = select.poll()
+        self._poll.register(self._files_fd, select.POLLIN)
+        self._poll.register(events.wake_fd, select.POLLIN)
+
+    def wait(self) -> tuple[list[tuple[str, bool]], list[Any]]:
+        """Block until something arrives or the next timer is due: (changed files, queued events).
+
+        Files come first: a process exit queued after its last write then
+        finds those lines already read. Either list may be empty (a timer).
+        """
+        timeout = self._timers.timeout()
+        try:
+            ready = self._poll.poll(None if timeout is None else timeout * 1000)
+        except InterruptedError:
+            return [], []
+        files: list[tuple[str, bool]] = []
+        events: list[Any] = []
+        for fd, _ in ready:
+            if fd == self._files_fd:
+                files = self._files.take()
+            else:
+                self._events.woken()
+                while True:
+                    try:
+                        events.append(self._events.get_nowait())
+                    except queue.Empty:
+                        break
+        return files, events
