@@ -66,6 +66,7 @@ class WatchSettings:
     polling_interval_s: float
     stale_fallback_s: float
     position_save_s: float
+    read_interval_s: float
     restart_backoff_s: float
     release_finished_s: float
     views_every_s: float

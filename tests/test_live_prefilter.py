@@ -139,7 +139,11 @@ def test_evidence_written_after_the_first_match_is_captured_across_reads(tmp_pat
 
 
 def test_prefiltered_reads_hand_the_crash_assembler_what_every_line_would(tmp_path):
-    """Random logs written in random pieces: crashes, chains, faulthandler dumps, fatal lines, thread lines."""
+    """Random logs written in random pieces: crashes, chains, faulthandler dumps, fatal lines, thread lines.
+
+    Odd seeds read as after a write inotify saw alone: ``skip_quiet`` first,
+    then ``read_new(appended=True)`` when it declines (engine/reading.py).
+    """
     prefilter = LinePrefilter.build([r"HTTP/1\.1 429", STARTS.pattern])
     chained = [HEADER, *RATE_LIMITED, "", "During handling of the above exception, another exception occurred:", "",
                HEADER, '  File "/work/eval.py", line 9, in main', "KeyError: 'choices'"]
@@ -170,10 +174,12 @@ def test_prefiltered_reads_hand_the_crash_assembler_what_every_line_would(tmp_pa
                 step = rng.randrange(1, 400)
                 out.write(data[at:at + step])
                 at += step
+                if seed % 2 and not assembler.reading and tailer.skip_quiet(prefilter, LIMITS.context_lines) is not None:
+                    continue  # as quiet_lines reads: nothing worth a look was written
                 while True:  # as expwatch/engine/reading.py reads
                     filtered = None if assembler.reading else prefilter
                     rewound = False
-                    for index, line in enumerate(tailer.read_new(filtered, LIMITS.context_lines)):
+                    for index, line in enumerate(tailer.read_new(filtered, LIMITS.context_lines, appended=bool(seed % 2))):
                         crashes += assembler.feed(line.text, line.offset)
                         if filtered is not None and assembler.reading and (rewound := tailer.reread_after(index)):
                             break
@@ -182,6 +188,24 @@ def test_prefiltered_reads_hand_the_crash_assembler_what_every_line_would(tmp_pa
         crashes += assembler.flush()
         assert [c.to_json() for c in crashes] == every_line_crashes(log, flush=True), f"seed {seed}"
         assert os.path.getsize(log) == tailer.position.offset
+
+
+def test_a_log_truncated_in_place_under_a_write_only_read_is_noticed(tmp_path):
+    """A truncation is a write to inotify (IN_MODIFY): the quick read finds nothing new and looks the careful way."""
+    prefilter = LinePrefilter.build([r"HTTP/1\.1 429"])
+    log = tmp_path / "run.log"
+    log.write_text("".join(ordinary(n) for n in range(50)))
+    tailer = LogTailer(log)
+    tailer.read_new(prefilter, 5)
+    with open(log, "ab", buffering=0) as out:
+        out.write(ordinary(50).encode())
+        assert tailer.skip_quiet(prefilter, 5) == 1
+        os.truncate(log, 0)
+        out.write(b"after truncation: HTTP/1.1 429\n")
+    assert tailer.skip_quiet(prefilter, 5) is None  # the offset is past the end: nothing consumed
+    lines = tailer.read_new(prefilter, 5, appended=True)
+    assert lines[-1].text == "after truncation: HTTP/1.1 429" and lines[-1].offset == 0  # after the 5 lines read before it
+    assert tailer.drain_notes() == ["replaced (head changed)"]  # its first line is another: noticed before the read
 
 
 NO_LITERAL_RULE = """

@@ -180,7 +180,9 @@ class LogTailer:
         file still drained, a backlog of more than one chunk, or nothing new
         (a truncation in place, which ``read_new`` notices). Nearly every
         write is a line no rule can match; ``read_new``'s general bookkeeping
-        for them was most of the watcher's CPU at 100 chatty runs.
+        for them was most of the watcher's CPU at 100 chatty runs. The first
+        line is not compared here: a file rewritten in place is noticed by the
+        next ``read_new`` (a line worth a look, or the engine's safety poll).
         """
         f = self._current
         if f is None or self._retired is not None or f.carry or f.skipping or f.missing or not f.head \

@@ -151,7 +151,7 @@ class EngineLoop:
         self.lock.release()
 
     def _loop(self) -> None:
-        inbox = Inbox(self.files, self.events, self.timers)
+        inbox = Inbox(self.files, self.events, self.timers, self.settings.watch.read_interval_s)
         while True:
             files, events = inbox.wait()
             for path, appended in files:
