@@ -22,13 +22,14 @@ from fleet import Fleet
 
 from expwatch.engine.persist import RunStatePersistence
 from expwatch.engine.reading import history_end
-from expwatch.engine.runs import WatchedRun
+from expwatch.engine.runs import RunTable, WatchedRun
 from expwatch.manifest import RunManifest
 from expwatch.rules.classify import LineClassifier
 from expwatch.rules.facts import RunFacts
 from expwatch.rules.loader import parse_rules, shipped_rules_text
 from expwatch.rules.prefilter import LinePrefilter
 from expwatch.settings import load_settings
+from expwatch.state import StateStore
 from expwatch.watcher.crash import STARTS, CrashAssembler, CrashLimits
 from expwatch.watcher.tail import LogTailer
 
@@ -272,3 +273,32 @@ def test_a_saved_read_position_stays_before_a_crash_still_being_read(tmp_path):
     for line in run.tailer.read_new():
         run.crashes.feed(line.text, line.offset)
     assert RunStatePersistence.state_of(run)["position"]["offset"] == log.stat().st_size  # the crash is over
+
+
+def test_batched_saves_write_the_run_the_table_holds_not_an_older_copy(tmp_path):
+    """A run released and watched again before the batch is written is another object: its newer position wins."""
+    log = tmp_path / "run.log"
+    log.write_text("".join(ordinary(n) for n in range(3)))
+    manifest = RunManifest(name="r1", argv=("python", "eval.py"), cwd=str(tmp_path), log=str(log))
+    rules = parse_rules(shipped_rules_text(), "rules.yaml")
+    store = StateStore(tmp_path / "state.sqlite3")
+    persist, runs = RunStatePersistence(store), RunTable()
+    released = WatchedRun(manifest, LogTailer(log), RunFacts(rules, started_at=0.0), crashes=CrashAssembler(LIMITS))
+    released.tailer.read_new()
+    runs.add(released)
+    assert persist.save_later(released)  # the first run waiting: the caller arms the timer
+    assert not persist.save_later(released)
+    runs.pop("r1")  # released (it saved itself then) ...
+    with open(log, "a") as fh:
+        fh.write(ordinary(3))
+    revived = WatchedRun(manifest, LogTailer(log, persist.saved_position("r1")), RunFacts(rules, started_at=0.0),
+                         crashes=CrashAssembler(LIMITS))
+    revived.tailer.read_new()
+    runs.add(revived)  # ... and watched again, further on
+    persist.save_due(runs)
+    assert persist.saved_position("r1").offset == log.stat().st_size
+    persist.save_later(revived)
+    runs.pop("r1")
+    persist.save_due(runs)  # a run gone from the table is not written from the batch
+    assert persist.saved_position("r1").offset == log.stat().st_size
+    store.close()

@@ -11,8 +11,8 @@ holding it), so the sources' threads need no lock of their own.
 
 The engine loop waits on more than this queue (inotify's descriptor,
 watcher/inotify.py), so it does not block in ``get``: it waits in
-``select`` on ``wake_fd`` beside the others, an eventfd every ``put``
-signals, and then takes what is queued with ``get_nowait``.
+``poll`` on ``wake_fd`` beside the others (engine/inbox.py), an eventfd
+every ``put`` signals, and then takes what is queued with ``get_nowait``.
 """
 
 from __future__ import annotations

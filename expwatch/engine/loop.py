@@ -218,7 +218,7 @@ class EngineLoop:
             self.timers.arm("*", "poll", self.settings.watch.safety_poll_s)
             return
         if deadline.purpose == "save":
-            self.persist.save_due()
+            self.persist.save_due(self.runs)
             return
         run = self.runs.get(deadline.run)
         if run is None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from expwatch.engine.runs import WatchedRun
+from expwatch.engine.runs import RunTable, WatchedRun
 from expwatch.manifest import RunManifest
 from expwatch.rules.decide import RunDecisions
 from expwatch.rules.guard import GuardState
@@ -20,7 +20,7 @@ from expwatch.watcher.tail import TailPosition
 class RunStatePersistence:
     def __init__(self, store: StateStore):
         self.store = store
-        self._due: dict[str, WatchedRun] = {}  # runs whose lines since their last save counted for nothing
+        self._due: set[str] = set()  # runs whose lines since their last save counted for nothing
 
     def save_later(self, run: WatchedRun) -> bool:
         """Save ``run`` with the next ``save_due``; True when it is the first run waiting (arm the timer).
@@ -31,14 +31,20 @@ class RunStatePersistence:
         at 100 chatty runs, each also an inotify event on the WAL file.
         """
         first = not self._due
-        self._due[run.name] = run
+        self._due.add(run.name)
         return first
 
-    def save_due(self) -> None:
-        due, self._due = self._due, {}
-        states = {name: self.state_of(run) for name, run in due.items() if not run.decisions.collecting}
-        if states:
-            self.store.save_runs(states)
+    def save_due(self, runs: RunTable) -> None:
+        """Save the waiting runs as the table holds them now.
+
+        By name, not by the object that asked: a run released and watched
+        again meanwhile is another object, and the one that asked would write
+        an older read position over the newer one's.
+        """
+        due, self._due = self._due, set()
+        current = [run for run in map(runs.get, due) if run is not None and not run.decisions.collecting]
+        if current:
+            self.store.save_runs({run.name: self.state_of(run) for run in current})
 
     def saved_position(self, name: str) -> TailPosition | None:
         saved = self.store.run_data(name)
