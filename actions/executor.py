@@ -1,5 +1,9 @@
 """Run an incident's ordered actions on a thread of its own, exactly once.
 
+A plan whose every step returns at once (an alert without a command, or
+any plan in a dry run: ``registry.returns_at_once``) runs on the caller's
+thread instead; it posts the same ``IncidentClosed``.
+
 Each step is written to the state store as *started* before it acts and
 *finished* after, and to the audit log likewise. A watcher killed between
 the two finds the step still marked started on its next start and runs it
@@ -15,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from expwatch.actions.context import ActionContext, ActionFailed, ActionResult
-from expwatch.actions.registry import ACTIONS
+from expwatch.actions.registry import ACTIONS, returns_at_once
 from expwatch.audit.log import AuditLog
 from expwatch.state import IncidentRow, StateStore
 
@@ -44,6 +48,9 @@ class IncidentExecutor:
         self.stop = threading.Event()
 
     def start(self, row: IncidentRow) -> None:
+        if self._dry_run or all(returns_at_once(step) for step in row.plan):
+            self._run(row)
+            return
         thread = threading.Thread(target=self._run, args=(row,), name=f"incident-{row.id}", daemon=True)
         self._threads = [t for t in self._threads if t.is_alive()] + [thread]
         thread.start()

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from typing import Any
 
 from expwatch.actions.command_env import exec_env, exec_text
@@ -48,10 +47,16 @@ def run_command(ctx: ActionContext, argv: list[str], message: str, timeout_s: fl
     return {"argv": argv, "returncode": 0, "stdout": done.stdout.strip()[:500]}
 
 
+def alert_returns_at_once(arg: Any) -> bool:
+    """An alert without a command only writes a console line and an audit record."""
+    return not (isinstance(arg, dict) and arg.get("argv"))
+
+
 def alert(ctx: ActionContext, arg: Any) -> ActionResult:
+    """The terminal bell is the display's (``display.records.rings_bell``): written here, on whatever
+    thread runs the step, it could block on a pipe nobody reads."""
     spec = arg if isinstance(arg, dict) else {"message": arg or ""}
     message = spec.get("message") or f"{ctx.rule} on run {ctx.run}"
-    sys.stdout.write("\a")
     ctx.console(f"ALERT {ctx.run}: {ctx.rule}: {message}")
     details: dict[str, Any] = {"message": message}
     if spec.get("argv"):

@@ -11,7 +11,7 @@ from typing import Any, Callable
 from expwatch.actions.config import scale_workers, set_env, switch_profile
 from expwatch.actions.context import ActionContext, ActionResult
 from expwatch.actions.halt import complete, halt
-from expwatch.actions.notify import alert, exec_command
+from expwatch.actions.notify import alert, alert_returns_at_once, exec_command
 from expwatch.actions.process import free_gpu, kill, restart
 
 
@@ -42,3 +42,16 @@ ACTIONS: dict[str, Callable[[ActionContext, Any], ActionResult]] = {
     "exec": exec_command,
     "complete": complete,
 }
+
+
+# Steps that, with the argument given, return at once and touch no process: a plan made only of them
+# is run on the engine thread (``IncidentExecutor.start``), where a thread of its own cost an
+# informational incident more than its decision (thread start, GIL handoffs; BENCHMARKS.md, issue 16).
+RETURNS_AT_ONCE: dict[str, Callable[[Any], bool]] = {
+    "alert": alert_returns_at_once,
+}
+
+
+def returns_at_once(step: dict[str, Any]) -> bool:
+    at_once = RETURNS_AT_ONCE.get(step["name"])
+    return at_once is not None and at_once(step.get("arg"))

@@ -41,6 +41,10 @@ IN_CLOEXEC, IN_NONBLOCK = 0o2000000, 0o4000
 APPEND_ONLY = IN_MODIFY | IN_CLOSE_WRITE
 WATCH_MASK = (IN_MODIFY | IN_ATTRIB | IN_CLOSE_WRITE | IN_MOVED_FROM | IN_MOVED_TO | IN_CREATE | IN_DELETE
               | IN_DELETE_SELF | IN_MOVE_SELF | IN_ONLYDIR | IN_DONT_FOLLOW)
+# A directory the watcher writes its own files in (.expwatch/): only entries coming and going, which is
+# how its subdirectories are followed. With writes too, every audit record and SQLite commit woke the
+# engine loop to read an event it then ignored, several per incident.
+OWN_DIR_MASK = IN_MOVED_FROM | IN_MOVED_TO | IN_CREATE | IN_DELETE | IN_DELETE_SELF | IN_MOVE_SELF | IN_ONLYDIR | IN_DONT_FOLLOW
 HEADER = struct.Struct("iIII")
 READ_BYTES = 1 << 16
 NAME_CACHE = 4096
@@ -64,7 +68,9 @@ class InotifyWatch:
     so nothing here is locked.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, own_dirs: frozenset[str] = frozenset()) -> None:
+        """``own_dirs``: directories (as text) whose files only the watcher writes (``OWN_DIR_MASK``)."""
+        self._own_dirs = own_dirs
         # (wd, name) -> path text: building a path per event was the reader's largest cost after the read itself.
         self._names: dict[tuple[int, bytes], str] = {}
         self._libc = _libc()
@@ -109,7 +115,8 @@ class InotifyWatch:
         pending = [directory]
         while pending:
             current = pending.pop()
-            wd = self._libc.inotify_add_watch(self._fd, os.fsencode(current), WATCH_MASK)
+            mask = OWN_DIR_MASK if current in self._own_dirs else WATCH_MASK
+            wd = self._libc.inotify_add_watch(self._fd, os.fsencode(current), mask)
             if wd < 0:
                 err = ctypes.get_errno()
                 if current == directory and err not in (errno.ENOENT, errno.ENOTDIR):

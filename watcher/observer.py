@@ -87,11 +87,13 @@ class _Enqueue(FileSystemEventHandler):
 class DirectoryWatch:
     """inotify for local paths (read by the owner's thread), watchdog's polling observer for the rest."""
 
-    def __init__(self, events: EventQueue, mode: str, polling_interval_s: float, ignore: Callable[[str], bool] = lambda p: False):
-        """``ignore``: paths (as text) whose events are dropped at the source (the watcher's own writes)."""
+    def __init__(self, events: EventQueue, mode: str, polling_interval_s: float, ignore: Callable[[str], bool] = lambda p: False,
+                 own_dirs: frozenset[str] = frozenset()):
+        """``ignore``: paths (as text) whose events are dropped at the source (the watcher's own writes);
+        ``own_dirs``: directories whose files are all such (inotify is not told of writes there at all)."""
         self._handler = _Enqueue(events, ignore)
         self._mode = mode
-        self._inotify = InotifyWatch()
+        self._inotify = InotifyWatch(own_dirs)
         self._polling = PollingObserver(timeout=polling_interval_s)
         self._watched: dict[Path, bool] = {}
         self._started = False

@@ -136,7 +136,7 @@ def run(args: argparse.Namespace) -> int:
         display = PlainLines(sys.stdout)
     try:
         loop = EngineLoop(root, dry_run=args.dry_run, console=display.console)
-        loop.views_wanted = live
+        loop.published.wanted = live
         if isinstance(display, PlainLines):
             display.gather_s = loop.settings.audit.console_gather_s
         notifier = notifier_for(loop.settings, str(loop.layout.root), lambda *a, **k: loop.audit.record(*a, **k))

@@ -19,7 +19,7 @@ import time
 from collections import deque
 from typing import Any, Callable, TextIO
 
-from expwatch.display.records import FEED_SKIPPED
+from expwatch.display.records import FEED_SKIPPED, rings_bell
 from expwatch.display.table import ProgressRates, render_frame
 
 MAX_RATE_HZ = 2.0
@@ -50,6 +50,7 @@ class LiveView:
         self._ascii = "utf" not in (getattr(stream, "encoding", "") or "").lower()
         self._records: deque[dict[str, Any]] = deque(maxlen=FEED_KEPT)
         self._rates = ProgressRates()
+        self._bell = False  # an alert's bell, rung with the next frame
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="live-view", daemon=True)
@@ -65,6 +66,7 @@ class LiveView:
         if record.get("event") in FEED_SKIPPED:
             return  # kept out of the buffer too, or a quiet night of progress records would push incidents out
         self._records.append(record)
+        self._bell = self._bell or rings_bell(record)
         self._wake.set()
 
     def console(self, _text: str) -> None:
@@ -137,9 +139,12 @@ class LiveView:
             self._rates.observe(view.name, view.done, now)
         lines = render_frame(self.title, views, self._rates, list(self._records), width, height, now, self._colour, self._ascii)
         resized = (width, height) != self._size
+        bell, self._bell = self._bell, False
         if not resized and lines == self._shown:
+            if bell:
+                self._write("\a")
             return
-        parts = ["\033[2J"] if resized else []
+        parts = ["\a"] * bell + (["\033[2J"] if resized else [])
         for row, line in enumerate(lines):
             if resized or row >= len(self._shown) or self._shown[row] != line:
                 parts.append(f"\033[{row + 1};1H\033[2K{line}")  # erase first: with autowrap off, a trailing erase would eat column N

@@ -19,7 +19,7 @@ import threading
 import time
 from typing import Any, TextIO
 
-from expwatch.display.records import plain_line
+from expwatch.display.records import plain_line, rings_bell
 from expwatch.terminal import terminal_text
 
 BACKLOG = 10000
@@ -68,7 +68,7 @@ class PlainLines:
                 dropped, self._dropped = self._dropped, 0
                 self._ready.clear()
                 stopping = self._stopping
-            lines = [terminal_text(plain_line(record)) for record in records]
+            lines = [terminal_text(plain_line(record)) + "\a" * rings_bell(record) for record in records]
             if dropped:
                 lines.append(f"... {dropped} line(s) dropped: stdout was not being read")
             try:

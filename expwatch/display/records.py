@@ -27,6 +27,11 @@ _WHOLE = frozenset({"command"})
 FEED_SKIPPED = frozenset({"progress", "action planned", "history read"})
 
 
+def rings_bell(record: dict[str, Any]) -> bool:
+    """An ``alert`` step done (not a dry run's): the terminal bell goes with its line."""
+    return record.get("event") == "action finished" and record.get("action") == "alert" and not record.get("dry_run")
+
+
 def feed_records(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The records worth a line of a small screen, oldest first.
 

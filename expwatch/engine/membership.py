@@ -17,7 +17,7 @@ from expwatch.engine.reading import history_end
 from expwatch.engine.runs import WatchedRun
 from expwatch.engine.snapshot import view_of
 from expwatch.files import NotReadyYet
-from expwatch.manifest import ManifestCache, ManifestError, RunManifest, load_manifest, survey
+from expwatch.manifest import ManifestCache, ManifestError, RunManifest, survey
 from expwatch.processes import verified_process
 from expwatch.rules.facts import RunFacts
 from expwatch.trust import UntrustedFile
@@ -129,9 +129,16 @@ class RunMembership:
 
 
     def on_manifest(self, path: Path) -> None:
+        """A manifest was written, replaced or removed, or may have been (an incident closed: a restart rewrites it).
+
+        Read through the survey's cache: a manifest whose file is unchanged
+        since it was last read is the run's own, and nothing follows from it
+        (each closed incident read and parsed it again, most of an informational
+        incident's cost at 100 chatty runs).
+        """
         name = path.stem
         try:
-            manifest = load_manifest(path)
+            manifest = self._manifests.load(str(path))
         except FileNotFoundError:
             if name in self.loop.runs:
                 self.lose(name)
@@ -146,6 +153,8 @@ class RunMembership:
         run = self.loop.runs.get(manifest.name)
         if run is None:
             self.add(manifest)
+            return
+        if manifest is run.manifest:
             return
         old, run.manifest = run.manifest, manifest
         self.loop.runs.files_changed()

@@ -8,7 +8,7 @@ with one assignment, which a reader sees whole or not at all.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterable
+from typing import Callable, Iterable
 
 from expwatch.engine.runs import RunTable, WatchedRun
 from expwatch.problems import RunProblems
@@ -55,3 +55,30 @@ def unreadable_views(problems: RunProblems, runs: RunTable) -> tuple[RunView, ..
     """Manifests that are not runs (unreadable or refused), shown with their reason where the last incident goes."""
     return tuple(RunView(name, RunState.UNREADABLE.value, 0, None, 0, 0, None, 0, None, False, reason)
                  for name, reason in problems.of("manifest unreadable", "manifest refused") if name not in runs)
+
+
+class PublishedViews:
+    """The views displays read, rebuilt at most every ``every_s`` (``watch.views_every_s``).
+
+    Building one row per run after every event cost most of the engine's
+    CPU at 100 chatty runs; a display redraws twice a second at most. A
+    rebuild held back is armed as a timer (``arm``), so the last change shows.
+    ``wanted`` is False when nothing reads them (plain output): none is built.
+    """
+
+    def __init__(self, every_s: float):
+        self.current: tuple[RunView, ...] = ()
+        self.wanted = True
+        self._every, self._at, self._pending = every_s, 0.0, False
+
+    def publish(self, now: float, build: Callable[[], tuple[RunView, ...]], arm: Callable[[float], None]) -> None:
+        if not self.wanted:
+            return
+        wait = self._at + self._every - now
+        if wait > 0:
+            if not self._pending:
+                self._pending = True
+                arm(wait)
+            return
+        self._at, self._pending = now, False
+        self.current = build()
