@@ -3,7 +3,7 @@
 Threaded sources put events on the ``EventQueue``, whose eventfd wakes the
 loop; inotify's descriptor is read here on the loop's own thread, since a
 reader thread handing each write over cost a wake-up and a queue round trip
-as large as reading the file. One ``poll`` waits for both, bounded by the
+as large as reading the file. One ``epoll`` waits for both, bounded by the
 earliest timer, so an idle watcher sleeps. Under load, reads of the files
 are at least ``read_interval_s`` apart (``watch.read_interval_s``): writes
 arriving meanwhile are read together, where a wake-up per write cost the
@@ -28,9 +28,10 @@ class Inbox:
         self._interval = read_interval_s
         self._read_at = 0.0  # when the last wait that found files began its read
         self._files_fd = files.fileno()
-        self._poll = select.poll()
-        self._poll.register(self._files_fd, select.POLLIN)
-        self._poll.register(events.wake_fd, select.POLLIN)
+        # epoll: the two descriptors are registered once, not on every wait as poll(2) does.
+        self._poll = select.epoll()
+        self._poll.register(self._files_fd, select.EPOLLIN)
+        self._poll.register(events.wake_fd, select.EPOLLIN)
 
     def wait(self) -> tuple[list[tuple[str, bool]], list[Any]]:
         """Block until something arrives or the next timer is due: (changed files, queued events).
@@ -44,7 +45,7 @@ class Inbox:
             time.sleep(rest if timeout is None else min(rest, timeout))
             timeout = self._timers.timeout()
         try:
-            ready = self._poll.poll(None if timeout is None else timeout * 1000)
+            ready = self._poll.poll(-1 if timeout is None else timeout)
         except InterruptedError:
             return [], []
         files: list[tuple[str, bool]] = []

@@ -67,7 +67,7 @@ class EngineLoop:
         self.runners = Runners(self.settings)
         self.audit_listeners: list[Callable[[dict[str, Any]], None]] = []  # attached before the first record
         self._manifest_locks: dict[str, threading.Lock] = {}  # one per run, shared by its incidents' threads
-        self.published = PublishedViews(self.settings.watch.views_every_s)
+        self.published = PublishedViews(self.settings.watch.views_every_s, self._views_now, lambda wait: self.timers.arm("*", "views", wait))
         self.crash_limits = CrashLimits.from_settings(self.settings.crash)  # once, not per run added
         self.lock = DirectoryLock(self.layout, bool(self.settings.security.group_access))
         self.dormancy = Dormancy(self.layout, self.settings.watch.release_finished_s)
@@ -165,12 +165,10 @@ class EngineLoop:
                 self._dispatch(event)
             for deadline in self.timers.due():
                 self._dispatch(deadline)
-            self._publish_views()
+            self.published.publish()
 
-    def _publish_views(self) -> None:
-        self.published.publish(time.time(), lambda: views_of(self.runs, time.time(), self.stale_after_s())
-                               + tuple(self.dormancy.views()) + unreadable_views(self.problems, self.runs),
-                               lambda wait: self.timers.arm("*", "views", wait))
+    def _views_now(self, now: float) -> tuple[RunView, ...]:
+        return views_of(self.runs, now, self.stale_after_s()) + tuple(self.dormancy.views()) + unreadable_views(self.problems, self.runs)
 
     def _dispatch(self, event: Any) -> None:
         if isinstance(event, FileChanged):

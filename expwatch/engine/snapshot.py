@@ -7,6 +7,7 @@ with one assignment, which a reader sees whole or not at all.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Callable, Iterable
 
@@ -66,19 +67,21 @@ class PublishedViews:
     ``wanted`` is False when nothing reads them (plain output): none is built.
     """
 
-    def __init__(self, every_s: float):
+    def __init__(self, every_s: float, build: Callable[[float], tuple[RunView, ...]], arm: Callable[[float], None]):
         self.current: tuple[RunView, ...] = ()
         self.wanted = True
-        self._every, self._at, self._pending = every_s, 0.0, False
+        self._every, self._build, self._arm = every_s, build, arm
+        self._at, self._pending = 0.0, False
 
-    def publish(self, now: float, build: Callable[[], tuple[RunView, ...]], arm: Callable[[float], None]) -> None:
+    def publish(self) -> None:
         if not self.wanted:
             return
+        now = time.time()
         wait = self._at + self._every - now
         if wait > 0:
             if not self._pending:
                 self._pending = True
-                arm(wait)
+                self._arm(wait)
             return
         self._at, self._pending = now, False
-        self.current = build()
+        self.current = self._build(now)
