@@ -365,9 +365,6 @@ class Decider:
         state.latches &= {r.name for r in self.ruleset.rules}
         state.evaluated = None
 
-    def forget(self, run: str) -> None:
-        self.engine.forget(run)
-
     # ----- deciding ----------------------------------------------------------------
 
     def _decide(self, state: RunDecisions, inc: Incident, done: int, now: float, guarded: bool) -> Decision:

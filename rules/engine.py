@@ -5,8 +5,17 @@ durable-rules 2.0.28 is not thread-safe, and ``Host.__init__`` starts two
 own threads. ``_QuietHost`` does not start them; we never use durable timers
 or its action queue, so nothing else touches the engine. The owner thread
 asserts a run's fact snapshot, collects which rules matched (callbacks only
-record the name), and retracts it again. One durable session (``sid``) per
-run keeps runs from ever seeing each other's facts.
+record the name), and retracts it again.
+
+Every run's facts go to one durable session (``sid``): each rule is one
+condition over one fact (``rules/compile.py``) and every fact is retracted
+right after it is evaluated, so a fact never meets another run's. A session
+per run cost the C engine 231 KB each, never given back (below): 23 MB
+at 100 runs, 230 MB at a lab's 1,000 (BENCHMARKS.md, issue 16). Nothing is
+ever deleted from the session: durable-rules' ``delete_state`` in 2.0.28
+frees state that the engine's node cache still points to, and the next
+assert dies with SIGSEGV or SIGABRT (issue 15; jruizgit/rules PR #297 fixes
+the same eviction bug in v0's C state code).
 """
 
 from __future__ import annotations
@@ -22,6 +31,7 @@ from expwatch.rules.model import RuleSet
 
 # durable-rules refuses objects with more properties than this.
 MAX_FACT_PROPERTIES = 255
+SESSION = "runs"  # the one durable session every run's facts are evaluated in
 
 _generation = itertools.count(1)
 
@@ -66,7 +76,7 @@ class RuleEngine:
             raise EngineError("RuleEngine used from a thread that does not own it")
         if self._empty:
             return []
-        fact = {**facts, "sid": run, "id": next(self._ids)}
+        fact = {**facts, "sid": SESSION, "id": next(self._ids)}
         if len(fact) > MAX_FACT_PROPERTIES:
             raise EngineError(f"run {run!r}: {len(fact)} fact properties exceed durable-rules' limit of {MAX_FACT_PROPERTIES}")
         self._matched = []
@@ -87,14 +97,3 @@ class RuleEngine:
             raise EngineError(f"run {run!r}: durable-rules could not retract the fact ({exc})") from None
         order = {r.name: i for i, r in enumerate(self.ruleset.rules)}
         return sorted(set(matched), key=order.__getitem__)
-
-    def forget(self, run: str) -> None:
-        """A run lost or finished: nothing to drop, and nothing is asked of durable-rules.
-
-        Every fact is retracted right after it is evaluated, so a run's session
-        holds no facts between evaluations. durable-rules' ``delete_state`` is
-        not called: in 2.0.28 it frees state that the engine's node cache still
-        points to, and the next assert of another run dies with SIGSEGV or
-        SIGABRT (issue 15; jruizgit/rules PR #297 fixes the same eviction bug in
-        v0's C state code). A run that comes back reuses its empty session.
-        """

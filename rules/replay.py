@@ -216,5 +216,4 @@ def replay(ruleset: RuleSet, lines: Iterable[str], policy: DecisionPolicy, exit_
         r.take(r.decider.evaluate(RUN, r.state, r.facts, clock), 0, "(process exited)", (), clock)
     if not r.ended and r.settle_at is not None:
         r.settle_due(r.settle_at + max(r.decider.policy.settle_max_s, r.decider.policy.exit_wait_s), clock)
-    r.decider.forget(RUN)
     return Replay(count, tuple(r.matches), tuple(r.incidents), tuple(r.crashes), r.ended, tuple(r.survived))

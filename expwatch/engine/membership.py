@@ -115,7 +115,6 @@ class RunMembership:
         run.tailer.close()
         self.loop.runs.pop(name)
         self.loop.exits.forget(name)
-        self.loop.decider.forget(name)
         self.loop.store.forget_written(name)
         self.loop.dormancy.release(run.manifest, view_of(run, time.time(), self.loop.stale_after_s()))
         self.loop.audit.record("run released", run=name, note="finished; watched again when its files change")
@@ -124,7 +123,6 @@ class RunMembership:
     def lose(self, name: str) -> None:
         self.loop.runs.pop(name)
         self.loop.exits.forget(name)
-        self.loop.decider.forget(name)
         self.loop.audit.record("run lost", run=name)
 
 
