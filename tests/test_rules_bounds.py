@@ -99,3 +99,11 @@ def test_a_second_watcher_refuses_without_claiming_to_watch(experiments):
     assert second.returncode == 3
     assert "already watching" in second.stderr and "watching" not in second.stdout
     experiments.stop_watcher(first)
+
+
+def test_an_escape_past_the_last_unicode_character_is_a_one_line_error_naming_its_line(tmp_path, capsys):
+    # Found by the settings fuzz test: PyYAML's scanner calls chr() on "\U100010000" and raises ValueError.
+    (tmp_path / "expwatch.yaml").write_text('adopt:\n  "x":\n    "y": "\\U100010000"\n')
+    code = cli(["status", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert code == 2 and "expwatch.yaml:3:" in err and "not valid YAML" in err and "Traceback" not in err
