@@ -4,10 +4,11 @@ Threaded sources put events on the ``EventQueue``, whose eventfd wakes the
 loop; inotify's descriptor is read here on the loop's own thread, since a
 reader thread handing each write over cost a wake-up and a queue round trip
 as large as reading the file. One ``epoll`` waits for both, bounded by the
-earliest timer, so an idle watcher sleeps. Under load, reads of the files
-are at least ``read_interval_s`` apart (``watch.read_interval_s``): writes
-arriving meanwhile are read together, where a wake-up per write cost the
-kernel a context switch each and left the next read's caches cold.
+earliest timer, so an idle watcher sleeps. With ``watch.read_interval_s``
+above 0, reads of the files are at least that far apart and writes arriving
+meanwhile are read together; by default (0) files are read as soon as
+inotify says, since the sleep's timer wake-up cost this machine more than
+the per-write wake-ups it saved (BENCHMARKS.md, session 22).
 """
 
 from __future__ import annotations
