@@ -107,3 +107,16 @@ def test_an_escape_past_the_last_unicode_character_is_a_one_line_error_naming_it
     code = cli(["status", str(tmp_path)])
     err = capsys.readouterr().err
     assert code == 2 and "expwatch.yaml:3:" in err and "not valid YAML" in err and "Traceback" not in err
+
+
+def test_the_same_escape_in_a_noise_criteria_file_is_refused_naming_the_file(tmp_path):
+    from expwatch.results.noise import NoiseError, read_noise_floor
+
+    path = tmp_path / "criteria.yaml"
+    path.write_text('noise_floor: "\\U100010000"\n')
+    try:
+        read_noise_floor(path)
+    except NoiseError as exc:
+        assert str(exc).startswith(f"{path}: not valid YAML")
+    else:
+        raise AssertionError("an escape past U+10FFFF was read")

@@ -48,7 +48,7 @@ class Override:
             raise ConfigError(f"override {text!r}: expected FIELD.PATH=VALUE")
         try:
             value = yaml.safe_load(raw) if raw else ""
-        except yaml.YAMLError as exc:
+        except (yaml.YAMLError, ValueError) as exc:  # ValueError: PyYAML's chr() of an escape past U+10FFFF
             raise ConfigError(f"override {text!r}: value is not valid YAML ({exc})") from None
         return cls(field=dotted, value=value, text=text)
 
@@ -100,7 +100,7 @@ def load_config_file(path: Path) -> dict[str, Any]:
         data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
     except json.JSONDecodeError as exc:
         raise ConfigError(f"{path}:{exc.lineno}: not valid JSON ({exc.msg})") from None
-    except yaml.YAMLError as exc:
+    except (yaml.YAMLError, ValueError) as exc:  # ValueError: PyYAML's chr() of an escape past U+10FFFF
         mark = getattr(exc, "problem_mark", None)
         line = f":{mark.line + 1}" if mark else ""
         raise ConfigError(f"{path}{line}: not valid YAML ({getattr(exc, 'problem', exc)})") from None

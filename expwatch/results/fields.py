@@ -123,7 +123,7 @@ def read_sidecar(result_path: Path) -> dict[str, str | None]:
         raise FieldMapError(f"{path}: cannot read ({exc.strerror or exc})") from None
     try:
         data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
+    except (yaml.YAMLError, ValueError) as exc:  # ValueError: PyYAML's chr() of an escape past U+10FFFF
         mark = getattr(exc, "problem_mark", None)
         line = f":{mark.line + 1}" if mark else ""
         raise FieldMapError(f"{path}{line}: not valid YAML ({getattr(exc, 'problem', exc)})") from None

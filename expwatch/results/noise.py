@@ -106,7 +106,7 @@ def read_noise_floor(path: Path) -> float:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except OSError as exc:
         raise NoiseError(f"{path}: cannot read ({exc.strerror or exc})") from None
-    except yaml.YAMLError as exc:
+    except (yaml.YAMLError, ValueError) as exc:  # ValueError: PyYAML's chr() of an escape past U+10FFFF
         mark = getattr(exc, "problem_mark", None)
         line = f":{mark.line + 1}" if mark else ""
         raise NoiseError(f"{path}{line}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
