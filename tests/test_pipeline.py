@@ -116,7 +116,11 @@ def test_three_phases_gain_drift_regression_with_killed_pipelines_and_watcher_ne
     assert main(["pipeline", str(plan), "--dir", str(exp.root)]) == 3  # one driver per pipeline
     # 3. Mid-phase, the watcher and the pipeline are SIGKILLed together.
     wait_for(lambda: done("e1") >= 3, timeout=30, what="e1 mid-phase")
-    watcher = wait_for(lambda: watcher_holder(exp.layout), what="the watcher the pipeline started")
+    # The pipeline's own record of the watcher it started, not the lock alone: a watcher takes the lock a
+    # moment before the pipeline that started it sees so and records it.
+    started_by_second = wait_for(lambda: exp.audit(event="pipeline started watcher"), what="the watcher the pipeline started")
+    watcher = started_by_second[0]["watcher_pid"]
+    assert watcher == watcher_holder(exp.layout)
     os.kill(watcher, signal.SIGKILL)
     os.kill(second.pid, signal.SIGKILL)
     second.wait(timeout=10)
@@ -152,7 +156,9 @@ def test_three_phases_gain_drift_regression_with_killed_pipelines_and_watcher_ne
     # that dies abnormally), or, had that parent died too, started again by the pipeline.
     started = exp.audit(event="pipeline started watcher")
     restarted = exp.audit(event="watcher restarted")
-    assert (len(started) == 2 and started[1]["watcher_pid"] != watcher) or (len(started) == 1 and restarted)
+    lifecycle = [(r["event"], r.get("watcher_pid") or r.get("previous_pid") or r.get("pid"))
+                 for r in exp.audit() if "watcher" in r["event"]]
+    assert (len(started) == 2 and started[1]["watcher_pid"] != watcher) or (len(started) == 1 and restarted), lifecycle
     assert decisions(exp, "drift")[0]["numbers"]["drifted"] == {"mode.summary_prompt_variant": ["v1", "v2"]}
     assert [d["ok"] for d in decisions(exp, "drift") if d["phase"] == "e2"] == [False, True]
     assert [r["gate"] for r in exp.audit(run="e3", event="pipeline decision")] == ["plan", "drift", "result-drift", "validate", "verdict"]
