@@ -71,10 +71,11 @@ class RunDiscovery:
             except Exception as exc:  # discovery must never end: the next sweep tries again
                 self._record("discovery failed", error=f"{type(exc).__name__}: {exc}")
 
-    def sweep(self) -> None:
+    def sweep(self, manifests: list[RunManifest] | None = None) -> None:
+        """``manifests``: the directory's, already read by the caller (start-up's survey), so not parsed twice."""
         if self.mode == "off":
             return
-        manifests = discover(self.layout, self._manifests)
+        manifests = discover(self.layout, self._manifests) if manifests is None else manifests
         self._sweep_processes(manifests)
         self._sweep_jobs(manifests)
 

@@ -62,6 +62,7 @@ class WorkerBounds:
 class WatchSettings:
     settle_s: float
     safety_poll_s: float
+    poll_step_s: float
     observer: str
     polling_interval_s: float
     stale_fallback_s: float

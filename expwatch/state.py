@@ -94,10 +94,12 @@ class StateStore:
             self._written.update(changed)
         crashpoints.passed("store:save_run")
 
-    def forget_written(self, name: str) -> None:
-        """Drop the memory of a run's last save (it is released; its row stays in the database)."""
+    def save_released(self, runs: dict[str, dict[str, Any]]) -> None:
+        """The last state of runs being released, in one transaction; no memory of them is kept."""
+        self.save_runs(runs)
         with self._lock:
-            self._written.pop(name, None)
+            for name in runs:
+                self._written.pop(name, None)
 
     def open_incident(self, inc_id: str, run: str, rule: str, plan: list[dict[str, Any]], context: dict[str, Any],
                       run_data: dict[str, Any] | None = None) -> None:

@@ -88,3 +88,27 @@ def test_a_released_halted_run_that_is_resumed_has_its_guard_reset(tmp_path):
         wait_for(lambda: fleet.audit.select("run resumed", run="stuck"), what="the resume to be seen")
     finally:
         fleet.cleanup()
+
+
+def test_a_safety_poll_taken_one_run_per_step_still_reaches_every_run(tmp_path):
+    """``watch.poll_step_s: 0``: each step of a round looks at one run, then the loop reads its events.
+
+    Releasing a run that finished while watched is the safety poll's alone, so
+    every run released shows that the stepped rounds went through them all,
+    round after round, and that the watcher read a log between steps.
+    """
+    fleet = Fleet(tmp_path / "exp", settings=SETTINGS.replace("safety_poll_s: 0.3", "safety_poll_s: 0.3, poll_step_s: 0"))
+    names = [f"r{i:02d}" for i in range(12)]
+    try:
+        for name in names:
+            finished_run(fleet, name, completed_at=iso(time.time()))
+        watcher = fleet.start_watcher()
+        for name in names:
+            wait_for(lambda: fleet.audit.select("run released", run=name), what=f"{name} to be released", timeout=30)
+        assert not {str(fleet.root / f"{name}.log") for name in names} & open_paths(watcher.pid)
+        with open(fleet.root / "r05.log", "a") as fh:
+            fh.write("INFO eval: a line written after the run completed\n")
+        wait_for(lambda: fleet.audit.select("run discovered", run="r05")[1:], what="r05 to be watched again")
+        wait_for(lambda: len(fleet.audit.select("run released", run="r05")) == 2, what="r05 to be released again", timeout=30)
+    finally:
+        fleet.cleanup()

@@ -35,6 +35,7 @@ from expwatch.engine.recording import DecisionRecorder
 from expwatch.engine.recovery import Recovery
 from expwatch.engine.reload import RulesReloader
 from expwatch.engine.runs import RunTable, WatchedRun
+from expwatch.engine.safety_poll import ROUND, STEP, SafetyPoll
 from expwatch.engine.slurm_runs import SlurmRuns
 from expwatch.engine.snapshot import PublishedViews, RunView, unreadable_views, views_of
 from expwatch.engine.timers import Timers
@@ -104,6 +105,7 @@ class EngineLoop:
         self.probes = ProbeBoard(self.events, self.settings, self.audit.record)
         self.slurm = SlurmRuns(self)
         self.members = RunMembership(self)
+        self.safety_poll = SafetyPoll(self, self.settings.watch.safety_poll_s, self.settings.watch.poll_step_s)
         self.reloader = RulesReloader(self.layout.rules_path, set(self.settings.profiles), self.audit, self.console)
         mode = self.files.watch(self.layout.root, recursive=True)
         self.files.start()
@@ -114,13 +116,17 @@ class EngineLoop:
         # anything about it is evaluated, and an incident a discovered run
         # decides at once (informational ones do) is this watcher's own.
         self.recovery = Recovery(self.store, self.audit, self.executor)
-        self.discovery.sweep()  # runs started by hand get their manifest before manifests are read
+        # Runs started by hand get their manifest before the runs are added; the second survey
+        # parses only the manifests the sweep wrote.
+        self.discovery.sweep(self.members.survey())
+        released: dict[str, dict] = {}  # their state, saved in one transaction rather than one per run
         for manifest in self.members.survey():
             self.members.add(manifest)
-            self.members.release_if_due(manifest.name)  # long-finished runs hold no descriptor past their first read
+            self.members.release_if_due(manifest.name, released)  # long-finished runs hold no descriptor past their first read
+        self.store.save_released(released)
         self.recovery.resume(self.runs)
         self.discovery.start(self.settings.watch.safety_poll_s)
-        self.timers.arm("*", "poll", self.settings.watch.safety_poll_s)
+        self.safety_poll.arm()
         try:
             self._loop()
         finally:
@@ -199,9 +205,11 @@ class EngineLoop:
         self.timers.arm(run.name, "silence", due - now)
 
     def _on_deadline(self, deadline: Deadline) -> None:
-        if deadline.purpose == "poll":
-            self._safety_poll()
-            self.timers.arm("*", "poll", self.settings.watch.safety_poll_s)
+        if deadline.purpose == ROUND:
+            self.safety_poll.begin()
+            return
+        if deadline.purpose == STEP:
+            self.safety_poll.step()
             return
         if deadline.purpose == "save":
             self.persist.save_due(self.runs)
@@ -217,24 +225,6 @@ class EngineLoop:
             self._settle(run)
         elif deadline.purpose == "recheck":
             self.evaluate(run)
-
-    def _safety_poll(self) -> None:
-        known: set[str] = set()
-        for manifest in self.members.survey(known):  # released runs' manifests only when they changed
-            if manifest.name in self.dormancy:
-                self.members.on_manifest(self.layout.manifest_path(manifest.name))
-            elif manifest.name not in self.runs:
-                self.members.add(manifest)
-        for name in self.runs.names():
-            if name not in known and not self.layout.manifest_path(name).exists():
-                self.members.lose(name)
-                continue
-            run = self.runs.get(name)
-            self.read_log(run)
-            self.read_progress(run)
-            self.evaluate(run, if_changed=True)  # the clock's thresholds are timers of their own
-            self.members.release_if_due(name)
-        self.slurm.poll()
 
     # ----- runs --------------------------------------------------------------------
 

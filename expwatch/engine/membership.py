@@ -32,6 +32,7 @@ class RunMembership:
     def __init__(self, loop: "EngineLoop"):
         self.loop = loop
         self._manifests = ManifestCache()  # the safety poll's survey parses only the manifests that changed
+        self._inside: dict[str, bool] = {}  # a run file's folder -> whether it resolves inside DIR (watched already)
 
     def add(self, manifest: RunManifest) -> None:
         self.loop.dormancy.wake(manifest.name)
@@ -43,10 +44,12 @@ class RunMembership:
                          crashes=CrashAssembler(self.loop.crash_limits))
         self.loop.runs.add(run)
         self.loop.recovery.claim(run, self.loop.decider)
-        for path in (manifest.log, manifest.result, manifest.checkpoint):
-            if path and not Path(path).resolve().is_relative_to(self.loop.layout.root):
-                Path(path).parent.mkdir(parents=True, exist_ok=True)
-                self.loop.files.watch(Path(path).parent, recursive=False)
+        for folder in {os.path.dirname(p) for p in (manifest.log, manifest.result, manifest.checkpoint) if p}:
+            if folder not in self._inside:  # resolved once per folder: a lab's runs share a few
+                self._inside[folder] = Path(folder).resolve().is_relative_to(self.loop.layout.root)
+            if not self._inside[folder]:
+                Path(folder).mkdir(parents=True, exist_ok=True)
+                self.loop.files.watch(Path(folder), recursive=False)
         run.facts.expected = manifest.expected
         run.facts.alive = self.alive(run)
         self.loop.audit.record("run discovered", run=manifest.name, pid=manifest.pid, job_id=manifest.job_id,
@@ -106,16 +109,21 @@ class RunMembership:
         return manifests
 
 
-    def release_if_due(self, name: str) -> None:
-        """A run finished long enough ago, with nothing in hand, lets go of its files and memory (expwatch/dormancy.py)."""
+    def release_if_due(self, name: str, batch: dict[str, dict] | None = None) -> None:
+        """A run finished long enough ago, with nothing in hand, lets go of its files and memory (expwatch/dormancy.py).
+
+        Its state (what a revival resumes from) is saved now, or put in ``batch`` for the caller's ``save_released``.
+        """
         run = self.loop.runs.get(name)
         if run is None or not self.loop.dormancy.due(run.manifest, run.decisions.incident is None and not run.decisions.side_incidents, time.time()):
             return
-        self.loop.persist.save(run)  # before the tailer closes: its position is what a revival resumes from
+        if batch is None:
+            self.loop.store.save_released({name: self.loop.persist.state_of(run)})
+        else:
+            batch[name] = self.loop.persist.state_of(run)
         run.tailer.close()
         self.loop.runs.pop(name)
         self.loop.exits.forget(name)
-        self.loop.store.forget_written(name)
         self.loop.dormancy.release(run.manifest, view_of(run, time.time(), self.loop.stale_after_s()))
         self.loop.audit.record("run released", run=name, note="finished; watched again when its files change")
 

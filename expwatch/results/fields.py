@@ -47,6 +47,8 @@ class FieldMap:
         return tuple(f.name for f in fields(cls))
 
     def with_overrides(self, overrides: dict[str, str | None], where: str) -> FieldMap:
+        if not overrides:  # nearly every run: no sidecar, no --field
+            return self
         unknown = sorted(set(overrides) - set(self.names()))
         if unknown:
             raise FieldMapError(f"{where}: unknown field {unknown[0]!r} (known: {', '.join(self.names())})")
