@@ -16,17 +16,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import Callable
 
-from expwatch.actions.notifier import notifier_for
 from expwatch.audit.log import AuditLog
-from expwatch.display.live import LiveView, terminal_wanted
-from expwatch.display.plain import PlainLines
 from expwatch.layout import ExperimentsLayout
 from expwatch.respawn import RespawnPolicy, Respawner
 from expwatch.rules.loader import RulesError
 from expwatch.settings import SettingsError, load_settings
-from expwatch.engine.lock import AlreadyWatched
-from expwatch.engine.loop import EngineLoop
-from expwatch.watcher.events import Shutdown
 
 EXAMPLE = """examples:
   expwatch experiments/            # same as: expwatch watch experiments/
@@ -127,6 +121,15 @@ def run(args: argparse.Namespace) -> int:
         return 2
     if not args.no_restart:
         return supervised(args, root)
+    # Imported here, not at the top: every command's parser is built from this module, and
+    # `expwatch status` on a lab's folder spent a tenth of its time importing the engine.
+    from expwatch.actions.notifier import notifier_for
+    from expwatch.display.live import LiveView, terminal_wanted
+    from expwatch.display.plain import PlainLines
+    from expwatch.engine.lock import AlreadyWatched
+    from expwatch.engine.loop import EngineLoop
+    from expwatch.watcher.events import Shutdown
+
     live = terminal_wanted(sys.stdout, args.plain)
     display: LiveView | PlainLines
     loop: EngineLoop

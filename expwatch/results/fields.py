@@ -118,7 +118,8 @@ def sidecar_path(result_path: Path) -> Path:
 def read_sidecar(result_path: Path) -> dict[str, str | None]:
     path = sidecar_path(result_path)
     try:
-        text = path.read_text(encoding="utf-8")
+        with open(path, encoding="utf-8") as fh:  # not Path.read_text: most runs have none, and status asks for 10,000
+            text = fh.read()
     except FileNotFoundError:
         return {}
     except OSError as exc:
