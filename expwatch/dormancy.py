@@ -111,6 +111,11 @@ class Dormancy:
         return asleep is not None and _signature(self.layout.manifest_path(name)) == asleep.manifest_signature
 
     def forget_missing(self, names: set[str]) -> None:
-        """Released runs whose manifest is gone from disk are forgotten."""
+        """Released runs whose manifest is gone from disk are forgotten.
+
+        ``names``: those a survey listed. One taken in steps listed the folder
+        when it began, so a run not listed is looked for before it is forgotten.
+        """
         for gone in set(self._dormant) - names:
-            self.wake(gone)
+            if not self.layout.manifest_path(gone).exists():
+                self.wake(gone)

@@ -8,9 +8,12 @@ rewritten atomically, and found by listing ``DIR/.expwatch/runs/``.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import stat
+import time
+from collections import deque
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Any
@@ -244,40 +247,66 @@ class UnreadableManifest:
     untrusted: bool = False  # owned or writable by someone else (expwatch/trust.py)
 
 
+class SurveyRound:
+    """One pass over ``runs/``, a few manifests at a time.
+
+    ``take(until)`` reads manifests until a ``time.monotonic()`` deadline, so
+    the safety poll can read a lab's 11,000 between other events (all at
+    once it held the engine thread ~70 ms). ``skip(name)``: leave that
+    manifest unparsed (a released run whose file did not change); ``cache``:
+    reuse what an earlier pass parsed of files unchanged since. When done,
+    ``found`` holds the usable manifests, ``broken`` why each other one is
+    not, and ``seen`` every run name listed, parsed or not.
+    """
+
+    def __init__(self, layout: ExperimentsLayout, skip: Callable[[str], bool] | None = None,
+                 cache: ManifestCache | None = None):
+        self.found: list[RunManifest] = []
+        self.broken: list[UnreadableManifest] = []
+        self.seen: set[str] = set()
+        self._layout, self._skip, self._cache = layout, skip, cache
+        self._on_disk: set[str] = set()
+        # On strings and directory entries, no Path per file: a lab's folder holds >10,000 manifests,
+        # and building Paths of unchanged ones was most of an idle watcher's survey.
+        try:
+            with os.scandir(layout.runs_dir) as listing:
+                entries = sorted((e for e in listing if e.name.endswith(".json") and layout.is_manifest(e.path)), key=lambda e: e.name)
+        except (FileNotFoundError, NotADirectoryError):
+            entries = []
+        self._entries = deque(entries)
+
+    def take(self, until: float = math.inf) -> bool:
+        """Read manifests until ``until`` (at least one); True once every one is read."""
+        while self._entries:
+            entry = self._entries.popleft()
+            name = entry.name[: -len(".json")]
+            self._on_disk.add(entry.path)
+            self.seen.add(name)
+            if self._skip is None or not self._skip(name):
+                try:
+                    cache = self._cache
+                    self.found.append(cache.load(entry.path, entry.stat()) if cache is not None else load_manifest(Path(entry.path)))
+                except FileNotFoundError:
+                    pass
+                except (NotReadyYet, ManifestError) as exc:
+                    self.broken.append(UnreadableManifest(name, Path(entry.path), str(exc), isinstance(exc, UntrustedFile)))
+            if until != math.inf and time.monotonic() >= until:
+                break
+        if self._entries:
+            return False
+        if self._cache is not None:
+            self._cache.keep_only(self._on_disk)
+        return True
+
+
 def survey(layout: ExperimentsLayout, skip: Callable[[str], bool] | None = None,
            seen: set[str] | None = None, cache: ManifestCache | None = None) -> tuple[list[RunManifest], list[UnreadableManifest]]:
-    """Every manifest of ``layout``: the usable ones, and why each other one is not.
-
-    ``skip(name)``: leave that manifest unparsed (a released run whose file did
-    not change); ``seen`` collects every run name on disk, parsed or not;
-    ``cache``: reuse what an earlier survey parsed of files unchanged since.
-    """
-    found: list[RunManifest] = []
-    broken: list[UnreadableManifest] = []
-    # On strings and directory entries, no Path per file: a lab's folder holds >10,000 manifests,
-    # and building Paths of unchanged ones was most of an idle watcher's survey.
-    try:
-        with os.scandir(layout.runs_dir) as listing:
-            entries = sorted((e for e in listing if e.name.endswith(".json") and layout.is_manifest(e.path)), key=lambda e: e.name)
-    except (FileNotFoundError, NotADirectoryError):
-        return found, broken
-    on_disk: set[str] = set()
-    for entry in entries:
-        name = entry.name[: -len(".json")]
-        on_disk.add(entry.path)
-        if seen is not None:
-            seen.add(name)
-        if skip is not None and skip(name):
-            continue
-        try:
-            found.append(cache.load(entry.path, entry.stat()) if cache is not None else load_manifest(Path(entry.path)))
-        except FileNotFoundError:
-            continue
-        except (NotReadyYet, ManifestError) as exc:
-            broken.append(UnreadableManifest(name, Path(entry.path), str(exc), isinstance(exc, UntrustedFile)))
-    if cache is not None:
-        cache.keep_only(on_disk)
-    return found, broken
+    """Every manifest of ``layout`` at once (``SurveyRound``); ``seen`` collects every run name on disk."""
+    whole = SurveyRound(layout, skip, cache)
+    whole.take()
+    if seen is not None:
+        seen |= whole.seen
+    return whole.found, whole.broken
 
 
 def discover(layout: ExperimentsLayout, cache: ManifestCache | None = None) -> list[RunManifest]:

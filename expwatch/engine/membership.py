@@ -17,7 +17,7 @@ from expwatch.engine.reading import history_end
 from expwatch.engine.runs import WatchedRun
 from expwatch.engine.snapshot import view_of
 from expwatch.files import NotReadyYet
-from expwatch.manifest import ManifestCache, ManifestError, RunManifest, survey
+from expwatch.manifest import ManifestCache, ManifestError, RunManifest, SurveyRound
 from expwatch.processes import verified_process
 from expwatch.rules.facts import RunFacts
 from expwatch.trust import UntrustedFile
@@ -96,17 +96,25 @@ class RunMembership:
 
 
     def survey(self, known: set[str] | None = None) -> list[RunManifest]:
-        """The usable manifests (``known`` collects every name on disk); each unusable one is audited once per reason."""
-        seen: set[str] = set()
-        manifests, broken = survey(self.loop.layout, skip=self.loop.dormancy.unchanged, seen=seen, cache=self._manifests)
-        self.loop.dormancy.forget_missing(seen)
+        """The usable manifests, all at once (``known`` collects every name on disk)."""
+        whole = self.survey_round()
+        whole.take()
         if known is not None:
-            known |= seen
-        for bad in broken:
+            known |= whole.seen
+        return self.surveyed(whole)
+
+    def survey_round(self) -> SurveyRound:
+        """A pass over the manifests to take in steps; released runs' manifests are parsed only when they changed."""
+        return SurveyRound(self.loop.layout, skip=self.loop.dormancy.unchanged, cache=self._manifests)
+
+    def surveyed(self, done: SurveyRound) -> list[RunManifest]:
+        """A finished pass's usable manifests; each unusable one is audited once per reason."""
+        self.loop.dormancy.forget_missing(done.seen)
+        for bad in done.broken:
             self.loop.problems.report("manifest refused" if bad.untrusted else "manifest unreadable", bad.name, bad.path, bad.reason)
-        for manifest in manifests:
+        for manifest in done.found:
             self.loop.problems.clear(manifest.name, self.loop.layout.manifest_path(manifest.name))
-        return manifests
+        return done.found
 
 
     def release_if_due(self, name: str, batch: dict[str, dict] | None = None) -> None:
