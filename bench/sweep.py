@@ -93,12 +93,17 @@ def run_cell(cell: Cell, workdir: Path, timeout: float = 60.0) -> CellResult:
             if problem := while_down(story, fleet, plan.name, timeout):
                 raise RuntimeError(problem)
         (root / "expwatch.yaml").write_text(SETTINGS + testing)
+        known = len(fleet.audit.select("run discovered", run=plan.name))
         try:
             fleet.start_watcher()
         except RuntimeError:
             fleet.stop_watcher()
             recover()
         if story.operator:
+            # The hand acts on a run the armed watcher watches: acting before its start had found the run
+            # (a loaded machine) left nothing of the story but a start that found the process gone.
+            wait_until(lambda: len(fleet.audit.select("run discovered", run=plan.name)) > known or fleet.watcher.poll() is not None,
+                       timeout)
             by_hand([story.operator])
         elif not story.before:
             by_hand(["launch"])
