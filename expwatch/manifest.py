@@ -277,6 +277,7 @@ class SurveyRound:
 
     def take(self, until: float = math.inf) -> bool:
         """Read manifests until ``until`` (at least one); True once every one is read."""
+        cache = self._cache
         while self._entries:
             entry = self._entries.popleft()
             name = entry.name[: -len(".json")]
@@ -284,7 +285,6 @@ class SurveyRound:
             self.seen.add(name)
             if self._skip is None or not self._skip(name):
                 try:
-                    cache = self._cache
                     self.found.append(cache.load(entry.path, entry.stat()) if cache is not None else load_manifest(Path(entry.path)))
                 except FileNotFoundError:
                     pass
@@ -294,18 +294,15 @@ class SurveyRound:
                 break
         if self._entries:
             return False
-        if self._cache is not None:
-            self._cache.keep_only(self._on_disk)
+        if cache is not None:
+            cache.keep_only(self._on_disk)
         return True
 
 
-def survey(layout: ExperimentsLayout, skip: Callable[[str], bool] | None = None,
-           seen: set[str] | None = None, cache: ManifestCache | None = None) -> tuple[list[RunManifest], list[UnreadableManifest]]:
-    """Every manifest of ``layout`` at once (``SurveyRound``); ``seen`` collects every run name on disk."""
-    whole = SurveyRound(layout, skip, cache)
+def survey(layout: ExperimentsLayout, cache: ManifestCache | None = None) -> tuple[list[RunManifest], list[UnreadableManifest]]:
+    """Every manifest of ``layout`` at once (``SurveyRound``): the usable ones, and why each other one is not."""
+    whole = SurveyRound(layout, cache=cache)
     whole.take()
-    if seen is not None:
-        seen |= whole.seen
     return whole.found, whole.broken
 
 

@@ -95,12 +95,10 @@ class RunMembership:
             self.loop.exits.watch(m.name, m.pid, m.create_time, self.loop.layout.exit_path(m.name))
 
 
-    def survey(self, known: set[str] | None = None) -> list[RunManifest]:
-        """The usable manifests, all at once (``known`` collects every name on disk)."""
+    def survey(self) -> list[RunManifest]:
+        """The usable manifests, all at once."""
         whole = self.survey_round()
         whole.take()
-        if known is not None:
-            known |= whole.seen
         return self.surveyed(whole)
 
     def survey_round(self) -> SurveyRound:
@@ -125,10 +123,11 @@ class RunMembership:
         run = self.loop.runs.get(name)
         if run is None or not self.loop.dormancy.due(run.manifest, run.decisions.incident is None and not run.decisions.side_incidents, time.time()):
             return
+        state = self.loop.persist.state_of(run)
         if batch is None:
-            self.loop.store.save_released({name: self.loop.persist.state_of(run)})
+            self.loop.store.save_released({name: state})
         else:
-            batch[name] = self.loop.persist.state_of(run)
+            batch[name] = state
         run.tailer.close()
         self.loop.runs.pop(name)
         self.loop.exits.forget(name)
