@@ -13,6 +13,10 @@ their write time) against
   ``date +%s.%N`` to a file. Latency = that time minus the stamp.
 * **tail | grep**: ``tail -q -n0 -F LOGS | grep --line-buffered 'latency probe'``,
   its output read by this process, which stamps each line on arrival.
+* **the CPython floor** (bench/floor.py): epoll, inotify, ``pread`` and
+  expwatch's own prefilter per write and nothing else, over the same rules
+  as the watcher; its output is stamped on arrival like grep's. What a
+  Python watcher cannot go below on this machine.
 
 CPU is (user + system) time of the tool's processes over the writer's run
 (for fail2ban also the action shells it waited for, reported apart); RSS is
@@ -35,6 +39,9 @@ from pathlib import Path
 import psutil
 
 from fleet import wait_for
+from latency import PROBE_RULE
+
+from expwatch.rules.loader import shipped_rules_text
 
 PROBE = re.compile(r"latency probe run=(\S+) seq=(\d+) t=([\d.]+)")
 WRITER = Path(__file__).with_name("logwriter.py")
@@ -234,31 +241,52 @@ def measure_fail2ban(workdir: Path, runs: int, rate: float, duration: float, sam
 # ----- tail -F | grep ----------------------------------------------------------------
 
 
+class _Arrivals:
+    """Lines a peer prints, each stamped when this process reads it (a reader thread)."""
+
+    def __init__(self, stream) -> None:
+        self.lines: list[tuple[float, str]] = []
+        self._stream = stream
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        for raw in self._stream:
+            self.lines.append((time.time(), raw.decode("utf-8", "replace")))
+
+    def latencies(self, probes: int, who: str) -> list[float]:
+        """Each probe's arrival minus its stamp, in ms, once (after waiting up to 5 s for the last)."""
+        def seen() -> dict[tuple[str, str], float]:
+            first: dict[tuple[str, str], float] = {}
+            for at, line in list(self.lines):
+                if m := PROBE.search(line):
+                    first.setdefault((m.group(1), m.group(2)), (at - float(m.group(3))) * 1000)
+            return first
+
+        try:
+            wait_for(lambda: len(seen()) >= probes, 5, f"{who} to print every probe")
+        except TimeoutError:
+            pass
+        return list(seen().values())
+
+    def join(self) -> None:
+        self._thread.join(timeout=5)
+
+
 def measure_tail_grep(workdir: Path, runs: int, rate: float, duration: float, samples: int, seed: int) -> PeerResult:
     root = workdir / f"tailgrep-{runs}"
     logs = _logs(root, runs)
     tail = subprocess.Popen(["tail", "-q", "-n0", "-F", *map(str, logs)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
     grep = subprocess.Popen(["grep", "--line-buffered", "latency probe"], stdin=tail.stdout, stdout=subprocess.PIPE)
     tail.stdout.close()
-    arrivals: list[tuple[float, str]] = []
-
-    def read() -> None:
-        for raw in grep.stdout:
-            arrivals.append((time.time(), raw.decode("utf-8", "replace")))
-
-    reader = threading.Thread(target=read, daemon=True)
-    reader.start()
+    arrivals = _Arrivals(grep.stdout)
     try:
         time.sleep(1.0)  # tail opens and watches every file
         with _Sampler([psutil.Process(tail.pid), psutil.Process(grep.pid)]) as sampler:
             cpu0, t0 = sampler.cpu(), time.monotonic()
             report = _write(root, logs, rate, duration, samples, seed)
             cpu1, t1 = sampler.cpu(), time.monotonic()
-        try:
-            wait_for(lambda: len(arrivals) >= report["probes"], 5, "grep to print every probe")
-        except TimeoutError:
-            pass
-        latencies = [(at - float(m.group(3))) * 1000 for at, line in list(arrivals) if (m := PROBE.search(line))]
+        latencies = arrivals.latencies(report["probes"], "grep")
         busy = (cpu1[0] - cpu0[0], cpu1[1] - cpu0[1])
         first = subprocess.run(["tail", "--version"], capture_output=True, text=True).stdout.splitlines()[0]
         version = first.replace("tail (", "").replace(")", "")  # "tail (GNU coreutils) 9.1" -> "GNU coreutils 9.1"
@@ -268,4 +296,30 @@ def measure_tail_grep(workdir: Path, runs: int, rate: float, duration: float, sa
         grep.kill()
         tail.wait()
         grep.wait()
-        reader.join(timeout=5)
+        arrivals.join()
+
+
+# ----- the CPython floor ---------------------------------------------------------------
+
+
+def measure_floor(workdir: Path, runs: int, rate: float, duration: float, samples: int, seed: int) -> PeerResult:
+    root = workdir / f"floor-{runs}"
+    logs = _logs(root, runs)
+    rules = root / "rules.yaml"
+    rules.write_text(shipped_rules_text() + PROBE_RULE)  # the watcher's own (bench/latency.py)
+    floor = subprocess.Popen([sys.executable, str(Path(__file__).with_name("floor.py")), str(rules), *map(str, logs)],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        if floor.stdout.readline() != b"ready\n":
+            raise RuntimeError(f"bench/floor.py did not start: {floor.stderr.read().decode(errors='replace')}")
+        arrivals = _Arrivals(floor.stdout)
+        with _Sampler([psutil.Process(floor.pid)]) as sampler:
+            cpu0, t0 = sampler.cpu(), time.monotonic()
+            report = _write(root, logs, rate, duration, samples, seed)
+            cpu1, t1 = sampler.cpu(), time.monotonic()
+        latencies = arrivals.latencies(report["probes"], "the floor")
+        busy = (cpu1[0] - cpu0[0], cpu1[1] - cpu0[1])
+        return _result("CPython floor", runs, report, latencies, busy, t1 - t0, sampler.rss_max, f"Python {sys.version.split()[0]}")
+    finally:
+        floor.kill()
+        floor.wait()

@@ -5,7 +5,8 @@ and exits 1 if a goal is missed; ``--quick`` (under a minute, for CI) runs
 every benchmark on a small scale, prints the same table, and judges nothing.
 
     detection latency   bench/latency.py  (1, 10, 100 runs logging 20 lines/s each)
-    peers               bench/peers.py    (the largest latency workload against fail2ban and tail -F | grep)
+    peers               bench/peers.py    (the largest latency workload against fail2ban and tail -F | grep;
+                                           every latency workload against the CPython floor, bench/floor.py)
     catch-up throughput bench/catchup.py  (1,000,000-line history vs grep -cE)
     idle cost           bench/idle.py     (100 quiet runs, 60 s)
 
@@ -91,7 +92,7 @@ def fmt_rate(lines: int, seconds: float | None) -> str:
     return f"{rate / 1e6:.2f} M lines/s ({seconds:.3f} s)" if rate >= 1e6 else f"{rate / 1e3:.0f} k lines/s ({seconds:.3f} s)"
 
 
-def table(scale: Scale, quick: bool, info: dict, lat: list, cup, idl) -> tuple[str, list[str]]:
+def table(scale: Scale, quick: bool, info: dict, lat: list, floors: dict, cup, idl) -> tuple[str, list[str]]:
     rows: list[tuple[str, str, str, str, str]] = []
     missed: list[str] = []
 
@@ -109,7 +110,8 @@ def table(scale: Scale, quick: bool, info: dict, lat: list, cup, idl) -> tuple[s
             f"{r.runs} run{'s' if r.runs > 1 else ''} × {r.rate:g} lines/s, {r.probes} probes",
             f"p50 {r.p50_ms:.0f} ms, p99 {r.p99_ms:.0f} ms, max {r.max_ms:.0f} ms"
             + (f" ({r.probes - r.seen} probes not matched)" if r.seen != r.probes else "")
-            + f"; watcher CPU {r.watcher_cpu_pct:.0f}%",
+            + f"; watcher CPU {r.watcher_cpu_pct:.1f}%"
+            + (f" (CPython floor {floors[r.runs].cpu_pct:.1f}%)" if r.runs in floors else ""),
             f"p99 < {GOAL_P99_MS:.0f} ms" if r.runs == max(scale.latency_runs) else "",
             verdict(ok, f"latency p99 at {r.runs} runs") if r.runs == max(scale.latency_runs) else "",
         ))
@@ -199,6 +201,11 @@ def main(argv: list[str] | None = None) -> int:
             if tool not in skipped:
                 print(f"{tool}, {biggest} runs ...", file=sys.stderr, flush=True)
                 others.append(measure(workdir, biggest, scale.rate, scale.latency_duration_s, scale.latency_samples, args.seed))
+        floors = {}
+        for runs in scale.latency_runs:
+            print(f"CPython floor, {runs} runs ...", file=sys.stderr, flush=True)
+            floors[runs] = peers.measure_floor(workdir, runs, scale.rate, scale.latency_duration_s, scale.latency_samples, args.seed)
+        others.append(floors[biggest])
         print(f"catch-up, {scale.history_lines:,} lines ...", file=sys.stderr, flush=True)
         cup = catchup.measure(workdir, scale.history_lines, scale.rounds, python_loop=True, seed=args.seed)
         print(f"idle cost, {scale.idle_runs} runs ...", file=sys.stderr, flush=True)
@@ -206,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if args.workdir is None:
             shutil.rmtree(workdir, ignore_errors=True)
-    text, missed = table(scale, args.quick, info, lat, cup, idl)
+    text, missed = table(scale, args.quick, info, lat, floors, cup, idl)
     elapsed = time.monotonic() - started
     print(f"\n## expwatch benchmarks{' (--quick: small scale, nothing judged)' if args.quick else ''}\n")
     print(text)
@@ -218,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         args.json.write_text(json.dumps({"machine": info, "quick": args.quick, "latency": [asdict(r) for r in lat],
                                          "catchup": asdict(cup), "idle": asdict(idl),
-                                         "peers": [asdict(p) for p in others], "load_average": [load_at_start, load_at_end], "elapsed_s": elapsed}, indent=1))
+                                         "peers": [asdict(p) for p in others], "floors": [asdict(f) for f in floors.values()], "load_average": [load_at_start, load_at_end], "elapsed_s": elapsed}, indent=1))
     if missed:
         print(f"goals missed: {', '.join(missed)}", file=sys.stderr)
         return 1

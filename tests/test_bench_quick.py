@@ -22,6 +22,9 @@ def test_quick_benchmark_run_prints_every_row_of_the_table(tmp_path):
     assert "MISSED" not in table and "machine: " in table
     # The peers ran the same workload in the same invocation (fail2ban only where it is installed).
     assert "| expwatch (watcher) |" in table and "| tail\\|grep (" in table and "expwatch/tail|grep: CPU " in table
+    # The CPython floor (bench/floor.py) ran beside every latency workload, and saw every probe too.
+    assert "| CPython floor (Python " in table and "expwatch/CPython floor: CPU " in table
+    assert table.count("(CPython floor ") == 2
     if shutil.which("fail2ban-server"):
         assert "| fail2ban (" in table and "expwatch/fail2ban: CPU " in table
     import json
@@ -29,4 +32,5 @@ def test_quick_benchmark_run_prints_every_row_of_the_table(tmp_path):
     results = json.loads((tmp_path / "bench.json").read_text())
     assert all(r["seen"] == r["probes"] > 0 for r in results["latency"])
     assert results["catchup"]["lines"] == 50_000 and results["catchup"]["matching_lines"] > 0
-    assert all(p["seen"] == p["probes"] > 0 for p in results["peers"])
+    assert all(p["seen"] == p["probes"] > 0 for p in results["peers"] + results["floors"])
+    assert [f["runs"] for f in results["floors"]] == [1, 10]
