@@ -2,7 +2,10 @@
 
 Each module in ``expwatch.commands`` exposes ``register(subparsers)``, which
 adds its parser and sets ``func`` to a callable taking the parsed namespace
-and returning the exit code.
+and returning the exit code. A command imports only its own module: the
+whole tree's imports cost half a second, as much as ``expwatch status``
+spends on a thousand runs (BENCHMARKS.md, issue 16); ``--help`` and shell
+completion build the whole tree.
 """
 
 from __future__ import annotations
@@ -13,26 +16,30 @@ import sys
 
 from expwatch import __version__
 
-COMMAND_MODULES = (
-    "expwatch.commands.watch",
-    "expwatch.commands.launch",
-    "expwatch.commands.adopt",
-    "expwatch.commands.monitor",
-    "expwatch.commands.status",
-    "expwatch.commands.control",
-    "expwatch.commands.rules",
-    "expwatch.commands.audit",
-    "expwatch.commands.validate",
-    "expwatch.commands.drift",
-    "expwatch.commands.noise",
-    "expwatch.commands.pipeline",
-    "expwatch.commands.report",
-    "expwatch.commands.completion",
-    "expwatch.commands.demo",
-)
+# Every command name, with the module that registers it (tests/test_cli_niceties.py holds the two equal).
+COMMANDS = {
+    "watch": "expwatch.commands.watch",
+    "launch": "expwatch.commands.launch",
+    "adopt": "expwatch.commands.adopt",
+    "monitor": "expwatch.commands.monitor",
+    "status": "expwatch.commands.status",
+    "resume": "expwatch.commands.control",
+    "stop": "expwatch.commands.control",
+    "rules": "expwatch.commands.rules",
+    "audit": "expwatch.commands.audit",
+    "validate": "expwatch.commands.validate",
+    "drift": "expwatch.commands.drift",
+    "noise": "expwatch.commands.noise",
+    "verdict": "expwatch.commands.noise",
+    "pipeline": "expwatch.commands.pipeline",
+    "report": "expwatch.commands.report",
+    "completion": "expwatch.commands.completion",
+    "demo": "expwatch.commands.demo",
+}
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The whole command tree, or with ``command`` only the part that runs it."""
     parser = argparse.ArgumentParser(
         prog="expwatch",
         description="Babysit long ML evaluation runs: watch, decide by rules, heal or halt.",
@@ -40,17 +47,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"expwatch {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in COMMAND_MODULES:
+    modules = [COMMANDS[command]] if command else list(dict.fromkeys(COMMANDS.values()))
+    for name in modules:
         importlib.import_module(name).register(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = build_parser()
-    commands = set(parser._subparsers._group_actions[0].choices)  # type: ignore[union-attr]
-    if not argv or (argv[0] not in commands and argv[0] not in ("-h", "--help", "--version")):
+    if not argv or (argv[0] not in COMMANDS and argv[0] not in ("-h", "--help", "--version")):
         argv = ["watch", *argv]  # `expwatch DIR` means `expwatch watch DIR`
+    parser = build_parser(argv[0] if argv[0] in COMMANDS else None)
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()

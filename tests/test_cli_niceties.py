@@ -5,11 +5,12 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from expwatch import __version__
-from expwatch.cli import build_parser, main as cli
+from expwatch.cli import COMMANDS, build_parser, main as cli
 from expwatch.commands.completion import command_tree
 
 EXPWATCH = [sys.executable, "-m", "expwatch"]
@@ -23,6 +24,23 @@ def command_paths() -> list[tuple[str, ...]]:
 def test_version_names_the_program_and_its_version():
     done = subprocess.run([*EXPWATCH, "--version"], capture_output=True, text=True)
     assert done.returncode == 0 and done.stdout.strip() == f"expwatch {__version__}"
+
+
+def test_the_command_table_names_exactly_what_each_module_registers():
+    # A command runs with only its own module imported (cli.COMMANDS); the table must not drift from the tree.
+    whole = set(build_parser()._subparsers._group_actions[0].choices)  # type: ignore[union-attr]
+    assert set(COMMANDS) == whole
+    for name in COMMANDS:
+        alone = build_parser(name)._subparsers._group_actions[0].choices  # type: ignore[union-attr]
+        assert name in alone, name
+
+
+def test_a_command_imports_only_its_own_module():
+    probe = ("import sys; from expwatch.cli import main; main(['status', sys.argv[1]]); "
+             "print(sorted(m for m in sys.modules if m.startswith('expwatch.commands.')))")
+    done = subprocess.run([sys.executable, "-c", probe, str(Path(__file__).parent)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "['expwatch.commands.status']"
 
 
 @pytest.mark.parametrize("path", command_paths(), ids=" ".join)
