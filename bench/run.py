@@ -1,6 +1,6 @@
 """Run every expwatch benchmark and print one table: ``python bench/run.py [--quick]``.
 
-Full mode (under 5 minutes on 2 cores) measures what BENCHMARKS.md reports
+Full mode (about 6 minutes on 2 cores) measures what BENCHMARKS.md reports
 and exits 1 if a goal is missed; ``--quick`` (under a minute, for CI) runs
 every benchmark on a small scale, prints the same table, and judges nothing.
 
