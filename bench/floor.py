@@ -23,15 +23,12 @@ import ctypes
 import ctypes.util
 import os
 import select
-import struct
 import sys
 from pathlib import Path
 
 from expwatch.rules.classify import LineClassifier
 from expwatch.rules.loader import load_rules
-
-IN_MODIFY, IN_CLOEXEC, IN_NONBLOCK = 0x002, 0o2000000, 0o4000
-HEADER = struct.Struct("iIII")  # struct inotify_event: wd, mask, cookie, len (inotify(7))
+from expwatch.watcher.inotify import HEADER, IN_CLOEXEC, IN_MODIFY, IN_NONBLOCK
 
 
 def main(argv: list[str]) -> int:
@@ -42,10 +39,16 @@ def main(argv: list[str]) -> int:
         return 2
     libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
     inotify = libc.inotify_init1(IN_CLOEXEC | IN_NONBLOCK)
+    if inotify < 0:
+        print(f"floor: inotify_init1: {os.strerror(ctypes.get_errno())}", file=sys.stderr)
+        return 2
     # One watch per log (by file, as tail -F does): the event's wd names the log, no path to build.
     open_logs: dict[int, list[int]] = {}  # wd -> [fd, offset]
     for log in logs:
         wd = libc.inotify_add_watch(inotify, os.fsencode(log), IN_MODIFY)
+        if wd < 0:
+            print(f"floor: inotify_add_watch {log}: {os.strerror(ctypes.get_errno())}", file=sys.stderr)
+            return 2
         fd = os.open(log, os.O_RDONLY | os.O_CLOEXEC)
         open_logs[wd] = [fd, os.fstat(fd).st_size]
     poll = select.epoll()

@@ -119,6 +119,38 @@ class _Sampler:
         self._thread.join()
 
 
+class _Arrivals:
+    """Lines a peer prints, each stamped when this process reads it (a reader thread)."""
+
+    def __init__(self, stream) -> None:
+        self.lines: list[tuple[float, str]] = []
+        self._stream = stream
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        for raw in self._stream:
+            self.lines.append((time.time(), raw.decode("utf-8", "replace")))
+
+    def latencies(self, probes: int, who: str) -> list[float]:
+        """Each probe's arrival minus its stamp, in ms, once (after waiting up to 5 s for the last)."""
+        def seen() -> dict[tuple[str, str], float]:
+            first: dict[tuple[str, str], float] = {}
+            for at, line in list(self.lines):
+                if m := PROBE.search(line):
+                    first.setdefault((m.group(1), m.group(2)), (at - float(m.group(3))) * 1000)
+            return first
+
+        try:
+            wait_for(lambda: len(seen()) >= probes, 5, f"{who} to print every probe")
+        except TimeoutError:
+            pass
+        return list(seen().values())
+
+    def join(self) -> None:
+        self._thread.join(timeout=5)
+
+
 def _write(root: Path, logs: list[Path], rate: float, duration: float, samples: int, seed: int) -> dict:
     config = {"logs": [str(p) for p in logs], "rate": rate, "duration": duration,
               "probe_every": len(logs) * duration / samples, "seed": seed, "start_at": time.time() + 0.5}
@@ -239,38 +271,6 @@ def measure_fail2ban(workdir: Path, runs: int, rate: float, duration: float, sam
 
 
 # ----- tail -F | grep ----------------------------------------------------------------
-
-
-class _Arrivals:
-    """Lines a peer prints, each stamped when this process reads it (a reader thread)."""
-
-    def __init__(self, stream) -> None:
-        self.lines: list[tuple[float, str]] = []
-        self._stream = stream
-        self._thread = threading.Thread(target=self._read, daemon=True)
-        self._thread.start()
-
-    def _read(self) -> None:
-        for raw in self._stream:
-            self.lines.append((time.time(), raw.decode("utf-8", "replace")))
-
-    def latencies(self, probes: int, who: str) -> list[float]:
-        """Each probe's arrival minus its stamp, in ms, once (after waiting up to 5 s for the last)."""
-        def seen() -> dict[tuple[str, str], float]:
-            first: dict[tuple[str, str], float] = {}
-            for at, line in list(self.lines):
-                if m := PROBE.search(line):
-                    first.setdefault((m.group(1), m.group(2)), (at - float(m.group(3))) * 1000)
-            return first
-
-        try:
-            wait_for(lambda: len(seen()) >= probes, 5, f"{who} to print every probe")
-        except TimeoutError:
-            pass
-        return list(seen().values())
-
-    def join(self) -> None:
-        self._thread.join(timeout=5)
 
 
 def measure_tail_grep(workdir: Path, runs: int, rate: float, duration: float, samples: int, seed: int) -> PeerResult:
