@@ -10,7 +10,10 @@ checkpoint. Gaps longer than --cap seconds are shortened to that (still
 longer than any test's settle window). After the last line it stays alive,
 quietly, like a run waiting on something; with --exit or --signal the
 process that wrote the last line ends that way instead, as the recorded
-run did (a restarted one, with nothing left to write, stays alive).
+run did (a restarted one, with nothing left to write, stays alive), but not
+before it has lived MIN_LIFETIME_S: `expwatch launch` refuses a run that is
+gone by its liveness check, and a two-line case written in a few hundredths
+of a second would race that check on a loaded machine.
 
 Usage: python log_replayer.py SOURCE_LOG OUT_LOG STATE [--cap S] [--pieces N] [--exit CODE | --signal N]
 """
@@ -27,6 +30,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from rules.replay import line_time  # noqa: E402  (the tester's own clock, so both read time alike)
 
 PIECE_GAP_S = 0.02
+MIN_LIFETIME_S = 0.5  # ten times the tests' launch.check_after_s, a tenth of crash.exit_wait_s
 
 
 def replay_lines(source: str, out: str, state: str, cap_s: float, pieces: int) -> bool:
@@ -75,7 +79,9 @@ def main() -> None:
     end.add_argument("--exit", type=int, dest="exit_code")
     end.add_argument("--signal", type=int, dest="exit_signal")
     args = parser.parse_args()
+    started = time.monotonic()
     if replay_lines(args.source, args.out, args.state, args.cap_s, args.pieces):
+        time.sleep(max(0.0, started + MIN_LIFETIME_S - time.monotonic()))
         if args.exit_code is not None:
             sys.exit(args.exit_code)
         if args.exit_signal is not None:
