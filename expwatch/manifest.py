@@ -83,20 +83,21 @@ class RunManifest:
         return data
 
     @classmethod
-    def from_json(cls, data: Any, source: Path) -> "RunManifest":
+    def from_json(cls, data: Any, source: Path | str) -> "RunManifest":
         """A manifest whose every field has its type; ManifestError names the file and field otherwise."""
         if not isinstance(data, dict):
             raise ManifestError(f"{source}: manifest is a JSON {type(data).__name__}, not an object")
         for required in ("name", "argv", "cwd", "log"):
             if required not in data:
                 raise ManifestError(f"{source}: field '{required}' is missing")
-        kwargs = {k: _checked(k, v, source) for k, v in data.items() if k in FIELD_KINDS}
+        kwargs = {k: FIELD_CHECKS[k](k, v, source) for k, v in data.items() if k in FIELD_CHECKS}
         try:
             validate_name(kwargs["name"])
         except ManifestError as exc:
             raise ManifestError(f"{source}: field 'name': {exc}") from None
-        if Path(source).name.endswith(".json") and Path(source).stem != kwargs["name"]:
-            raise ManifestError(f"{source}: field 'name' is {kwargs['name']!r}, but the file names run {Path(source).stem!r}")
+        file_name = os.path.basename(source)
+        if file_name.endswith(".json") and file_name[: -len(".json")] != kwargs["name"]:
+            raise ManifestError(f"{source}: field 'name' is {kwargs['name']!r}, but the file names run {file_name[: -len('.json')]!r}")
         if not kwargs["argv"]:
             raise ManifestError(f"{source}: field 'argv' is empty")
         return cls(**kwargs)
@@ -110,53 +111,63 @@ class RunManifest:
 RESERVED_SUFFIXES = (".exit", ".json", ".tmp")
 
 
-def _fail(source: Path, key: str, wanted: str, value: Any) -> ManifestError:
+def _fail(source: Path | str, key: str, wanted: str, value: Any) -> ManifestError:
     # Only the type: the value may be an environment secret.
     return ManifestError(f"{source}: field '{key}' must be {wanted}, got {type(value).__name__}")
 
 
-def _text(key: str, value: Any, source: Path) -> str:
+def _text(key: str, value: Any, source: Path | str) -> str:
     if not isinstance(value, str) or "\x00" in value:
         raise _fail(source, key, "a string without NUL bytes", value)
     return value
 
 
-def _integer(key: str, value: Any, source: Path) -> int:
+def _integer(key: str, value: Any, source: Path | str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise _fail(source, key, "a non-negative integer", value)
     return value
 
 
-def _checked(key: str, value: Any, source: Path) -> Any:
-    """``value`` of manifest field ``key`` in its Python type, or ManifestError."""
-    kind = FIELD_KINDS[key]
-    if value is None and kind.startswith("optional "):
-        return None
-    kind = kind.removeprefix("optional ")
-    if kind == "text":
-        return _text(key, value, source)
-    if kind == "integer":
-        return _integer(key, value, source)
-    if kind == "number":
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
-            raise _fail(source, key, "a number", value)
-        return float(value)
-    if kind == "flag":
-        if not isinstance(value, bool):
-            raise _fail(source, key, "true or false", value)
-        return value
-    if kind == "texts":
-        if not isinstance(value, list):
-            raise _fail(source, key, "a list of strings", value)
-        return tuple(_text(key, item, source) for item in value)
-    if kind == "env":
-        if not isinstance(value, dict):
-            raise _fail(source, key, "an object of strings", value)
-        return {_text(key, k, source): _text(key, v, source) for k, v in value.items()}
+def _number(key: str, value: Any, source: Path | str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
+        raise _fail(source, key, "a number", value)
+    return float(value)
+
+
+def _flag(key: str, value: Any, source: Path | str) -> bool:
+    if not isinstance(value, bool):
+        raise _fail(source, key, "true or false", value)
+    return value
+
+
+def _texts(key: str, value: Any, source: Path | str) -> tuple[str, ...]:
+    if not isinstance(value, list):
+        raise _fail(source, key, "a list of strings", value)
+    return tuple(_text(key, item, source) for item in value)
+
+
+def _env(key: str, value: Any, source: Path | str) -> dict[str, str]:
+    if not isinstance(value, dict):
+        raise _fail(source, key, "an object of strings", value)
+    return {_text(key, k, source): _text(key, v, source) for k, v in value.items()}
+
+
+def _halt(key: str, value: Any, source: Path | str) -> HaltMark:
     if not isinstance(value, dict) or not isinstance(value.get("reason"), str) or not isinstance(value.get("at"), str) \
             or not isinstance(value.get("incident"), (str, type(None))):
         raise _fail(source, key, "an object with 'reason', 'at' and 'incident'", value)
     return HaltMark(value["reason"], value["incident"], value["at"])
+
+
+KIND_CHECKS: dict[str, Callable[[str, Any, Path | str], Any]] = {
+    "text": _text, "integer": _integer, "number": _number, "flag": _flag, "texts": _texts, "env": _env, "halt": _halt,
+}
+
+
+def _or_null(check: Callable[[str, Any, Path | str], Any]) -> Callable[[str, Any, Path | str], Any]:
+    def checked(key: str, value: Any, source: Path | str) -> Any:
+        return None if value is None else check(key, value, source)
+    return checked
 
 
 # The JSON type of every manifest field; "optional" ones may be null.
@@ -168,6 +179,11 @@ FIELD_KINDS = {
     "job_id": "optional text", "sbatch_args": "texts", "adopted": "flag", "halted": "optional halt",
     "stopped_at": "optional text", "completed_at": "optional text", "command_pid": "optional integer",
     "profile_since": "optional text", "waiting_for_slot": "optional text", "log_from": "optional integer",
+}
+# Each field's check, looked up once here rather than its kind parsed per field of every manifest read.
+FIELD_CHECKS = {
+    key: _or_null(KIND_CHECKS[kind.removeprefix("optional ")]) if kind.startswith("optional ") else KIND_CHECKS[kind]
+    for key, kind in FIELD_KINDS.items()
 }
 
 
@@ -188,10 +204,13 @@ def save_manifest(layout: ExperimentsLayout, manifest: RunManifest) -> Path:
     return path
 
 
-def load_manifest(path: Path) -> RunManifest:
-    """Raises FileNotFoundError, NotReadyYet (torn write; UntrustedFile: not ours) or ManifestError."""
-    path = Path(path)
-    return RunManifest.from_json(read_json(path, lambda p, info: check_trusted(p, info, path.parent.parent)), path)
+def load_manifest(path: Path | str) -> RunManifest:
+    """Raises FileNotFoundError, NotReadyYet (torn write; UntrustedFile: not ours) or ManifestError.
+
+    On strings, no Path: ``status`` loads every manifest of a lab's folder (11,000) each time it is asked.
+    """
+    home = os.path.dirname(os.path.dirname(os.fspath(path)))
+    return RunManifest.from_json(read_json(path, lambda p, info: check_trusted(p, info, home)), path)
 
 
 def load_named(layout: ExperimentsLayout, name: str) -> RunManifest:
@@ -226,7 +245,7 @@ class ManifestCache:
         if known is not None and known[0] == key:
             return known[1]
         self._parsed.pop(path, None)
-        manifest = load_manifest(Path(path))
+        manifest = load_manifest(path)
         if not info.st_mode & stat.S_IWGRP:
             self._parsed[path] = (key, manifest)
         return manifest
@@ -285,7 +304,7 @@ class SurveyRound:
             self.seen.add(name)
             if self._skip is None or not self._skip(name):
                 try:
-                    self.found.append(cache.load(entry.path, entry.stat()) if cache is not None else load_manifest(Path(entry.path)))
+                    self.found.append(cache.load(entry.path, entry.stat()) if cache is not None else load_manifest(entry.path))
                 except FileNotFoundError:
                     pass
                 except (NotReadyYet, ManifestError) as exc:

@@ -32,12 +32,12 @@ PRIVATE_FILE, SHARED_FILE = 0o600, 0o660
 class UntrustedFile(Unreadable):
     """A file someone other than us (or root) owns or can write: refused, never acted on."""
 
-    def __init__(self, path: Path, reason: str):
+    def __init__(self, path: Path | str, reason: str):
         super().__init__(path, reason)
         self.args = (f"{path}: refused ({reason})",)
 
 
-def group_shared(home: Path) -> bool:
+def group_shared(home: Path | str) -> bool:
     """Whether ``home`` (an ``.expwatch/`` folder) was opted into group access."""
     try:
         info = os.stat(home)
@@ -82,7 +82,7 @@ def _who(uid: int) -> str:
         return f"uid {uid}"
 
 
-def check_trusted(path: Path, info: os.stat_result, home: Path) -> None:
+def check_trusted(path: Path | str, info: os.stat_result, home: Path | str) -> None:
     """Raise UntrustedFile unless ``path`` (whose fstat is ``info``) is ours to act on.
 
     ``home`` is the experiments directory's ``.expwatch/``, whose mode says

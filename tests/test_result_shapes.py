@@ -166,6 +166,22 @@ def test_a_bad_field_option_exits_2_and_names_it(seed_result):
         read_progress(seed_result, None)
 
 
+def test_a_field_file_that_would_expand_without_bound_is_refused_with_its_line_not_built(seed_result):
+    # The "billion laughs" shape: nine levels of nine aliases, 536 bytes that safe_load would build into 9**9 strings.
+    levels = ['a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
+    for depth, name in enumerate("bcdefghi"):
+        prev = "abcdefghi"[depth]
+        levels.append(f"{name}: &{name} [" + ",".join(f"*{prev}" for _ in range(9)) + "]")
+    sidecar_path(seed_result).write_text("\n".join(levels) + "\n")
+    with pytest.raises(FieldMapError, match=r"seed\.fields\.yaml:\d+: refused"):
+        validate_result(seed_result)
+    with pytest.raises(NotReadyYet, match=r"seed\.fields\.yaml:\d+: refused"):  # status and the watcher show it and go on
+        read_progress(seed_result, None)
+    sidecar_path(seed_result).write_bytes(b"response: \xff\n")
+    with pytest.raises(FieldMapError, match=r"seed\.fields\.yaml: not UTF-8 text \(byte 10\)"):
+        validate_result(seed_result)
+
+
 def test_the_smoke_run_reads_its_result_with_the_runs_field_map(tmp_path):
     from expwatch.results.smoke import run_smoke
 

@@ -59,8 +59,7 @@ def run(args: argparse.Namespace) -> int:
             row = terminal_text(format_row(r) + (f" {r.progress_note}" if r.state is RunState.UNREADABLE else ""))
             lines.append((r.manifest.name, row + (f"\n    cause: {terminal_text(cause)}" if cause else "")))
         lines += [(b.name, terminal_text(f"{b.name:<20} {RunState.UNREADABLE.value} {b.reason}")) for b in broken]
-        for _, line in sorted(lines):
-            print(line)
+        print("\n".join(line for _, line in sorted(lines)))  # one write, not one per run of a lab's 11,000
     for report in reports:
         if report.manifest.waiting_for_slot:
             print(terminal_text(f"{report.manifest.name}: switch_profile is waiting for a slot on profile {report.manifest.waiting_for_slot!r}"))

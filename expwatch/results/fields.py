@@ -18,6 +18,9 @@ from typing import Any
 
 import yaml
 
+from expwatch.bounded_yaml import YamlRefused, parse_yaml
+from expwatch.files import NotReadyYet, read_text
+
 SIDECAR_SUFFIX = ".fields.yaml"
 
 
@@ -109,32 +112,35 @@ def parse_field_options(options: list[str]) -> dict[str, str | None]:
     return overrides
 
 
-def sidecar_path(result_path: Path) -> Path:
+def sidecar_path(result_path: Path | str) -> Path:
     """``out.json`` -> ``out.fields.yaml``: the per-run field map, read by status, watcher and validate alike."""
-    result_path = Path(result_path)
+    result_path = result_path if isinstance(result_path, Path) else Path(result_path)  # Path(a Path) re-parses it
     return result_path.with_name(result_path.stem + SIDECAR_SUFFIX)
 
 
-def read_sidecar(result_path: Path) -> dict[str, str | None]:
-    path = sidecar_path(result_path)
+def read_sidecar(path: Path) -> dict[str, str | None]:
+    """The field map a sidecar at ``path`` (``sidecar_path``) gives, {} when there is none.
+
+    Read and parsed within configs/limits.yaml's YAML bounds, as every other
+    YAML input is: it sits beside a result others write, and the watcher reads it too.
+    """
     try:
-        with open(path, encoding="utf-8") as fh:  # not Path.read_text: most runs have none, and status asks for 10,000
-            text = fh.read()
+        text = read_text(path)  # not Path.read_text: most runs have none, and status asks for 10,000
     except FileNotFoundError:
         return {}
-    except OSError as exc:
-        raise FieldMapError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    except UnicodeDecodeError as exc:
+        raise FieldMapError(f"{path}: not UTF-8 text (byte {exc.start})") from None
+    except (OSError, NotReadyYet) as exc:
+        raise FieldMapError(str(exc) if isinstance(exc, NotReadyYet) else f"{path}: cannot read ({exc.strerror or exc})") from None
     try:
-        data = yaml.safe_load(text)
-    except (yaml.YAMLError, ValueError) as exc:  # ValueError: PyYAML's chr() of an escape past U+10FFFF
-        mark = getattr(exc, "problem_mark", None)
-        line = f":{mark.line + 1}" if mark else ""
-        raise FieldMapError(f"{path}{line}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
+        document = parse_yaml(text, str(path))
+    except YamlRefused as exc:
+        raise FieldMapError(str(exc)) from None
+    data, root = document.data, document.root
     if data is None:
         return {}
     if not isinstance(data, dict):
         raise FieldMapError(f"{path}: must be a mapping of field -> name in the result, got {type(data).__name__}")
-    root = yaml.compose(text)
     for key_node, value_node in root.value if isinstance(root, yaml.MappingNode) else ():
         name, value = key_node.value, data.get(key_node.value)
         if name not in FieldMap.names():

@@ -105,7 +105,9 @@ def field_map_for(result_path: Path | None, overrides: dict[str, str | None] | N
     settings = settings or shipped_validation_settings()
     fmap = settings.field_map
     if result_path is not None:
-        fmap = fmap.with_overrides(read_sidecar(Path(result_path)), str(sidecar_path(Path(result_path))))
+        sidecar = sidecar_path(result_path)
+        if named := read_sidecar(sidecar):  # nearly every run has none
+            fmap = fmap.with_overrides(named, str(sidecar))
     return fmap.with_overrides(overrides or {}, "--field")
 
 
@@ -119,7 +121,6 @@ def read_result(path: Path, fmap: FieldMap | None = None, settings: ValidationSe
     and NotReadyYet when it cannot be parsed (yet), including a top level that
     holds no items: a script that is mid-write can leave that behind.
     """
-    path = Path(path)
     settings = settings or shipped_validation_settings()
     fmap = fmap or field_map_for(path, settings=settings)
     data = read_json_lines(path) if path.suffix in settings.jsonl_suffixes else read_json(path)
