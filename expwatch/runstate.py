@@ -14,13 +14,14 @@ from pathlib import Path
 
 from expwatch.files import NotReadyYet, Unreadable, read_json
 from expwatch.manifest import RunManifest
-from expwatch.results.progress import ResultSnapshot, read_progress
+from expwatch.results.figures import ProgressCache, ProgressFigures
+from expwatch.results.progress import read_progress
 from expwatch.processes import verified_process
 from expwatch.layout import ExperimentsLayout
 from expwatch.manifest import discover
 from expwatch.runners.registry import Runners
 from expwatch.runners.slurm import JobState, SlurmError
-from expwatch.settings import load_settings
+from expwatch.settings import Settings, load_settings
 from expwatch.slurm_states import PENDING, UNKNOWN as SLURM_UNKNOWN
 
 
@@ -77,7 +78,7 @@ class RunReport:
     manifest: RunManifest
     state: RunState
     alive: bool | None
-    progress: ResultSnapshot | None
+    progress: ProgressFigures | None
     log_age_s: float | None
     progress_note: str = ""
     job: JobState | None = None  # SLURM runs: the job's state and node
@@ -124,14 +125,20 @@ def exit_code(record_path: Path) -> int | None:
     return record.get("returncode") if isinstance(record, dict) else None
 
 
-def observe(manifest: RunManifest, stale_after_s: float, exit_record: Path | None = None, job: JobState | None = None) -> RunReport:
-    """Everything ``status`` shows of one run. ``job``: its SLURM state, asked by the caller for all runs at once."""
+def observe(manifest: RunManifest, stale_after_s: float, exit_record: Path | None = None, job: JobState | None = None,
+            cache: ProgressCache | None = None) -> RunReport:
+    """Everything ``status`` shows of one run.
+
+    ``job``: its SLURM state, asked by the caller for all runs at once;
+    ``cache``: figures of unchanged result files, kept across calls.
+    """
     note = ""
     try:
-        progress = read_progress(
-            Path(manifest.result) if manifest.result else None,
-            Path(manifest.checkpoint) if manifest.checkpoint else None,
-        )
+        if cache is not None:
+            progress = cache.figures(manifest.name, manifest.result, manifest.checkpoint)
+        else:
+            snapshot = read_progress(Path(manifest.result) if manifest.result else None, Path(manifest.checkpoint) if manifest.checkpoint else None)
+            progress = ProgressFigures.of(snapshot) if snapshot is not None else None
     except Unreadable as exc:
         return RunReport(manifest, RunState.UNREADABLE, None, None, log_age(manifest.log), str(exc), job)
     except NotReadyYet as exc:
@@ -154,20 +161,26 @@ def observe(manifest: RunManifest, stale_after_s: float, exit_record: Path | Non
     return RunReport(manifest, classify(obs, stale_after_s), alive, progress, age, note, job)
 
 
-def slurm_states(layout: ExperimentsLayout, manifests: list[RunManifest]) -> tuple[dict[str, JobState], str]:
+def slurm_states(settings: Settings, manifests: list[RunManifest]) -> tuple[dict[str, JobState], str]:
     """One squeue call for every SLURM run: (states, "") or ({}, why SLURM could not be asked)."""
     jobs = [m.job_id for m in manifests if m.job_id]
     if not jobs:
         return {}, ""
     try:
-        return Runners(load_settings(layout)).slurm.job_states(jobs), ""
+        return Runners(settings).slurm.job_states(jobs), ""
     except SlurmError as exc:
         return {}, f"SLURM state unknown: {exc}"
 
 
 def observe_all(layout: ExperimentsLayout, stale_after_s: float, manifests: list[RunManifest] | None = None) -> tuple[list[RunReport], str]:
-    """``observe`` for every run of an experiments directory, plus a note when SLURM could not be asked."""
+    """``observe`` for every run of an experiments directory, plus a note when SLURM could not be asked.
+
+    The figures of unchanged result files come from the layout's ``ProgressCache``, saved back after.
+    """
     manifests = discover(layout) if manifests is None else manifests
-    jobs, note = slurm_states(layout, manifests)
-    reports = [observe(m, stale_after_s, layout.exit_path(m.name), jobs.get(m.job_id or "")) for m in manifests]
+    settings = load_settings(layout)
+    jobs, note = slurm_states(settings, manifests)
+    cache = ProgressCache(layout, settings.watch.status_cache_after_s)
+    reports = [observe(m, stale_after_s, layout.exit_path(m.name), jobs.get(m.job_id or ""), cache) for m in manifests]
+    cache.save()
     return reports, note

@@ -71,6 +71,7 @@ class WatchSettings:
     restart_backoff_s: float
     release_finished_s: float
     views_every_s: float
+    status_cache_after_s: float
 
 
 @dataclass(frozen=True)

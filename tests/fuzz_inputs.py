@@ -113,7 +113,7 @@ def yaml_texts(draw: st.DrawFn, documents: st.SearchStrategy[Any]) -> str:
 
 
 SETTINGS_KEYS = {
-    "watch": ["settle_s", "safety_poll_s", "poll_step_s", "observer", "polling_interval_s", "stale_fallback_s", "position_save_s"],
+    "watch": ["settle_s", "safety_poll_s", "poll_step_s", "observer", "polling_interval_s", "stale_fallback_s", "position_save_s", "status_cache_after_s"],
     "tail": ["max_line_bytes"], "guard": ["same_rule_limit", "restart_budget", "restart_window_s"], "kill": ["grace_s"],
     "launch": ["check_after_s", "volatile_path_markers"], "audit": ["max_bytes", "backups", "progress_every_s"],
     "workers": ["flag", "backends"], "profiles": ["default", "trapi"], "notify": ["argv", "on_halt", "rules", "timeout_s"],

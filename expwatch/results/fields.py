@@ -11,6 +11,7 @@ per-run file beside the result, then ``validate --field`` on top.
 from __future__ import annotations
 
 import json
+import os
 import re
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
@@ -114,8 +115,15 @@ def parse_field_options(options: list[str]) -> dict[str, str | None]:
 
 def sidecar_path(result_path: Path | str) -> Path:
     """``out.json`` -> ``out.fields.yaml``: the per-run field map, read by status, watcher and validate alike."""
-    result_path = result_path if isinstance(result_path, Path) else Path(result_path)  # Path(a Path) re-parses it
-    return result_path.with_name(result_path.stem + SIDECAR_SUFFIX)
+    return Path(sidecar_text(os.fspath(result_path)))
+
+
+def sidecar_text(result_path: str) -> str:
+    """``sidecar_path`` on text, as ``Path.stem`` cuts a name: status asks it of every run, and a Path costs more than the stat."""
+    folder, slash, name = result_path.rpartition("/")
+    dot = name.rfind(".")
+    stem = name[:dot] if 0 < dot < len(name) - 1 else name
+    return f"{folder}{slash}{stem}{SIDECAR_SUFFIX}"
 
 
 def read_sidecar(path: Path) -> dict[str, str | None]:
