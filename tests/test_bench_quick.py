@@ -34,3 +34,14 @@ def test_quick_benchmark_run_prints_every_row_of_the_table(tmp_path):
     assert results["catchup"]["lines"] == 50_000 and results["catchup"]["matching_lines"] > 0
     assert all(p["seen"] == p["probes"] > 0 for p in results["peers"] + results["floors"])
     assert [f["runs"] for f in results["floors"]] == [1, 10]
+
+
+def test_status_benchmark_times_a_first_and_a_remembered_call_beside_the_floor(tmp_path):
+    out = subprocess.run([sys.executable, str(BENCH.parent / "status.py"), "--runs", "30", "--items", "40", "--repeat", "1",
+                          "--json", str(tmp_path / "status.json")], capture_output=True, text=True, timeout=110)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "| first (every result read, figures kept) |" in out.stdout and "| again (best of 1) |" in out.stdout
+    import json
+
+    figures = json.loads((tmp_path / "status.json").read_text())
+    assert figures["rows"] == figures["runs"] == 30 and figures["first_s"] > 0 and figures["again_s"] > 0 and figures["floor_s"] > 0
