@@ -109,3 +109,16 @@ def test_documented_exit_codes(tmp_path, capsys):
         cli(["completion", "fish"])
     assert usage.value.code == 2
     assert cli(["completion", "bash"]) == 0
+
+
+def test_a_reader_that_leaves_the_pipe_early_ends_the_command_quietly(tmp_path):
+    # `expwatch status --json | head -1` on a folder of many runs: head exits after one line.
+    from expwatch.layout import ExperimentsLayout
+    from expwatch.manifest import RunManifest, save_manifest
+
+    layout = ExperimentsLayout.at(tmp_path)
+    for i in range(600):  # 600 rows, about 180 KB: more than a pipe holds
+        save_manifest(layout, RunManifest(name=f"run{i:04d}", argv=("python", "eval.py"), cwd=str(tmp_path), log=str(tmp_path / f"run{i:04d}.log")))
+    shell = f"{' '.join(EXPWATCH)} status --json {tmp_path} | head -1; echo \"status=${{PIPESTATUS[0]}}\""
+    done = subprocess.run(["bash", "-c", shell], capture_output=True, text=True, timeout=60)
+    assert done.stdout.splitlines() == ["[", "status=141"] and done.stderr == ""

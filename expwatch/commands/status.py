@@ -47,7 +47,9 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         rows = [{**r.to_json(), "last_cause": causes.get(r.manifest.name)} for r in reports]
         rows += [{"name": b.name, "state": RunState.UNREADABLE.value, "progress_note": b.reason} for b in broken]
-        print(json.dumps(sorted(rows, key=lambda row: row["name"]), indent=2))
+        # One run per line, each by the C encoder: an indent means the pure-Python one, 0.3 s of a lab's 11,000 rows.
+        ordered = sorted(rows, key=lambda row: row["name"])
+        print("[\n" + ",\n".join("  " + json.dumps(row) for row in ordered) + "\n]" if ordered else "[]")
         return 0
     if not reports and not broken:
         print(f"no runs under {layout.runs_dir}")
