@@ -4,10 +4,14 @@ Every stage writes here and nothing reads it back while running; it exists
 so that after a night of unattended runs a person can reconstruct what
 happened and why. That makes two properties non-negotiable:
 
-* **Every line on disk is a complete record**, even if the watcher is
+* **Every acknowledged record is a complete line**, even if the watcher is
   SIGKILLed mid-run. Records are written with a single ``os.write`` of the
   finished line on an ``O_APPEND`` descriptor; nothing is buffered in Python,
-  so a kill between records loses nothing and a kill cannot split one.
+  so a kill between records loses nothing. A kill *during* a write of more
+  than a page can cut it (Linux stops copying pages when a fatal signal is
+  pending and returns what it wrote), so each writer starts its record on a
+  fresh line when the file does not end with one: the torn record stays a
+  line of its own, which readers skip and count, and cannot swallow the next.
 * **Secrets never reach the file.** Redaction is a processor in the chain,
   before rendering, not an option callers must remember.
 
@@ -70,11 +74,13 @@ class _AppendOnlyFile:
         self._backups = backups
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._fd: int | None = self._open()
+        self._end = -1  # the file's size right after our last record: then it ends with our newline
 
     def _open(self) -> int:
         # Recreated when someone removes .expwatch/ under a running watcher (issue 15).
         self.path.parent.mkdir(parents=True, exist_ok=True, mode=PRIVATE_DIR)
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, file_mode(self.path.parent))
+        # Read too: the last byte says whether a killed writer left a torn line (``write``).
+        fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, file_mode(self.path.parent))
         st = os.fstat(fd)
         self._identity = (st.st_dev, st.st_ino)  # of the file our descriptor appends to; it never changes
         return fd
@@ -83,13 +89,19 @@ class _AppendOnlyFile:
         if self._fd is None:
             raise ValueError(f"{self.path}: audit log is closed")
         data = (line + "\n").encode("utf-8")
-        self._rotate_if_full(len(data), self._follow_rotation())
+        size = self._follow_rotation()
+        if self._rotate_if_full(len(data), size):
+            size = 0
+        # Writers hold ``exclusive()``, so no one appends between the stat and the write.
+        if size and size != self._end and os.pread(self._fd, 1, size - 1) != b"\n":
+            data = b"\n" + data  # a writer killed mid-record left a torn line: ours starts after it
         # No fsync: it would cost milliseconds per record on busy runs, and the
-        # guarantee we need is "no torn lines", which O_APPEND + one write gives
-        # against process death. Only a kernel crash can lose the tail.
+        # guarantee we need is "no acknowledged record torn", which O_APPEND + one
+        # write gives against process death. Only a kernel crash can lose the tail.
         written = os.write(self._fd, data)
         if written != len(data):
             raise OSError(f"{self.path}: short write ({written} of {len(data)} bytes); disk full?")
+        self._end = size + written
         return line
 
     @contextmanager
@@ -132,8 +144,8 @@ class _AppendOnlyFile:
         # The stat of the path just taken has the size too: no second fstat per record.
         return on_disk.st_size
 
-    def _rotate_if_full(self, incoming: int, size: int) -> None:
-        """audit.jsonl → .1 → .2 … → .{backups}, dropping the oldest, then a fresh file.
+    def _rotate_if_full(self, incoming: int, size: int) -> bool:
+        """audit.jsonl → .1 → .2 … → .{backups}, dropping the oldest, then a fresh file; True if it rotated.
 
         Rotation is done by whichever writer notices the size, without a
         cross-process lock. If two processes rotate at once, one may shift a
@@ -145,7 +157,7 @@ class _AppendOnlyFile:
         assert self._fd is not None
         # An empty file takes any record, even one larger than max_bytes.
         if size == 0 or size + incoming <= self._max_bytes:
-            return
+            return False
         os.close(self._fd)
         self._fd = None
         for index in range(self._backups - 1, 0, -1):
@@ -155,6 +167,7 @@ class _AppendOnlyFile:
         else:
             self.path.unlink(missing_ok=True)
         self._fd = self._open()
+        return True
 
     def _backup(self, index: int) -> Path:
         return self.path.with_name(f"{self.path.name}.{index}")
