@@ -145,6 +145,7 @@ CRASHER = Path(__file__).parent / "clients" / "client_crash.py"
     ("requests", "unauthorized", "API_REJECTED", "requests.exceptions.HTTPError 401"),
     ("aiohttp", None, "PROXY_DOWN", "aiohttp.client_exceptions.ClientConnectorError"),
     ("httpx", None, "PROXY_DOWN", "httpx.ConnectError"),
+    ("genai", None, "PROXY_DOWN", "httpx2.ConnectError"),  # google-genai lets httpx2's error through unwrapped
 ])
 def test_each_real_client_crash_is_classified_by_its_cause_on_first_sight(experiments, endpoint, client, scenario, rule, cause):
     (experiments.root / "expwatch.rules.yaml").write_text(RULES)
