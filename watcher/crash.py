@@ -93,7 +93,7 @@ class _Python:
         self.dropped = 0
         self.entries: list[_Entry] = []
         self.frames: list[Frame] = []  # frames of the section being read
-        self.state = "frames"  # frames | message | between
+        self.state = "frames"  # frames | message | between | chained (after "The above exception ...")
         self.ignored = 0  # other output since the last line of ours
         self.message_left = 0
 
@@ -112,7 +112,7 @@ class _Python:
             self.keep(text)
             return True
         if CHAIN.match(text) or GROUP_BORDER.match(text):
-            self.state = "between"
+            self.state = "chained" if CHAIN.match(text) else "between"
             self.keep(text)
             return True
         if m := FRAME.match(text):
@@ -126,7 +126,7 @@ class _Python:
             self.keep(text)
             return True
         if LOG_LINE.match(text):
-            if self.state in ("message", "between") and self.entries:
+            if self.state in ("message", "between", "chained") and self.entries:
                 return False
             return self._other_output()
         prefix = GROUP_PREFIX.match(text).group(0)
@@ -157,6 +157,11 @@ class _Python:
         if self.state == "frames":
             return self._other_output()
         return False
+
+    @property
+    def unfinished(self) -> bool:
+        """Python is certainly not done printing it: inside a section's frames, or right after a chain line."""
+        return self.state in ("frames", "chained")
 
     def _other_output(self) -> bool:
         """Another thread's line in the middle: not ours, and not the end, unless the traceback went quiet for good.
@@ -262,6 +267,11 @@ class CrashAssembler:
     def reading(self) -> bool:
         """A crash has started and not yet ended."""
         return self._open is not None
+
+    @property
+    def unfinished(self) -> bool:
+        """The crash being read is a traceback Python has not finished printing (its last section has no exception line yet)."""
+        return isinstance(self._open, _Python) and self._open.unfinished
 
     @property
     def opened_at(self) -> int | None:
