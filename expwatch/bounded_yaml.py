@@ -90,8 +90,9 @@ def parse_yaml(text: str, label: str, limits: YamlLimits | None = None) -> YamlD
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         raise YamlRefused(label, mark.line + 1 if mark else None, f"not valid YAML ({getattr(exc, 'problem', None) or exc})") from None
-    except ValueError as exc:
-        # PyYAML's scanner turns an escape past U+10FFFF ("\U100010000") into chr() of it, unchecked.
+    except (ValueError, OverflowError) as exc:
+        # PyYAML's scanner turns an escape past U+10FFFF ("\U100010000") into chr() of it, unchecked:
+        # ValueError, or OverflowError past a C int ("\U80001000", found by tests/test_fuzz_loaders.py).
         raise YamlRefused(label, loader.get_mark().line + 1 if loader is not None else None, f"not valid YAML ({exc})") from None
     finally:
         if loader is not None:

@@ -6,6 +6,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from conftest import wait_for
 from expwatch.cli import main as cli
 
@@ -101,9 +103,11 @@ def test_a_second_watcher_refuses_without_claiming_to_watch(experiments):
     experiments.stop_watcher(first)
 
 
-def test_an_escape_past_the_last_unicode_character_is_a_one_line_error_naming_its_line(tmp_path, capsys):
-    # Found by the settings fuzz test: PyYAML's scanner calls chr() on "\U100010000" and raises ValueError.
-    (tmp_path / "expwatch.yaml").write_text('adopt:\n  "x":\n    "y": "\\U100010000"\n')
+@pytest.mark.parametrize("escape", ["\\U100010000", "\\U80001000"])
+def test_an_escape_past_the_last_unicode_character_is_a_one_line_error_naming_its_line(tmp_path, capsys, escape):
+    # Found by the fuzz tests: PyYAML's scanner calls chr() on the escape's number unchecked, which raises
+    # ValueError past U+10FFFF and OverflowError past a C int (the second, by the rules fuzz test on a clean clone).
+    (tmp_path / "expwatch.yaml").write_text(f'adopt:\n  "x":\n    "y": "{escape}"\n')
     code = cli(["status", str(tmp_path)])
     err = capsys.readouterr().err
     assert code == 2 and "expwatch.yaml:3:" in err and "not valid YAML" in err and "Traceback" not in err
