@@ -241,6 +241,18 @@ class Decider:
             matches.append(Match(rule, inc.id, found, opened=opened))
         return Outcome(tuple(matches), tuple(decisions), settle_at)
 
+    def crash_quiet(self, silent_for_s: float | None, unfinished: bool) -> bool:
+        """Whether a traceback being read is over by silence (``silent_for_s``: since the log's last line, None: no line yet).
+
+        Quiet for a settle window, and not stopped in the middle of a section's
+        frames or right after a chain line: a writer descheduled there on a
+        loaded machine is still printing, and deciding then names only the
+        inner causes (a clean clone's CI decided an openai chain as a bare
+        TRACEBACK before its APIConnectionError). The watcher's loop and
+        ``rules test`` both ask here, each on its own clock.
+        """
+        return (silent_for_s is None or silent_for_s >= self.policy.settle_s) and not unfinished
+
     def settle_waits(self, state: RunDecisions, crash_reading: bool, now: float) -> bool:
         """A traceback still being written is the incident's cause: wait for its end (bounded by ``settle_max_s``)."""
         return state.collecting and crash_reading and now - state.incident.opened_at < self.policy.settle_max_s

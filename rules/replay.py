@@ -154,8 +154,7 @@ class _Replayer:
         """The watcher's settle deadline, on the lines' clock (``now``: the next line's time, or the log's end)."""
         if self.settle_at is not None and now >= self.settle_at:
             if self.state.collecting and self.assembler.reading:
-                # As the watcher's loop: a traceback quiet mid-section or mid-chain is not over.
-                quiet = self.settle_at - last_line_at >= self.decider.policy.settle_s and not self.assembler.unfinished
+                quiet = self.decider.crash_quiet(self.settle_at - last_line_at, self.assembler.unfinished)
                 if not quiet and self.decider.settle_waits(self.state, True, self.settle_at):
                     self.settle_at += self.decider.policy.settle_s
                     return self.settle_due(now, last_line_at)

@@ -111,8 +111,12 @@ class _Python:
             self.frames, self.state = [], "frames"
             self.keep(text)
             return True
-        if CHAIN.match(text) or GROUP_BORDER.match(text):
-            self.state = "chained" if CHAIN.match(text) else "between"
+        if CHAIN.match(text):
+            self.state = "chained"  # another section certainly follows
+            self.keep(text)
+            return True
+        if GROUP_BORDER.match(text):
+            self.state = "between"
             self.keep(text)
             return True
         if m := FRAME.match(text):

@@ -354,11 +354,9 @@ class EngineLoop:
     def _settle(self, run: WatchedRun, stopping: bool = False) -> None:
         now = time.time()
         if run.decisions.collecting and run.crashes.reading:
-            # A traceback the log went quiet after is complete; one still being written is waited for (bounded),
-            # and so is one quiet in the middle of a section or a chain: a writer descheduled on a loaded machine
-            # had it decided as a bare TRACEBACK before its exception lines (a clean clone's CI caught one).
-            quiet = (run.facts.last_log_at is None or now - run.facts.last_log_at >= self.decider.policy.settle_s) \
-                and not run.crashes.unfinished
+            # A traceback the log went quiet after is complete; one still being written is waited for (bounded).
+            last = run.facts.last_log_at
+            quiet = self.decider.crash_quiet(None if last is None else now - last, run.crashes.unfinished)
             if not quiet and not stopping and self.decider.settle_waits(run.decisions, True, now):
                 self.timers.arm(run.name, "settle", self.decider.policy.settle_s)
                 return
