@@ -14,8 +14,7 @@ from pathlib import Path
 
 from expwatch.files import NotReadyYet, Unreadable, read_json
 from expwatch.manifest import RunManifest
-from expwatch.results.figures import ProgressCache, ProgressFigures
-from expwatch.results.progress import read_progress
+from expwatch.results.figures import ProgressCache, ProgressFigures, read_figures
 from expwatch.processes import verified_process
 from expwatch.layout import ExperimentsLayout
 from expwatch.manifest import discover
@@ -137,8 +136,7 @@ def observe(manifest: RunManifest, stale_after_s: float, exit_record: Path | Non
         if cache is not None:
             progress = cache.figures(manifest.name, manifest.result, manifest.checkpoint)
         else:
-            snapshot = read_progress(Path(manifest.result) if manifest.result else None, Path(manifest.checkpoint) if manifest.checkpoint else None)
-            progress = ProgressFigures.of(snapshot) if snapshot is not None else None
+            progress = read_figures(manifest.result, manifest.checkpoint)
     except Unreadable as exc:
         return RunReport(manifest, RunState.UNREADABLE, None, None, log_age(manifest.log), str(exc), job)
     except NotReadyYet as exc:

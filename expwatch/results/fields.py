@@ -133,13 +133,15 @@ def read_sidecar(path: Path) -> dict[str, str | None]:
     YAML input is: it sits beside a result others write, and the watcher reads it too.
     """
     try:
-        text = read_text(path)  # not Path.read_text: most runs have none, and status asks for 10,000
+        text = read_text(path)  # most runs have none: one failing stat
     except FileNotFoundError:
         return {}
     except UnicodeDecodeError as exc:
         raise FieldMapError(f"{path}: not UTF-8 text (byte {exc.start})") from None
-    except (OSError, NotReadyYet) as exc:
-        raise FieldMapError(str(exc) if isinstance(exc, NotReadyYet) else f"{path}: cannot read ({exc.strerror or exc})") from None
+    except NotReadyYet as exc:  # not a regular file, or over the size bound
+        raise FieldMapError(str(exc)) from None
+    except OSError as exc:
+        raise FieldMapError(f"{path}: cannot read ({exc.strerror or exc})") from None
     try:
         document = parse_yaml(text, str(path))
     except YamlRefused as exc:

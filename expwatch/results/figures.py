@@ -38,7 +38,6 @@ from expwatch.results.progress import ResultSnapshot, read_progress
 from expwatch.trust import check_trusted, file_mode
 
 
-
 @dataclass(frozen=True)
 class ProgressFigures:
     """What ``status`` shows of a run's results: distinct items done, correct ones, nulls by reason."""
@@ -63,6 +62,12 @@ class ProgressFigures:
         if not all(isinstance(k, str) and _count(v) for k, v in data[3].items()):
             return None
         return cls(data[0], data[1], data[2], data[3])
+
+
+def read_figures(result: str | None, checkpoint: str | None) -> ProgressFigures | None:
+    """The figures of a run's files as they are now (``read_progress``; raises as it does), None when neither exists."""
+    snapshot = read_progress(Path(result) if result else None, Path(checkpoint) if checkpoint else None)
+    return ProgressFigures.of(snapshot) if snapshot is not None else None
 
 
 def _count(value: Any) -> bool:
@@ -129,8 +134,7 @@ class ProgressCache:
             if figures is not None:
                 self._used[run] = known
                 return figures
-        snapshot = read_progress(Path(result) if result else None, Path(checkpoint) if checkpoint else None)
-        figures = ProgressFigures.of(snapshot) if snapshot is not None else None
+        figures = read_figures(result, checkpoint)
         if figures is not None and not any(racy for _, racy in signatures):
             self._used[run] = [*entry, figures.to_json()]
         if self._used.get(run) is not known:
