@@ -13,7 +13,9 @@ bench/latency.py. Measured from outside, on a real watcher process:
 * open descriptors (``/proc/PID/fd``) and RSS after start and at the end of
   the writing window, and the per-run descriptor cost over the live runs;
 * p50/p99/max from a probe's write to its ``rule matched`` record;
-* ``expwatch status DIR`` wall time, as a user would run it: the first call, and again with its figures remembered.
+* ``expwatch status DIR`` wall time, as a user would run it: the first call, and again with its figures remembered;
+* a restart: a second watcher from spawn to every live run discovered again
+  and its ``runs asleep`` record, with how many finished runs it left unread.
 
 tests/test_lab_scale.py runs it at a fifth of the scale and checks the
 bounds that do not depend on this machine's speed.
@@ -63,6 +65,8 @@ class LabResult:
     status_first_s: float  # `expwatch status DIR` wall time, nothing remembered yet (.expwatch/progress-cache.json)
     status_s: float  # the same again, as every later call
     status_rows: int
+    restart_s: float  # a second watcher: spawn → every live run discovered again, the finished ones asleep
+    restart_unchanged: int  # finished runs the second watcher left unread (`runs asleep`)
 
 
 def write_finished(fleet: Fleet, count: int) -> None:
@@ -127,10 +131,17 @@ def measure(workdir: Path, live: int, finished: int, rate: float, duration: floa
             status = subprocess.run([sys.executable, "-m", "expwatch", "status", str(root), "--json"], capture_output=True, text=True, timeout=120)
             times.append(time.monotonic() - began)
         rows = len(json.loads(status.stdout)) if status.returncode == 0 else -1
+        fleet.stop_watcher()
+        discovered = len(fleet.audit.select("run discovered"))
+        spawned = time.monotonic()
+        fleet.start_watcher(timeout=120)
+        again = wait_for(lambda: len(fleet.audit.select("runs asleep")) >= 2 and len(fleet.audit.select("run discovered")) >= discovered + live
+                         and fleet.audit.select("runs asleep")[-1:], 300, "every run to be back", 0.1)
+        restart_s = time.monotonic() - spawned
         busy = (cpu1.user + cpu1.system) - (cpu0.user + cpu0.system)
         return LabResult(live, finished, rate, start_s, fds_start, fds_end, rss_start / 2**20, rss_end / 2**20, 100 * busy / (t1 - t0),
                          report["probes"], len(latencies), percentile(latencies, 50), percentile(latencies, 99),
-                         latencies[-1] if latencies else float("nan"), times[0], times[1], rows)
+                         latencies[-1] if latencies else float("nan"), times[0], times[1], rows, restart_s, again[0]["unchanged"])
     finally:
         fleet.cleanup()
 
@@ -147,6 +158,7 @@ def describe(r: LabResult) -> str:
         f"| write → `rule matched` | p50 {r.p50_ms:.0f} ms, p99 {r.p99_ms:.0f} ms, max {r.max_ms:.0f} ms ({r.seen}/{r.probes} probes) | p99 ≤ 20 ms |",
         f"| watcher CPU while writing | {r.cpu_pct:.1f}% of a core | |",
         f"| `expwatch status` ({r.status_rows:,} rows): first call / again | {r.status_first_s:.2f} s / {r.status_s:.2f} s | ≤ 2 s |",
+        f"| watcher restart (spawn → every run back; {r.restart_unchanged:,} finished runs left unread) | {r.restart_s:.1f} s | |",
         "",
         f"(load average {' / '.join(f'{x:.2f}' for x in os.getloadavg())} at the end)",
     ])

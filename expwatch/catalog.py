@@ -49,7 +49,7 @@ def informational(action: str) -> bool:
 AUDIT_EVENTS: dict[str, str] = {
     "watcher started": "a watcher took the directory's lock and began watching",
     "watcher stopped": "the watcher ended cleanly (Ctrl-C or SIGTERM)",
-    "run discovered": "a manifest appeared, or was found at start",
+    "run discovered": "a manifest appeared, or was found at start (`asleep`: found long finished, not watched until its files change)",
     "run lost": "a run's manifest disappeared",
     "run resumed": "the watcher saw a halted run's mark cleared",
     "history read": "old log lines were counted on first sight (they trigger nothing)",
@@ -103,6 +103,7 @@ AUDIT_EVENTS: dict[str, str] = {
     "watcher restarted": "the restarting parent started a new watcher",
     "watcher refused to start": "the watcher could not start (bad settings or rules, untrusted file)",
     "run released": "a long-finished run let go of its files and memory; a change to its files brings it back",
+    "runs asleep": "at start: how many long-finished runs went straight to sleep, and how many were unchanged since a watcher released them (not read at all)",
     "notify sent": "a notification command ran",
     "notify failed": "a notification command failed or timed out",
 }

@@ -44,19 +44,21 @@ def open_paths(pid: int) -> set[str]:
     return paths
 
 
-def test_a_long_finished_run_is_released_at_once_and_revived_by_a_write_to_its_log(tmp_path):
+def test_a_long_finished_run_goes_straight_to_sleep_and_is_revived_by_a_write_to_its_log(tmp_path):
     fleet = Fleet(tmp_path / "exp", settings=SETTINGS)
     try:
         old = finished_run(fleet, "old", completed_at=iso(time.time() - 86400))
         size = os.path.getsize(old.log)
         watcher = fleet.start_watcher()
-        wait_for(lambda: fleet.audit.select("run released", run="old"), what="the finished run to be released")
+        first = wait_for(lambda: fleet.audit.select("run discovered", run="old"), what="the finished run to be found")
+        assert first[0]["asleep"] is True and first[0]["done"] is None  # no result file: nothing done to show
         assert old.log not in open_paths(watcher.pid)
         with open(old.log, "a") as fh:
             fh.write("INFO eval: a line written after the run completed\n")
         discovered = wait_for(lambda: fleet.audit.select("run discovered", run="old")[1:], what="the run to be watched again")
-        assert discovered[0]["resumed_at_offset"] == size  # read on from where it was released, not from the start
-        wait_for(lambda: len(fleet.audit.select("run released", run="old")) == 2, what="the run to be released again")
+        assert discovered[0]["resumed_at_offset"] == size  # read on from where its history ended, not from the start
+        assert not discovered[0].get("asleep")
+        wait_for(lambda: fleet.audit.select("run released", run="old"), what="the run to be released again")
         assert old.log not in open_paths(watcher.pid)
     finally:
         fleet.cleanup()
@@ -83,7 +85,8 @@ def test_a_released_halted_run_that_is_resumed_has_its_guard_reset(tmp_path):
     try:
         halted = finished_run(fleet, "stuck", halted=HaltMark(reason="TRACEBACK twice without progress", incident=None, at=iso(time.time() - 3600)))
         fleet.start_watcher()
-        wait_for(lambda: fleet.audit.select("run released", run="stuck"), what="the halted run to be released")
+        found = wait_for(lambda: fleet.audit.select("run discovered", run="stuck"), what="the halted run to be found")
+        assert found[0]["asleep"] is True and found[0]["halted"] == "TRACEBACK twice without progress"
         save_manifest(fleet.layout, halted.with_changes(halted=None))  # what `expwatch resume` writes
         wait_for(lambda: fleet.audit.select("run resumed", run="stuck"), what="the resume to be seen")
     finally:

@@ -43,3 +43,9 @@ def test_memory_stays_bounded_while_the_live_runs_write(measured):
 @pytest.mark.timeout(180)
 def test_open_descriptors_are_a_constant_plus_a_few_per_live_run(measured):
     assert measured.fds_end <= FDS_CONSTANT + FDS_PER_LIVE_RUN * LIVE
+
+
+@pytest.mark.timeout(180)
+def test_a_restart_leaves_the_finished_runs_unread(measured):
+    """Those whose manifest was written within ``status_cache_after_s`` of the first start are read again, once."""
+    assert FINISHED * 0.5 <= measured.restart_unchanged <= FINISHED

@@ -19,7 +19,7 @@ import threading
 import time
 from typing import Any, TextIO
 
-from expwatch.display.records import plain_line, rings_bell
+from expwatch.display.records import plain_line, rings_bell, shown
 from expwatch.terminal import terminal_text
 
 BACKLOG = 10000
@@ -37,6 +37,8 @@ class PlainLines:
         self._thread = threading.Thread(target=self._loop, name="plain-lines", daemon=True)
 
     def on_record(self, record: dict[str, Any]) -> None:
+        if not shown(record):
+            return
         with self._lock:
             if len(self._pending) >= BACKLOG:
                 self._dropped += 1

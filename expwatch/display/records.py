@@ -27,6 +27,16 @@ _WHOLE = frozenset({"command"})
 FEED_SKIPPED = frozenset({"progress", "action planned", "history read"})
 
 
+def shown(record: dict[str, Any]) -> bool:
+    """Whether a record gets a line of its own on a terminal at all.
+
+    A run found long finished at start is not: a lab's start would print a
+    line per run that finished yesterday, and its one ``runs asleep`` record
+    speaks for them all (each is in the audit log and ``expwatch audit``).
+    """
+    return not (record.get("asleep") and record.get("event") == "run discovered")
+
+
 def rings_bell(record: dict[str, Any]) -> bool:
     """An ``alert`` step done (not a dry run's): the terminal bell goes with its line."""
     return record.get("event") == "action finished" and record.get("action") == "alert" and not record.get("dry_run")
@@ -43,7 +53,7 @@ def feed_records(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     kept = []
     for record in records:
         event = record.get("event")
-        if event in FEED_SKIPPED or (event == "action started" and record.get("action") != "wait"):
+        if event in FEED_SKIPPED or (event == "action started" and record.get("action") != "wait") or not shown(record):
             continue
         if event == "rule matched":
             key = (record.get("incident"), record.get("rule"))
@@ -118,6 +128,9 @@ def summary(record: dict[str, Any]) -> str:
     if event == "run discovered":
         return "run discovered, " + ("process alive" if record.get("alive") else "no live process") + (
             f", halted: {record['halted']}" if record.get("halted") else "")
+    if event == "runs asleep":
+        return (f"{record.get('count')} finished run(s) asleep, {record.get('unchanged')} of them unchanged since the last watcher: "
+                "watched again when their files change")
     if event in ("run suggested", "run adopted"):
         which = f"SLURM job {record['job_id']}" if record.get("job_id") else f"pid {record.get('pid')}"
         if event == "run suggested":

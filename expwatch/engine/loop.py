@@ -24,6 +24,7 @@ from expwatch.actions.context import ActionContext
 from expwatch.autoadopt import RunDiscovery
 from expwatch.actions.executor import IncidentClosed, IncidentExecutor
 from expwatch.audit.log import AuditLog
+from expwatch.engine.asleep import StartAsleep
 from expwatch.engine.inbox import Inbox
 from expwatch.engine.lock import DirectoryLock
 from expwatch.engine.membership import RunMembership
@@ -105,6 +106,7 @@ class EngineLoop:
         self.probes = ProbeBoard(self.events, self.settings, self.audit.record)
         self.slurm = SlurmRuns(self)
         self.members = RunMembership(self)
+        self.asleep = StartAsleep(self)
         self.safety_poll = SafetyPoll(self, self.settings.watch.safety_poll_s, self.settings.watch.poll_step_s)
         self.reloader = RulesReloader(self.layout.rules_path, set(self.settings.profiles), self.audit, self.console)
         mode = self.files.watch(self.layout.root, recursive=True)
@@ -121,9 +123,12 @@ class EngineLoop:
         self.discovery.sweep(self.members.survey())
         released: dict[str, dict] = {}  # their state, saved in one transaction rather than one per run
         for manifest in self.members.survey():
+            if self.asleep.admit(manifest, released):
+                continue
             self.members.add(manifest)
             self.members.release_if_due(manifest.name, released)  # long-finished runs hold no descriptor past their first read
         self.store.save_released(released)
+        self.asleep.recorded()
         self.recovery.resume(self.runs)
         self.discovery.start(self.settings.watch.safety_poll_s)
         self.safety_poll.arm()

@@ -124,6 +124,9 @@ class RunMembership:
         if run is None or not self.loop.dormancy.due(run.manifest, run.decisions.incident is None and not run.decisions.side_incidents, time.time()):
             return
         state = self.loop.persist.state_of(run)
+        marker = self.loop.asleep.marker(run.manifest, run.last_incident, run.last_cause)
+        if marker is not None:
+            state["asleep"] = marker  # the next start need not read it while its files stay as they are
         if batch is None:
             self.loop.store.save_released({name: state})
         else:

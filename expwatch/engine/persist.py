@@ -90,3 +90,12 @@ class RunStatePersistence:
             "latches": sorted(run.decisions.latches),
             "latches_for": list(run.latched_for) if run.latched_for else None,
         }
+
+    @staticmethod
+    def first_state(manifest: RunManifest, position: TailPosition) -> dict:
+        """What ``state_of`` gives a run first seen finished and released at once, read up to ``position``.
+
+        Its guard is new and nothing is latched, judged against its own process, as ``restore`` leaves a run with no saved state.
+        """
+        return {"position": vars(position), "guard": vars(GuardState()), "latches": [],
+                "latches_for": [manifest.pid, manifest.create_time]}

@@ -9,6 +9,7 @@ what was just appended costs less than a hop through a queue.
 from __future__ import annotations
 
 import os
+import stat
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +21,8 @@ from expwatch.results.progress import read_progress
 from expwatch.rules.prefilter import LinePrefilter
 from expwatch.watcher.crash import CrashAssembler, CrashLimits
 from expwatch.watcher.events import LogLine, Progress
+from expwatch.watcher.tail import TailPosition, open_for_reading
+from expwatch.watcher.tailfile import head_digest
 
 
 @dataclass
@@ -90,13 +93,59 @@ def history_end(log: str, limits: CrashLimits, tail_bytes: int) -> int | None:
     traceback lost the traceback's cause). Only the log's last
     ``tail_bytes`` are searched; None when the log cannot be read.
     """
+    ending = _log_ending(log, limits, tail_bytes)
+    return None if ending is None else ending.history_end
+
+
+def history_position(log: str, limits: CrashLimits, tail_bytes: int, max_line_bytes: int) -> TailPosition | None:
+    """Where a first read of a finished run's log would leave its tailer, found from the log's end alone.
+
+    A run that finished long ago is released right after that read, and its
+    replayed lines only fed counters that a release drops: so the read
+    position is all a first read leaves behind. ``LogTailer`` stops at the
+    last complete line before ``history_end`` and keeps the first line's
+    digest. None when the end alone cannot tell (no line yet, an unfinished
+    last line over ``max_line_bytes``, which the tailer returns cut, or a
+    file that is not a regular one): then the log is read.
+    """
+    ending = _log_ending(log, limits, tail_bytes)
+    if ending is None or not ending.head:
+        return None
+    if ending.history_end != ending.size:
+        return TailPosition(ending.inode, ending.history_end, ending.head)  # a crash's first line: a line's start
+    if ending.size - ending.last_line_end > max_line_bytes or ending.last_line_end < 0:
+        return None
+    return TailPosition(ending.inode, ending.last_line_end, ending.head)
+
+
+@dataclass(frozen=True)
+class _LogEnding:
+    inode: int
+    size: int
+    head: str  # the first line's digest ("" while there is no first line)
+    history_end: int  # see history_end
+    last_line_end: int  # just past the last newline in the bytes read (-1: none there)
+
+
+def _log_ending(log: str, limits: CrashLimits, tail_bytes: int) -> _LogEnding | None:
     try:
-        with open(log, "rb") as fh:
-            size = os.fstat(fh.fileno()).st_size
-            start = max(0, size - tail_bytes)
-            data = os.pread(fh.fileno(), size - start, start)
+        fd = open_for_reading(log)  # non-blocking: a FIFO put in the log's place must not hang the engine
     except OSError:
         return None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            return None
+        size = info.st_size
+        start = max(0, size - tail_bytes)
+        data = os.pread(fd, size - start, start)
+        head = head_digest(fd)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    newline = data.rfind(b"\n")
+    last_line_end = start + newline + 1 if newline >= 0 else -1
     raw_lines = data.split(b"\n")[:-1]  # the bytes after the last newline are not a line yet
     offset = start
     if start and raw_lines:
@@ -108,7 +157,7 @@ def history_end(log: str, limits: CrashLimits, tail_bytes: int) -> int | None:
         if assembler.reading and (closed or not was_reading):
             opened_at = offset
         offset += len(raw) + 1
-    return opened_at if assembler.reading else size
+    return _LogEnding(info.st_ino, size, head, opened_at if assembler.reading else size, last_line_end)
 
 
 def progress_of(run: WatchedRun) -> Progress | None:

@@ -31,6 +31,10 @@ class Recovery:
             else:
                 self._leftovers.append(row)
 
+    def holds(self, name: str) -> bool:
+        """Whether an incident left half done names run ``name`` (it is watched, never admitted asleep)."""
+        return any(row.run == name for row in self._leftovers)
+
     def claim(self, run: WatchedRun, decider: Decider) -> None:
         for row in self._leftovers:
             # One whose every step finished lacks only its close: it holds nothing back, so lines the

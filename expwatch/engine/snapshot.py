@@ -12,7 +12,9 @@ from dataclasses import dataclass
 from typing import Callable, Iterable
 
 from expwatch.engine.runs import RunTable, WatchedRun
+from expwatch.manifest import RunManifest
 from expwatch.problems import RunProblems
+from expwatch.results.figures import ProgressFigures
 from expwatch.runstate import RunObservation, RunState, classify, log_age
 from expwatch.slurm_states import PENDING
 
@@ -39,13 +41,25 @@ class RunView:
 def view_of(run: WatchedRun, now: float, stale_after_s: float) -> RunView:
     f, m = run.facts, run.manifest
     age = now - f.last_log_at if f.last_log_at is not None else log_age(m.log, now)
-    obs = RunObservation(alive=bool(f.alive), done=f.done, expected=m.expected, log_age_s=age,
+    return _row(m, bool(f.alive), f.done, f.correct, sum(f.null_reasons.values()), age, f.exit_code, f.job_state,
+                run.last_incident, run.last_cause, stale_after_s)
+
+
+def asleep_view(m: RunManifest, figures: ProgressFigures | None, now: float, stale_after_s: float,
+                last_incident: str | None = None, last_cause: str | None = None) -> RunView:
+    """The row of a finished run registered asleep without being watched (``engine/asleep.py``)."""
+    done, correct, nulls = (figures.done, figures.correct, figures.null_count) if figures else (0, 0, 0)
+    return _row(m, False, done, correct, nulls, log_age(m.log, now), None, None, last_incident, last_cause, stale_after_s)
+
+
+def _row(m: RunManifest, alive: bool, done: int, correct: int, nulls: int, age: float | None, exit_code: int | None,
+         job_state: str | None, last_incident: str | None, last_cause: str | None, stale_after_s: float) -> RunView:
+    obs = RunObservation(alive=alive, done=done, expected=m.expected, log_age_s=age,
                          halted=m.halted is not None, stopped=m.stopped_at is not None,
-                         exit_code=f.exit_code, pending=f.job_state == PENDING)
-    job = f"job {m.job_id} {f.job_state or ''}".rstrip() if m.job_id else None
-    return RunView(m.name, classify(obs, stale_after_s).value, f.done, m.expected, f.correct,
-                   sum(f.null_reasons.values()), age, m.restarts, m.shown_pid, bool(f.alive), run.last_incident, job,
-                   run.last_cause)
+                         exit_code=exit_code, pending=job_state == PENDING)
+    job = f"job {m.job_id} {job_state or ''}".rstrip() if m.job_id else None
+    return RunView(m.name, classify(obs, stale_after_s).value, done, m.expected, correct, nulls, age, m.restarts,
+                   m.shown_pid, alive, last_incident, job, last_cause)
 
 
 def views_of(runs: Iterable[WatchedRun], now: float, stale_after_s: float) -> tuple[RunView, ...]:

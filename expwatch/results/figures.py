@@ -74,7 +74,7 @@ def _count(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
-def _digest() -> str:
+def figures_digest() -> str:
     """What the figures of unchanged files depend on besides the files: the readers' code and the shipped field map."""
     settings = shipped_validation_settings()
     h = hashlib.sha256(repr((settings.field_map, settings.normalise, settings.item_keys, settings.jsonl_suffixes)).encode())
@@ -84,7 +84,7 @@ def _digest() -> str:
     return h.hexdigest()[:16]
 
 
-def _signature(path: str | None, racy_after_ns: int) -> tuple[str | None, bool]:
+def file_signature(path: str | None, racy_after_ns: int) -> tuple[str | None, bool]:
     """(signature or None when absent, whether it changed too recently to be trusted).
 
     Text, not four integers: the cache's integers pass through the JSON reader's digit bound, one Python call each.
@@ -108,7 +108,7 @@ class ProgressCache:
         """``settled_after_s``: how long a file must be unchanged before its figures are kept."""
         self._layout, self._settled_ns = layout, int(settled_after_s * 1e9)
         self._path, self._home = layout.home / "progress-cache.json", layout.home
-        self._digest = _digest()
+        self._digest = figures_digest()
         self._known = self._load()
         self._used: dict[str, list[Any]] = {}
         self._changed = False
@@ -126,7 +126,7 @@ class ProgressCache:
         """``read_progress``'s figures for run ``run``'s files, read only if one changed; raises as it does."""
         named = result if result is not None else checkpoint
         racy_after = time.time_ns() - self._settled_ns
-        signatures = [_signature(p, racy_after) for p in (result, checkpoint, sidecar_text(named) if named else None)]
+        signatures = [file_signature(p, racy_after) for p in (result, checkpoint, sidecar_text(named) if named else None)]
         entry: list[Any] = [result, checkpoint, [sig for sig, _ in signatures]]
         known = self._known.get(run)
         if isinstance(known, list) and len(known) == 4 and known[:3] == entry:
