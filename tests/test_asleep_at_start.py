@@ -140,6 +140,7 @@ def test_a_restart_reads_nothing_of_runs_unchanged_since_their_release_and_watch
     names = ["a", "b", "c"]
     try:
         finished_runs(fleet, names)
+        time.sleep(0.4)  # past status_cache_after_s: the first start saves signatures
         first = start_and_stop(fleet, asleep)
         assert asleep(first)[0] | {"ts": None} == {
             "ts": None, "event": "runs asleep", "count": 3, "unchanged": 0, "note": "finished long ago; watched again when their files change"}
@@ -154,6 +155,12 @@ def test_a_restart_reads_nothing_of_runs_unchanged_since_their_release_and_watch
         saved = StateStore(fleet.layout.state_db).run_data("b")
         assert saved["asleep"]["figures"] == FOUR_FIGURES
         assert saved["position"]["offset"] == os.path.getsize(fleet.root / "b.log")
+        left = json.loads((fleet.layout.home / "progress-cache.json").read_text())["runs"]  # no `status` ran yet
+        assert {name: entry[3] for name, entry in left.items()} == {name: FOUR_FIGURES for name in names}
+        status = subprocess.run([sys.executable, "-m", "expwatch", "status", str(fleet.root), "--json"],
+                                capture_output=True, text=True, check=True)
+        rows = {row["name"]: row for row in json.loads(status.stdout)}
+        assert (rows["b"]["done"], rows["b"]["accuracy"], rows["b"]["null_count"]) == (4, 0.5, 1)
 
         second = start_and_stop(fleet, asleep)
         assert [(r["count"], r["unchanged"]) for r in asleep(second)] == [(3, 3)]
@@ -185,6 +192,7 @@ def test_files_changed_too_recently_to_trust_their_times_are_read_at_every_start
         first = start_and_stop(fleet, asleep)
         assert events(first, "a") == ["run discovered"] and [r for r in first if r.get("run") == "a"][0]["asleep"]
         assert "asleep" not in StateStore(fleet.layout.state_db).run_data("a")
+        assert not (fleet.layout.home / "progress-cache.json").exists()
         second = start_and_stop(fleet, lambda got: events(got, "a")[-1:] == ["run released"])
         assert events(second, "a") == ["run discovered", "progress", "run released"]
         assert not asleep(second)

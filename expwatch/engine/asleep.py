@@ -19,6 +19,9 @@ half done names it:
   and field file all have the signatures its release saved. Nothing is
   read or recorded for it; the start's ``runs asleep`` record counts it.
 
+Both leave the figures for ``status`` (``results/figures.ProgressCache``),
+so the first ``status`` after a start reads no finished run's files either.
+
 Anything else (a file changed while no watcher ran, a log whose end cannot
 tell the position, a result not readable as it is) is watched and then
 released as before, so what a revival resumes from is the same either way.
@@ -40,7 +43,7 @@ from expwatch.engine.snapshot import asleep_view
 from expwatch.files import NotReadyYet
 from expwatch.manifest import RunManifest
 from expwatch.results.fields import sidecar_text
-from expwatch.results.figures import ProgressFigures, figures_digest, file_signature, read_figures
+from expwatch.results.figures import ProgressCache, ProgressFigures, figures_digest, file_signature, read_figures
 
 if TYPE_CHECKING:
     from expwatch.engine.loop import EngineLoop
@@ -54,6 +57,7 @@ class StartAsleep:
         self.unchanged = 0  # released by an earlier watcher, nothing changed since
         self.first_seen = 0
         self._figures_digest: str | None = None  # the figure readers' code and field map: figures saved under another are read again
+        self._status: ProgressCache | None = None  # status's figures, left for its next call (loaded at the first run admitted)
 
     def admit(self, manifest: RunManifest, batch: dict[str, dict]) -> bool:
         """Register ``manifest``'s run asleep if it may be (see the module); False: watch it as usual.
@@ -70,6 +74,7 @@ class StartAsleep:
                 return False
             figures = ProgressFigures.from_json(asleep.get("figures"))
             self._sleep(manifest, figures, now, asleep.get("last_incident"), asleep.get("last_cause"))
+            self._for_status(manifest, asleep["files"], figures)
             self.unchanged += 1
             return True
         if saved:
@@ -87,6 +92,7 @@ class StartAsleep:
         state = loop.persist.first_state(manifest, position)
         if signatures is not None:
             state["asleep"] = self._marker(signatures, figures, None, None)
+            self._for_status(manifest, signatures, figures)
         batch[manifest.name] = state
         self._sleep(manifest, figures, now, None, None)
         loop.audit.record("run discovered", run=manifest.name, pid=manifest.pid, job_id=manifest.job_id, log=manifest.log,
@@ -97,7 +103,7 @@ class StartAsleep:
 
     def signatures(self, manifest: RunManifest) -> list[str | None] | None:
         """The run's files' signatures now; None if one changed too recently to be trusted."""
-        named = manifest.result or manifest.checkpoint
+        named = manifest.result if manifest.result is not None else manifest.checkpoint  # as ProgressCache names it
         paths = (str(self.loop.layout.manifest_path(manifest.name)), manifest.log, manifest.result, manifest.checkpoint,
                  sidecar_text(named) if named else None)
         racy_after = time.time_ns() - int(self.loop.settings.watch.status_cache_after_s * 1e9)
@@ -121,9 +127,16 @@ class StartAsleep:
     def recorded(self) -> None:
         """The start's one line for every run admitted asleep."""
         count = self.first_seen + self.unchanged
+        if self._status is not None:
+            self._status.save()
         if count:
             self.loop.audit.record("runs asleep", count=count, unchanged=self.unchanged,
                                    note="finished long ago; watched again when their files change")
+
+    def _for_status(self, manifest: RunManifest, signatures: list[str | None], figures: ProgressFigures | None) -> None:
+        if self._status is None:
+            self._status = ProgressCache(self.loop.layout, self.loop.settings.watch.status_cache_after_s)
+        self._status.remember(manifest.name, manifest.result, manifest.checkpoint, signatures[2:], figures)
 
     def _digest(self) -> str:
         if self._figures_digest is None:

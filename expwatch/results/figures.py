@@ -6,7 +6,9 @@ take about 5 ms to read, so 11,000 such runs were a minute per ``status``.
 ``ProgressCache`` keeps each run's figures beside the (inode, size, mtime,
 ctime) of its result, checkpoint and field file, the test ``ManifestCache``
 uses, in ``.expwatch/progress-cache.json``; a run whose files all match is
-not read again. The cache only ever saves reading: a missing, torn, foreign
+not read again. A starting watcher, which reads every long-finished run,
+leaves its figures here too. Two writers may race; the file is replaced
+whole, so the loser's entries are only read again next time. The cache only ever saves reading: a missing, torn, foreign
 or unknown-version file is ignored and rewritten, and one that cannot be
 written is not written.
 
@@ -140,6 +142,19 @@ class ProgressCache:
         if self._used.get(run) is not known:
             self._changed = True
         return figures
+
+    def remember(self, run: str, result: str | None, checkpoint: str | None, signatures: list[str | None],
+                 figures: ProgressFigures | None) -> None:
+        """Keep figures another reader took: ``signatures`` (result, checkpoint, field file) stat'ed before its read, none too recent.
+
+        A starting watcher reads every long-finished run's result (engine/asleep.py); kept here, the first ``status`` after it reads none.
+        """
+        if figures is None:
+            return
+        entry = [result, checkpoint, signatures, figures.to_json()]
+        if self._known.get(run) != entry:
+            self._changed = True
+        self._used[run] = entry
 
     def save(self) -> None:
         """Write the cache back if anything changed; silently not, if it cannot be written."""
