@@ -32,7 +32,7 @@ class RunMembership:
     def __init__(self, loop: "EngineLoop"):
         self.loop = loop
         self._manifests = ManifestCache()  # the safety poll's survey parses only the manifests that changed
-        self._inside: dict[str, bool] = {}  # a run file's folder -> whether it resolves inside DIR (watched already)
+        self._inside: dict[str, bool] = {}  # a run file's folder -> whether it resolves inside DIR (else watched on its own)
 
     def add(self, manifest: RunManifest) -> None:
         self.loop.dormancy.wake(manifest.name)
@@ -45,11 +45,13 @@ class RunMembership:
         self.loop.runs.add(run)
         self.loop.recovery.claim(run, self.loop.decider)
         for folder in {os.path.dirname(p) for p in (manifest.log, manifest.result, manifest.checkpoint) if p}:
-            if folder not in self._inside:  # resolved once per folder: a lab's runs share a few
-                self._inside[folder] = Path(folder).resolve().is_relative_to(self.loop.layout.root)
-            if not self._inside[folder]:
+            if folder in self._inside:
+                continue  # resolved and, outside DIR, watched once per folder: a lab's runs share a few
+            inside = Path(folder).resolve().is_relative_to(self.loop.layout.root)
+            if not inside:
                 Path(folder).mkdir(parents=True, exist_ok=True)
                 self.loop.files.watch(Path(folder), recursive=False)
+            self._inside[folder] = inside
         run.facts.expected = manifest.expected
         run.facts.alive = self.alive(run)
         self.loop.audit.record("run discovered", run=manifest.name, pid=manifest.pid, job_id=manifest.job_id,
