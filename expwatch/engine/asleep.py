@@ -42,8 +42,8 @@ from expwatch.engine.reading import history_position
 from expwatch.engine.snapshot import asleep_view
 from expwatch.files import NotReadyYet
 from expwatch.manifest import RunManifest
-from expwatch.results.fields import sidecar_text
-from expwatch.results.figures import ProgressCache, ProgressFigures, figures_digest, file_signature, read_figures
+from expwatch.results.figures import (ProgressCache, ProgressFigures, figures_digest, figures_signatures, file_signature,
+                                      read_figures)
 
 if TYPE_CHECKING:
     from expwatch.engine.loop import EngineLoop
@@ -103,11 +103,9 @@ class StartAsleep:
 
     def signatures(self, manifest: RunManifest) -> list[str | None] | None:
         """The run's files' signatures now; None if one changed too recently to be trusted."""
-        named = manifest.result if manifest.result is not None else manifest.checkpoint  # as ProgressCache names it
-        paths = (str(self.loop.layout.manifest_path(manifest.name)), manifest.log, manifest.result, manifest.checkpoint,
-                 sidecar_text(named) if named else None)
         racy_after = time.time_ns() - int(self.loop.settings.watch.status_cache_after_s * 1e9)
-        found = [file_signature(path, racy_after) for path in paths]
+        found = [file_signature(path, racy_after) for path in (str(self.loop.layout.manifest_path(manifest.name)), manifest.log)]
+        found += figures_signatures(manifest.result, manifest.checkpoint, racy_after)  # [2:]: what ProgressCache files figures under
         return None if any(racy for _, racy in found) else [signature for signature, _ in found]
 
     def marker(self, manifest: RunManifest, last_incident: str | None, last_cause: str | None) -> dict[str, Any] | None:

@@ -8,9 +8,9 @@ ctime) of its result, checkpoint and field file, the test ``ManifestCache``
 uses, in ``.expwatch/progress-cache.json``; a run whose files all match is
 not read again. A starting watcher, which reads every long-finished run,
 leaves its figures here too. Two writers may race; the file is replaced
-whole, so the loser's entries are only read again next time. The cache only ever saves reading: a missing, torn, foreign
-or unknown-version file is ignored and rewritten, and one that cannot be
-written is not written.
+whole, so the loser's entries are only read again next time. The cache
+only ever saves reading: a missing, torn, foreign or unknown-version file
+is ignored and rewritten, and one that cannot be written is not written.
 
 Two rules keep it from ever showing old figures. Each file is stat'ed
 before it is read, so figures are filed under a signature no newer than
@@ -100,6 +100,12 @@ def file_signature(path: str | None, racy_after_ns: int) -> tuple[str | None, bo
     return f"{info.st_ino}:{info.st_size}:{info.st_mtime_ns}:{info.st_ctime_ns}", max(info.st_mtime_ns, info.st_ctime_ns) > racy_after_ns
 
 
+def figures_signatures(result: str | None, checkpoint: str | None, racy_after_ns: int) -> list[tuple[str | None, bool]]:
+    """``file_signature`` of each file a run's figures come from: its result, its checkpoint and the result's field file."""
+    named = result if result is not None else checkpoint
+    return [file_signature(p, racy_after_ns) for p in (result, checkpoint, sidecar_text(named) if named else None)]
+
+
 class ProgressCache:
     """The figures of one call over many runs: loaded from the layout's cache file, saved back after.
 
@@ -126,9 +132,7 @@ class ProgressCache:
 
     def figures(self, run: str, result: str | None, checkpoint: str | None) -> ProgressFigures | None:
         """``read_progress``'s figures for run ``run``'s files, read only if one changed; raises as it does."""
-        named = result if result is not None else checkpoint
-        racy_after = time.time_ns() - self._settled_ns
-        signatures = [file_signature(p, racy_after) for p in (result, checkpoint, sidecar_text(named) if named else None)]
+        signatures = figures_signatures(result, checkpoint, time.time_ns() - self._settled_ns)
         entry: list[Any] = [result, checkpoint, [sig for sig, _ in signatures]]
         known = self._known.get(run)
         if isinstance(known, list) and len(known) == 4 and known[:3] == entry:
