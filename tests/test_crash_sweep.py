@@ -45,9 +45,12 @@ def test_no_decision_is_lost_when_the_watcher_dies_right_after_any_crash_point(t
             "runner:launch", "manifest:save", "audit:incident classified", "audit:action planned"} <= points
     ran = {r.cell for r in cells}
     assert {c for c in ALSO if STORIES[c.story].runner == "local"} <= ran
-    missed = [f"{r.cell.story} @ {r.cell.point}" for r in cells if not r.killed and r.cell.point.split("#")[0] not in BY_TIMING]
+    unreached = {r.cell for r in cells if not r.killed and r.cell.point.split("#")[0] in BY_TIMING}
+    missed = [f"{r.cell.story} @ {r.cell.point}" for r in cells if not r.killed and r.cell not in unreached]
     assert missed == []  # each names the cell never killed
-    failures = [f"{r.cell.story} @ {r.cell.point or '(no crash)'}: {v}" for r in results for v in r.violations]
+    # A timing-only cell its run did not reach has that as its violation, already allowed above; any other it has still counts.
+    failures = [f"{r.cell.story} @ {r.cell.point or '(no crash)'}: {v}" for r in results for v in r.violations
+                if not (r.cell in unreached and v == f"the watcher never passed {r.cell.point}")]
     assert failures == []
 
 
