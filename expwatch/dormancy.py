@@ -102,13 +102,13 @@ class Dormancy:
     def views(self) -> list[Any]:
         return [run.view for run in self._dormant.values()]
 
-    def unchanged(self, name: str) -> bool:
-        """A released run whose manifest's stat signature is as it slept: its JSON need not be parsed again.
+    def unchanged(self, name: str, info: os.stat_result) -> bool:
+        """A released run whose manifest's stat (``info``) is as it slept: its JSON need not be parsed again.
 
         In a lab's folder that spares thousands of parses per safety poll.
         """
         asleep = self._dormant.get(name)
-        return asleep is not None and _signature(self.layout.manifest_path(name)) == asleep.manifest_signature
+        return asleep is not None and (info.st_ino, info.st_size, info.st_mtime_ns) == asleep.manifest_signature
 
     def forget_missing(self, names: set[str]) -> None:
         """Released runs whose manifest is gone from disk are forgotten.

@@ -15,6 +15,11 @@ from pathlib import Path
 HOME_NAME = ".expwatch"
 
 
+def is_manifest_name(name: str) -> bool:
+    """A run's manifest in ``runs/``, not its exit record nor a file being written (a dot file)."""
+    return name.endswith(".json") and not name.endswith(".exit.json") and not name.startswith(".")
+
+
 @dataclass(frozen=True)
 class ExperimentsLayout:
     """Paths are computed once per layout (cached_property): the engine asks for them on every file event."""
@@ -90,4 +95,4 @@ class ExperimentsLayout:
     def is_manifest(self, path: Path | str) -> bool:
         # On strings: the engine asks this on every file event, and Path.parent builds a new Path each time.
         folder, _, name = str(path).rpartition("/")
-        return folder == self.runs_dir_text and name.endswith(".json") and not name.endswith(".exit.json") and not name.startswith(".")
+        return folder == self.runs_dir_text and is_manifest_name(name)

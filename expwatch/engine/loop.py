@@ -217,7 +217,8 @@ class EngineLoop:
             self.safety_poll.step()
             return
         if deadline.purpose == "save":
-            self.persist.save_due(self.runs)
+            if not self.persist.save_due(self.runs, time.monotonic() + self.settings.watch.poll_step_s):
+                self.timers.arm("*", "save", 0.0)
             return
         run = self.runs.get(deadline.run)
         if run is None:
