@@ -13,7 +13,6 @@ import os
 import re
 import stat
 import time
-from collections import deque
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -315,6 +314,9 @@ class SurveyRound:
         self.seen.add(name)
         self._on_disk.add(entry.path)
         try:
+            if self._skip is None and self._cache is None:  # `status`: nothing to compare, so no stat
+                self.found.append(load_manifest(entry.path))
+                return
             info = entry.stat()
             if self._skip is not None and self._skip(name, info):
                 return
