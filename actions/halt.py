@@ -8,7 +8,9 @@ one diagnosis bundle beside the run's manifest.
 from __future__ import annotations
 
 import json
+import os
 import shlex
+import stat
 from collections import deque
 from datetime import datetime, timezone
 from pathlib import Path
@@ -29,14 +31,30 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
 
 
-def last_lines(path: str, n: int = 50) -> list[str]:
+def last_lines(path: str, n: int = 50, tail_bytes: int = 256 * 1024) -> list[str]:
+    """The log's last ``n`` complete lines, from its last ``tail_bytes``, for the diagnosis bundle.
+
+    Opened non-blocking and refused unless a regular file: a FIFO in the
+    log's place would otherwise hold the halt forever. A log that cannot be
+    read is named in the bundle instead of failing the halt.
+    """
     try:
-        with open(path, "rb") as fh:
-            fh.seek(0, 2)
-            fh.seek(max(0, fh.tell() - 256 * 1024))
-            return [line.decode("utf-8", "replace").rstrip("\r") for line in deque(fh.read().split(b"\n"), maxlen=n + 1)][-n - 1 : -1] or []
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except FileNotFoundError:
         return []
+    except OSError as exc:
+        return [f"(the log cannot be read: {exc.strerror or exc})"]
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            return ["(the log is not a regular file)"]
+        start = max(0, info.st_size - tail_bytes)
+        data = os.pread(fd, info.st_size - start, start)
+    except OSError as exc:
+        return [f"(the log cannot be read: {exc.strerror or exc})"]
+    finally:
+        os.close(fd)
+    return [line.decode("utf-8", "replace").rstrip("\r") for line in deque(data.split(b"\n"), maxlen=n + 1)][-n - 1 : -1]
 
 
 def process_tree(manifest: RunManifest) -> list[str]:
@@ -126,7 +144,13 @@ def complete(ctx: ActionContext, arg: Any) -> ActionResult:
     manifest = ctx.manifest()
     details: dict[str, Any] = {}
     if manifest.result and Path(manifest.result).exists():
-        report = validate_result(Path(manifest.result), log_path=Path(manifest.log), expected=manifest.expected)
+        try:
+            report = validate_result(Path(manifest.result), log_path=Path(manifest.log), expected=manifest.expected)
+        except (OSError, NotReadyYet, ValueError) as exc:
+            # A result or log that cannot be read now does not undo the completion; `expwatch validate` can retry.
+            ctx.console(f"COMPLETE {manifest.name}: not validated ({exc})")
+            ctx.update(lambda m: m.with_changes(completed_at=_now()))
+            return ActionResult("completed", {"validation_error": str(exc)})
         data = report.to_json()
         result = Path(manifest.result)
         path = result.with_name(f"{result.stem}.validation.json")

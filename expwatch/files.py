@@ -84,13 +84,19 @@ def read_bounded(path: Path | str, max_bytes: int, check: FileCheck | None = Non
     Path costs more than the read.
     """
     # Opening a device can itself act (a tape rewinds): refuse what stat already shows; fstat below closes the race.
-    kind = os.stat(path).st_mode
-    if not (stat.S_ISREG(kind) or stat.S_ISDIR(kind) or stat.S_ISFIFO(kind)):
-        raise Unreadable(path, "not a regular file (socket or device)")
+    # Every error but absence is the file's (a symlink loop, no permission, EIO), reported as its reason:
+    # raised as OSError, one such manifest had stopped the watcher at every start.
     try:
+        kind = os.stat(path).st_mode
+        if not (stat.S_ISREG(kind) or stat.S_ISDIR(kind) or stat.S_ISFIFO(kind)):
+            raise Unreadable(path, "not a regular file (socket or device)")
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | getattr(os, "O_NOCTTY", 0))
     except IsADirectoryError as exc:
         raise NotReadyYet(path, "is a directory") from exc
+    except FileNotFoundError:
+        raise
+    except OSError as exc:
+        raise Unreadable(path, exc.strerror or str(exc)) from exc
     try:
         info = os.fstat(fd)
         if stat.S_ISDIR(info.st_mode):
@@ -114,6 +120,8 @@ def read_bounded(path: Path | str, max_bytes: int, check: FileCheck | None = Non
                 break
             want = min(1 << 20, max_bytes + 1 - total)
         return b"".join(chunks)
+    except OSError as exc:  # EIO from a failing disk or a dropped network mount
+        raise Unreadable(path, exc.strerror or str(exc)) from exc
     finally:
         os.close(fd)
 

@@ -325,6 +325,8 @@ class SurveyRound:
             pass
         except (NotReadyYet, ManifestError) as exc:
             self.broken.append(UnreadableManifest(name, Path(entry.path), str(exc), isinstance(exc, UntrustedFile)))
+        except OSError as exc:  # the listing's stat: a symlink loop, say
+            self.broken.append(UnreadableManifest(name, Path(entry.path), f"{entry.path}: unreadable ({exc.strerror or exc})", False))
 
     def _finish(self) -> bool:
         if self._listing is not None:

@@ -110,9 +110,10 @@ class RunReport:
 
 
 def log_age(path: str, now: float | None = None) -> float | None:
+    """Seconds since the log was written; None when it is absent or cannot be looked at (a symlink loop, no permission)."""
     try:
         return max(0.0, (now or time.time()) - os.stat(path).st_mtime)
-    except FileNotFoundError:
+    except OSError:
         return None
 
 

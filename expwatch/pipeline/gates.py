@@ -17,6 +17,7 @@ from functools import reduce
 from pathlib import Path
 from typing import Any
 
+from expwatch.files import NotReadyYet
 from expwatch.pipeline.plan import Phase, Plan
 from expwatch.results.config import ValidationSettings
 from expwatch.results.drift import ConfigError, compare_fields, load_config_file, render_value
@@ -110,7 +111,7 @@ def result_drift_gate(plan: Plan, phase: Phase, settings: ValidationSettings) ->
 def validate_gate(phase: Phase, settings: ValidationSettings) -> Decision:
     try:
         report = validate_result(phase.result, log_path=phase.log, expected=phase.expected, settings=settings)
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, NotReadyYet) as exc:  # NotReadyYet: a torn result, or a file that is not one (Unreadable)
         return Decision("validate", False, f"result cannot be validated: {exc}")
     numbers = {"items": report.items, "raw_acc": report.raw_acc, "valid_acc": report.valid_acc,
                "null_rate": report.null_rate, "issues": list(report.issues)}

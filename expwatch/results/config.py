@@ -6,7 +6,6 @@ a bad value is reported with the file, line and dotted field it came from.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from functools import lru_cache, reduce
 from importlib import resources
@@ -16,6 +15,8 @@ from typing import Any, NoReturn
 import yaml
 
 from expwatch.results.fields import FieldMap, Normalisation
+from expwatch.results.logcounts import LogPatterns
+from expwatch.rules.patterns import PatternError, compile_pattern
 from expwatch.settings import deep_merge, yaml_mapping
 
 SHIPPED_NAME = "validation.yaml"
@@ -69,7 +70,7 @@ class ValidationSettings:
     bias_max_share: float
     backward_task_types: frozenset[str]
     leak_tolerance: float
-    log_patterns: dict[str, re.Pattern[str]]
+    log_patterns: LogPatterns
     smoke_default: SmokeOptions
     smoke_scripts: dict[str, SmokeOptions]
     drift_fields: tuple[str, ...]
@@ -103,7 +104,7 @@ def load_validation_settings(override: Path | None = None) -> ValidationSettings
         bias_max_share=fields.share("answer_bias", "max_share"),
         backward_task_types=frozenset(fields.texts("leak", "backward_task_types")),
         leak_tolerance=fields.number("leak", "tolerance"),
-        log_patterns={name: fields.pattern("log_patterns", name) for name in fields.mapping("log_patterns")},
+        log_patterns=_log_patterns(fields),
         smoke_default=default,
         smoke_scripts={name: _smoke_override(fields, name, default) for name in fields.mapping("smoke", "scripts")},
         drift_fields=fields.texts("drift", "fields"),
@@ -122,6 +123,16 @@ def load_validation_settings(override: Path | None = None) -> ValidationSettings
             launch_timeout_s=fields.number("pipeline", "launch_timeout_s"),
         ),
     )
+
+
+def _log_patterns(fields: _Fields) -> LogPatterns:
+    patterns = {}
+    for name in fields.mapping("log_patterns"):
+        try:
+            patterns[name] = compile_pattern(fields.text("log_patterns", name))
+        except PatternError as exc:
+            fields.fail(("log_patterns", name), f"not a pattern RE2 can run: {exc}")
+    return LogPatterns.of(patterns, fields.count("log_line_max_bytes"))
 
 
 def _field_map(fields: _Fields) -> FieldMap:
@@ -238,13 +249,6 @@ class _Fields:
         if not isinstance(value, dict):
             self.fail(parts, f"must be a mapping, got {value!r}")
         return value
-
-    def pattern(self, *parts: str) -> re.Pattern[str]:
-        value = self.text(*parts)
-        try:
-            return re.compile(value)
-        except re.error as exc:
-            self.fail(parts, f"not a valid regular expression ({exc})")
 
 
 @lru_cache(maxsize=1)

@@ -97,6 +97,8 @@ def file_signature(path: str | None, racy_after_ns: int) -> tuple[str | None, bo
         info = os.stat(path)
     except (FileNotFoundError, NotADirectoryError):
         return None, False
+    except OSError:  # a symlink loop, no permission: never kept, and the read that follows says why
+        return None, True
     return f"{info.st_ino}:{info.st_size}:{info.st_mtime_ns}:{info.st_ctime_ns}", max(info.st_mtime_ns, info.st_ctime_ns) > racy_after_ns
 
 

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Iterable
 
 from expwatch.results.fields import FieldMap
+from expwatch.results.logcounts import count_log_lines
 from expwatch.results.progress import ItemRecord, ResultSnapshot, field_map_for, read_result
 from expwatch.results.config import ValidationSettings, load_validation_settings
 
@@ -121,15 +121,15 @@ def validate_result(
     """Read and check one result file (and its log), through the run's field map.
 
     Raises FileNotFoundError / NotReadyYet for the result, FieldMapError for a
-    bad map and OSError for the log: an unreadable input is the caller's to
-    report, not an issue found.
+    bad map and FileNotFoundError / Unreadable for the log: an unreadable
+    input is the caller's to report, not an issue found.
     """
     settings = settings or load_validation_settings()
     fmap = field_map_for(Path(result_path), field_overrides, settings)
     snapshot = read_result(Path(result_path), fmap, settings)
-    log_text = Path(log_path).read_text(encoding="utf-8", errors="replace") if log_path else None
+    log_counts = count_log_lines(log_path, settings.log_patterns) if log_path else {}
     return check_snapshot(
-        snapshot, Path(result_path), settings, log_path=log_path, log_text=log_text, expected=expected, fmap=fmap
+        snapshot, Path(result_path), settings, log_path=log_path, log_counts=log_counts, expected=expected, fmap=fmap
     )
 
 
@@ -138,7 +138,7 @@ def check_snapshot(
     result_path: Path,
     settings: ValidationSettings,
     log_path: Path | None = None,
-    log_text: str | None = None,
+    log_counts: dict[str, int] | None = None,
     expected: int | None = None,
     fmap: FieldMap | None = None,
 ) -> ValidationReport:
@@ -160,7 +160,7 @@ def check_snapshot(
         answer_bias=answer_bias(valid, settings.bias_max_share),
         leaked_ids=leaked_ids(items, settings.backward_task_types, settings.leak_tolerance),
         duplicate_ids=duplicate_ids(items),
-        log_counts=count_log_lines(log_text, settings.log_patterns) if log_text is not None else {},
+        log_counts=log_counts or {},
         issues=(),
         field_map=fmap or settings.field_map,
     )
@@ -228,16 +228,6 @@ def leaked_ids(items: Iterable[ItemRecord], backward: frozenset[str], tolerance:
 def duplicate_ids(items: Iterable[ItemRecord]) -> tuple[str, ...]:
     counts = Counter(item.id for item in items if item.id is not None)
     return tuple(sorted(item_id for item_id, n in counts.items() if n > 1))
-
-
-def count_log_lines(text: str, patterns: dict[str, re.Pattern[str]]) -> dict[str, int]:
-    """Lines matching each pattern (a line may count for several)."""
-    counts = dict.fromkeys(patterns, 0)
-    for line in text.splitlines():
-        for name, pattern in patterns.items():
-            if pattern.search(line):
-                counts[name] += 1
-    return counts
 
 
 def item_label(item: ItemRecord, index: int) -> str:
