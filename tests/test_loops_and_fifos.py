@@ -98,6 +98,24 @@ def test_status_names_a_result_that_loops(tmp_path):
         fleet.cleanup()
 
 
+def test_a_run_that_completes_with_a_log_it_cannot_read_is_complete_and_says_why_it_was_not_validated(tmp_path):
+    fleet = Fleet(tmp_path / "exp", settings=SETTINGS)
+    try:
+        log, result = loop_at(fleet.root / "c.log"), fleet.root / "c.json"
+        result.write_text(json.dumps({"per_item": [{"id": "q0", "response": "A", "gold": "A", "correct": True},
+                                                   {"id": "q1", "response": "B", "gold": "A", "correct": False}]}))
+        save_manifest(fleet.layout, RunManifest(name="c", argv=("python", "eval.py"), cwd=str(fleet.root), log=str(log),
+                                                result=str(result), expected=2))
+        fleet.start_watcher()
+        done = wait_for(lambda: [r for r in fleet.audit.select("action finished", run="c") if r["action"] == "complete"],
+                        what="the complete action")
+        assert done[0]["outcome"] == "completed" and LOOP in done[0]["validation_error"]
+        assert fleet.manifest("c").completed_at
+        assert not (fleet.root / "c.validation.json").exists()
+    finally:
+        fleet.cleanup()
+
+
 def test_validate_refuses_a_fifo_log_at_once_with_one_line(tmp_path):
     """A FIFO opened for reading blocks until a writer comes; ``read_text`` had waited forever."""
     result = tmp_path / "out.json"
