@@ -45,3 +45,11 @@ def test_status_benchmark_times_a_first_and_a_remembered_call_beside_the_floor(t
 
     figures = json.loads((tmp_path / "status.json").read_text())
     assert figures["rows"] == figures["runs"] == 30 and figures["first_s"] > 0 and figures["again_s"] > 0 and figures["floor_s"] > 0
+
+
+def test_log_count_benchmark_counts_alike_with_expwatch_python_re_and_grep(tmp_path):
+    out = subprocess.run([sys.executable, str(BENCH.parent / "logcounts.py"), "--lines", "20000", "--rounds", "1",
+                          "--workdir", str(tmp_path)], capture_output=True, text=True, timeout=110)
+    assert out.returncode == 0, out.stderr[-3000:]  # 1 when the three counts differ
+    assert "'rate_limit': 0" not in out.stdout  # bench/history.py's mix holds 429s, so a count of 0 means nothing was read
+    assert "expwatch/re" in out.stdout and "grep -P" in out.stdout
