@@ -21,6 +21,7 @@ import jsonschema
 import yaml
 
 from expwatch.bounded_yaml import line_at
+from expwatch.rules.patterns import PatternError, compile_pattern
 from expwatch.schema_errors import unknown_key
 
 # A new profile must say which backend it is; a shipped one the user only adjusts keeps its own.
@@ -65,7 +66,7 @@ def check_settings(user: dict[str, Any], root: yaml.Node | None, shipped: dict[s
 
 
 def _semantic(user: dict[str, Any], shipped: dict[str, Any]) -> tuple[list[Any], str]:
-    """What a schema cannot say: a new profile names its backend, the default profile exists."""
+    """What a schema cannot say: a new profile names its backend, the default profile exists, a pattern runs."""
     shipped_profiles = shipped.get("profiles") or {}
     for name, spec in (user.get("profiles") or {}).items():
         missing = [k for k in REQUIRED_OF_NEW_PROFILE if name not in shipped_profiles and k not in spec]
@@ -74,4 +75,12 @@ def _semantic(user: dict[str, Any], shipped: dict[str, Any]) -> tuple[list[Any],
     profiles = {**shipped_profiles, **(user.get("profiles") or {})}
     if "profile" in user and user["profile"] not in profiles:
         return ["profile"], f"field 'profile': unknown profile {user['profile']!r} (known: {', '.join(sorted(profiles))})"
+    item = (user.get("crash") or {}).get("item_pattern")
+    if item is not None:
+        try:
+            groups = compile_pattern(item).groups
+        except PatternError as exc:
+            return ["crash", "item_pattern"], f"field 'crash.item_pattern': {exc}"
+        if groups < 1:
+            return ["crash", "item_pattern"], "field 'crash.item_pattern': needs a group, (...), around the item's name"
     return [], ""

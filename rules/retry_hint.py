@@ -18,7 +18,6 @@ in, a new plan and evidence out. Called once where an incident is decided.
 
 from __future__ import annotations
 
-import re
 import string
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -26,6 +25,7 @@ from typing import Any
 
 from expwatch.rules.crashmatch import holds
 from expwatch.rules.model import CrashAtom
+from expwatch.rules.patterns import Pattern, compile_pattern
 from expwatch.watcher.events import Crash, Frame
 
 
@@ -43,7 +43,9 @@ class CrashPolicy:
     retry_halt_above_s: float = 3600.0
     advice: tuple[Advice, ...] = ()
     key_env: tuple[tuple[str, str], ...] = ()  # (exception module prefix, its API key variable)
-    item_pattern: str = r"\bitem[ =:#]+([\w./-]+)"
+    # RE2, like every user pattern: it reads the log lines before a crash, on the engine thread.
+    # The settings check (expwatch/settings_schema.py) refuses one RE2 cannot run, or one with no group.
+    item_pattern: Pattern = compile_pattern(r"\bitem[ =:#]+([\w./-]+)")
 
     @classmethod
     def from_settings(cls, crash: dict[str, Any]) -> "CrashPolicy":
@@ -54,7 +56,7 @@ class CrashPolicy:
             advice.append(Advice(atoms, str(entry["say"])))
         return cls(float(crash.get("retry_wait_max_s", 900)), float(crash.get("retry_halt_above_s", 3600)), tuple(advice),
                    tuple((str(k), str(v)) for k, v in (crash.get("key_env") or {}).items()),
-                   str(crash.get("item_pattern", cls.item_pattern)))
+                   compile_pattern(str(crash["item_pattern"])) if "item_pattern" in crash else cls.item_pattern)
 
 
 def crash_from_json(data: dict[str, Any]) -> Crash:
@@ -78,7 +80,7 @@ def fields(crash: Crash, policy: CrashPolicy) -> dict[str, str]:
     key_env = next((var for prefix, var in policy.key_env if prefix in modules), "the API key variable")
     item = None
     for line in reversed(crash.before):
-        if m := re.search(policy.item_pattern, line):
+        if m := policy.item_pattern.search(line):
             item = m.group(1)
             break
     values = {

@@ -212,3 +212,18 @@ def test_waits_obey_the_server_and_a_day_long_hint_halts_saying_when():
     assert halted == [{"name": "halt", "arg": "quota exhausted: the server asks to retry after 86400 s (at 1970-01-02T00:00:00+00:00)"}]
     assert evidence["fix"] == halted[0]["arg"]
     assert adjust(plan, {"candidates": ["DEAD"]}, policy, now=0.0) == (plan, {"candidates": ["DEAD"]})
+
+
+def test_the_item_a_crash_happened_on_is_read_by_the_settings_pattern_on_re2():
+    from expwatch.rules.retry_hint import CrashPolicy, fields
+
+    (crash,) = feed(["2026-11-26 12:00:00,001 INFO eval: [3/10] item=q-0017 task=QA",
+                     "2026-11-26 12:00:00,002 INFO eval: asking about sample=clip_0417.mp4",
+                     "Traceback (most recent call last):", '  File "/home/me/run.py", line 9, in ask',
+                     "ZeroDivisionError: division by zero"])
+    assert fields(crash, CrashPolicy.from_settings({}))["item"] == "q-0017"  # the shipped pattern, on the last line naming an item
+    assert fields(crash, CrashPolicy.from_settings({"item_pattern": r"sample=(\S+)"}))["item"] == "clip_0417.mp4"
+    # RE2: linear whatever the line holds. Python's re, which read this setting before, backtracks
+    # exponentially here: 34 a's already take hours.
+    (slow,) = feed(["a" * 5000 + "!", "Traceback (most recent call last):", "ValueError: x"])
+    assert fields(slow, CrashPolicy.from_settings({"item_pattern": r"((a+)+)$"}))["item"] == "(unknown: the log did not name it)"

@@ -62,7 +62,9 @@ def test_a_settings_value_of_the_wrong_kind_is_one_error_naming_file_line_and_fi
     rules = tmp_path / "expwatch.rules.yaml"
     rules.write_text(shipped_rules_text())
     for text, line, field in (("watch: {settle_s: 1}\nworkers: true\n", 2, "workers"), ("profile: {}\n", 1, "profile"),
-                              ("audit:\n  max_bytes: -5\n", 2, "audit.max_bytes"), ("profiles: {mine: {env: {}}}\n", 1, "profiles.mine")):
+                              ("audit:\n  max_bytes: -5\n", 2, "audit.max_bytes"), ("profiles: {mine: {env: {}}}\n", 1, "profiles.mine"),
+                              ("crash:\n  item_pattern: 'item (?=\\d)'\n", 2, "crash.item_pattern"),  # a lookahead: not RE2
+                              ("crash:\n  item_pattern: 'item \\d+'\n", 2, "crash.item_pattern")):  # no group to name the item
         settings.write_text(text)
         for command in (["status", str(tmp_path)], ["watch", str(tmp_path)], ["rules", "check", str(rules)]):
             proc = expwatch(*command)
