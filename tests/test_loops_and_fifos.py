@@ -185,3 +185,31 @@ def test_a_lookahead_in_a_log_pattern_is_refused_naming_file_line_and_field(tmp_
     message = str(refused.value)
     assert message.startswith(f"{override}:4: log_patterns.mine: not a pattern RE2 can run:") and "lookahead" in message
     assert "\n" not in message
+
+
+def test_report_passes_over_a_fifo_where_a_validation_report_would_be(tmp_path):
+    fleet = Fleet(tmp_path / "exp", settings=SETTINGS)
+    try:
+        fleet.adopt_sleepers(["v"])
+        folder = fleet.layout.run_files_dir("v")
+        folder.mkdir(parents=True, exist_ok=True)
+        os.mkfifo(folder / "validation.json")
+        done = cli("report", str(fleet.root), timeout=60)
+        assert done.returncode == 0, done.stderr
+        assert (fleet.layout.home / "report.html").exists()
+    finally:
+        fleet.cleanup()
+
+
+def test_a_slurm_jobs_script_is_read_for_its_interpreter_without_blocking_or_reading_it_whole(tmp_path):
+    from expwatch.watcher.discover_slurm import _job_argv
+
+    fifo = tmp_path / "job.sbatch"
+    os.mkfifo(fifo)
+    assert _job_argv("7", f"{fifo} --limit 5", {}, 5) == ("sh", str(fifo), "--limit", "5")
+    script = tmp_path / "eval.sbatch"
+    script.write_bytes(b"#!/usr/bin/env python3 -u\n" + b"x" * 10_000_000)
+    assert _job_argv("8", str(script), {}, 5) == ("/usr/bin/env", "python3", "-u", str(script))
+    blob = tmp_path / "blob"
+    blob.write_bytes(b"#!" + b"y" * 10_000_000)  # no newline: only the first 4 kB are one "line"
+    assert len(_job_argv("9", str(blob), {}, 5)[0]) < 4096

@@ -12,6 +12,7 @@ from __future__ import annotations
 import getpass
 import os
 import shlex
+import stat
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -76,13 +77,24 @@ def _job_argv(job_id: str, command: str, env: dict[str, str], timeout_s: float) 
         script = _slurm(["scontrol", "write", "batch_script", job_id, "-"], env, timeout_s)
         return ("sh", "-c", script)
     parts = tuple(command.split())
-    try:
-        with open(parts[0], encoding="utf-8", errors="replace") as fh:
-            first = fh.readline()
-    except OSError:
-        first = ""
+    first = _first_line(parts[0])
     interpreter = tuple(first[2:].split()) if first.startswith("#!") else ("sh",)
     return (*interpreter, *parts)
+
+
+def _first_line(path: str, most: int = 4096) -> str:
+    """A script's first line, read without blocking (a FIFO) and at most ``most`` bytes (a binary's one "line")."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return ""
+    try:
+        head = os.read(fd, most) if stat.S_ISREG(os.fstat(fd).st_mode) else b""
+    except OSError:
+        head = b""
+    finally:
+        os.close(fd)
+    return head.split(b"\n", 1)[0].decode("utf-8", "replace")
 
 
 def _launched_by_expwatch(command: str) -> bool:

@@ -8,7 +8,6 @@ how each run stands now and the result files give the last progress point.
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -16,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from expwatch.audit.reader import iter_records, parse_ts
-from expwatch.files import NotReadyYet
+from expwatch.files import NotReadyYet, read_json
 from expwatch.layout import ExperimentsLayout
 from expwatch.manifest import RunManifest, discover
 from expwatch.results.progress import read_progress
@@ -175,8 +174,8 @@ def _validation(layout: ExperimentsLayout, run: RunStory) -> None:
         if path is None:
             continue
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
+            data = read_json(path)  # beside the result, in the user's folder: bounded, and a FIFO is refused
+        except (OSError, ValueError, NotReadyYet):
             continue
         if isinstance(data, dict):
             run.validation, run.validation_path = data, str(path)
