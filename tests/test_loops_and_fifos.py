@@ -27,7 +27,8 @@ from fleet import Fleet
 from expwatch.actions.halt import last_lines
 from expwatch.manifest import RunManifest, save_manifest
 from expwatch.results.config import ValidationSettingsError, load_validation_settings
-from expwatch.results.logcounts import count_log_lines
+from expwatch.results.logcounts import LogPatterns, count_log_lines
+from expwatch.rules.patterns import compile_pattern
 
 SETTINGS = "watch: {settle_s: 0.4, safety_poll_s: 0.3}\nkill: {grace_s: 2}\n"
 LOOP = "Too many levels of symbolic links"  # strerror(ELOOP)
@@ -162,6 +163,10 @@ def test_log_lines_are_counted_across_chunks_cut_lines_and_carriage_returns(tmp_
         fh.write(b"progress 10%\rWARNING cache miss: clip-0001\rprogress 20%\n")  # a progress bar's redraws: three lines
         fh.write(b"WARNING content policy violation for item-0007, recording null")  # the last line, no newline yet
     assert counted(log) == {"cache_stale": 0, "cache_miss": 2, "rate_limit": 2, "content_policy": 1, "rate_limiter": 1}
+    # Lines are searched without their endings, as before: RE2's `$` does not match before a "\n".
+    ended = LogPatterns.of({"failed": compile_pattern("failed$")}, limit)
+    (tmp_path / "ends.log").write_bytes(b"job failed\njob failed\r\njob failed\rjob failed twice\njob failed")
+    assert count_log_lines(tmp_path / "ends.log", ended) == {"failed": 4}
 
 
 def test_a_long_line_of_near_matches_is_counted_in_linear_time(tmp_path):

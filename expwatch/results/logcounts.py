@@ -10,8 +10,10 @@ that would stall the whole watcher. The patterns are therefore compiled by
 rules/patterns.py (RE2, linear in the line), and a line is searched in its
 first ``max_line_bytes`` only.
 
-Lines end at ``\\n``, ``\\r\\n`` or a lone ``\\r``, as ``str.splitlines`` had
-split them, so a progress bar's redraws stay separate lines.
+Lines end at ``\\n``, ``\\r\\n`` or a lone ``\\r``, so a progress bar's redraws
+stay separate lines, as ``str.splitlines`` had kept them (it also split at
+rarer separators such as ``\\x0c``, which a log line now keeps). A ``\\r\\n``
+split across two reads leaves an empty line, which no useful pattern matches.
 """
 
 from __future__ import annotations
@@ -73,8 +75,10 @@ def count_log_lines(path: Path | str, log_patterns: LogPatterns) -> dict[str, in
             raise Unreadable(path, "not a regular file")
         carry, cut = b"", False  # cut: the line in hand was searched in its first max_line_bytes; skip to its end
         while chunk := os.read(fd, CHUNK_BYTES):
-            lines = (carry + chunk).splitlines(keepends=True)
-            carry = lines.pop() if not lines[-1].endswith((b"\n", b"\r")) else b""
+            # Without their endings, as Python's splitlines gave them: RE2's `$` does not match before a "\n".
+            data = carry + chunk
+            lines = data.splitlines()
+            carry = b"" if data.endswith((b"\n", b"\r")) else lines.pop()
             for line in lines:
                 if cut:
                     cut = False
