@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import shlex
-import stat
 from collections import deque
 from datetime import datetime, timezone
 from pathlib import Path
@@ -19,7 +18,7 @@ from typing import Any
 import psutil
 
 from expwatch.actions.context import ActionContext, ActionResult
-from expwatch.files import NotReadyYet, atomic_write_text, atomic_write_json, read_json
+from expwatch.files import NOT_REGULAR, NotReadyYet, Unreadable, atomic_write_text, atomic_write_json, open_regular, read_json
 from expwatch.manifest import HaltMark, RunManifest
 from expwatch.redact import redact_argv, redact_env, redact_record, redact_text
 from expwatch.processes import run_tree, verified_process
@@ -39,17 +38,15 @@ def last_lines(path: str, n: int = 50, tail_bytes: int = 256 * 1024) -> list[str
     read is named in the bundle instead of failing the halt.
     """
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        fd = open_regular(path)
     except FileNotFoundError:
         return []
-    except OSError as exc:
-        return [f"(the log cannot be read: {exc.strerror or exc})"]
+    except Unreadable as exc:
+        return ["(the log is not a regular file)" if exc.reason == NOT_REGULAR else f"(the log cannot be read: {exc.reason})"]
     try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            return ["(the log is not a regular file)"]
-        start = max(0, info.st_size - tail_bytes)
-        data = os.pread(fd, info.st_size - start, start)
+        size = os.fstat(fd).st_size
+        start = max(0, size - tail_bytes)
+        data = os.pread(fd, size - start, start)
     except OSError as exc:
         return [f"(the log cannot be read: {exc.strerror or exc})"]
     finally:
@@ -149,15 +146,15 @@ def complete(ctx: ActionContext, arg: Any) -> ActionResult:
         except (OSError, NotReadyYet, ValueError) as exc:
             # A result or log that cannot be read now does not undo the completion; `expwatch validate` can retry.
             ctx.console(f"COMPLETE {manifest.name}: not validated ({exc})")
-            ctx.update(lambda m: m.with_changes(completed_at=_now()))
-            return ActionResult("completed", {"validation_error": str(exc)})
-        data = report.to_json()
-        result = Path(manifest.result)
-        path = result.with_name(f"{result.stem}.validation.json")
-        atomic_write_json(path, data)
-        details = {"validation": str(path), "issues": data.get("issues", []), "raw_acc": data.get("raw_acc"), "null_rate": data.get("null_rate")}
-        raw = data.get("raw_acc")
-        shown = f"{raw:.3f}" if isinstance(raw, (int, float)) else "-"
-        ctx.console(f"COMPLETE {manifest.name}: raw accuracy {shown}, {len(data.get('issues', []))} validation issue(s), report {path}")
+            details = {"validation_error": str(exc)}
+        else:
+            data = report.to_json()
+            result = Path(manifest.result)
+            path = result.with_name(f"{result.stem}.validation.json")
+            atomic_write_json(path, data)
+            details = {"validation": str(path), "issues": data.get("issues", []), "raw_acc": data.get("raw_acc"), "null_rate": data.get("null_rate")}
+            raw = data.get("raw_acc")
+            shown = f"{raw:.3f}" if isinstance(raw, (int, float)) else "-"
+            ctx.console(f"COMPLETE {manifest.name}: raw accuracy {shown}, {len(data.get('issues', []))} validation issue(s), report {path}")
     ctx.update(lambda m: m.with_changes(completed_at=_now()))
     return ActionResult("completed", details)

@@ -70,6 +70,31 @@ class Unreadable(NotReadyYet):
         self.args = (f"{path}: unreadable ({reason})",)
 
 
+NOT_REGULAR = "not a regular file"
+
+
+def open_regular(path: Path | str) -> int:
+    """A non-blocking descriptor of the regular file at ``path``, for readers that stream it themselves.
+
+    FileNotFoundError if absent; Unreadable for anything else, a FIFO (it
+    would block the reader), a device (opening one can act), a symlink loop,
+    no permission. As ``read_bounded``, stat is asked before the open and
+    fstat after it, which closes the race of a file swapped in between.
+    """
+    try:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            raise Unreadable(path, NOT_REGULAR)
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | getattr(os, "O_NOCTTY", 0))
+    except FileNotFoundError:
+        raise
+    except OSError as exc:
+        raise Unreadable(path, exc.strerror or str(exc)) from exc
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise Unreadable(path, NOT_REGULAR)
+    return fd
+
+
 # Called with the open file's fstat before anything is read (expwatch/trust.py's owner and mode check).
 FileCheck = Callable[[Path | str, os.stat_result], None]
 

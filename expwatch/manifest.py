@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from expwatch import crashpoints
-from expwatch.files import NotReadyYet, atomic_write_json, read_json
+from expwatch.files import NotReadyYet, Unreadable, atomic_write_json, read_json
 from expwatch.layout import ExperimentsLayout, is_manifest_name
 from expwatch.trust import UntrustedFile, check_trusted, file_mode, make_home
 
@@ -326,7 +326,7 @@ class SurveyRound:
         except (NotReadyYet, ManifestError) as exc:
             self.broken.append(UnreadableManifest(name, Path(entry.path), str(exc), isinstance(exc, UntrustedFile)))
         except OSError as exc:  # the listing's stat: a symlink loop, say
-            self.broken.append(UnreadableManifest(name, Path(entry.path), f"{entry.path}: unreadable ({exc.strerror or exc})", False))
+            self.broken.append(UnreadableManifest(name, Path(entry.path), str(Unreadable(entry.path, exc.strerror or str(exc))), False))
 
     def _finish(self) -> bool:
         if self._listing is not None:

@@ -12,11 +12,11 @@ from __future__ import annotations
 import getpass
 import os
 import shlex
-import stat
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from expwatch.files import Unreadable, open_regular
 from expwatch.manifest import RunManifest
 from expwatch.watcher.discover import DiscoveryConfig, Inferred, checkpoint_beside, expected_from, flag_value, under, unique_name
 
@@ -85,11 +85,11 @@ def _job_argv(job_id: str, command: str, env: dict[str, str], timeout_s: float) 
 def _first_line(path: str, most: int = 4096) -> str:
     """A script's first line, read without blocking (a FIFO) and at most ``most`` bytes (a binary's one "line")."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-    except OSError:
+        fd = open_regular(path)
+    except (OSError, Unreadable):
         return ""
     try:
-        head = os.read(fd, most) if stat.S_ISREG(os.fstat(fd).st_mode) else b""
+        head = os.read(fd, most)
     except OSError:
         head = b""
     finally:

@@ -20,7 +20,6 @@ from expwatch.files import NotReadyYet
 from expwatch.manifest import ManifestCache, ManifestError, RunManifest, SurveyRound
 from expwatch.processes import verified_process
 from expwatch.rules.facts import RunFacts
-from expwatch.runstate import log_age
 from expwatch.trust import UntrustedFile
 from expwatch.watcher.crash import CrashAssembler
 from expwatch.watcher.tail import LogTailer
@@ -67,8 +66,10 @@ class RunMembership:
                 self.loop.audit.record("history read", run=manifest.name, lines=replayed, note="old lines rebuild counters, trigger nothing")
         self.loop.read_log(run)
         if run.facts.alive:
-            age = log_age(manifest.log, now)
-            run.facts.last_log_at = now if age is None else now - age
+            try:
+                run.facts.last_log_at = os.stat(manifest.log).st_mtime
+            except OSError:  # not yet written, or not to be looked at (a symlink loop): its silence starts now
+                run.facts.last_log_at = now
             self.watch_exit(run)
         elif not run.finished:
             # It died while no watcher ran: nothing more will be written, so a traceback its log ends

@@ -19,11 +19,10 @@ split across two reads leaves an empty line, which no useful pattern matches.
 from __future__ import annotations
 
 import os
-import stat
 from dataclasses import dataclass
 from pathlib import Path
 
-from expwatch.files import Unreadable
+from expwatch.files import Unreadable, open_regular
 from expwatch.rules.patterns import Pattern, compile_pattern
 
 CHUNK_BYTES = 1 << 20
@@ -64,15 +63,8 @@ def count_log_lines(path: Path | str, log_patterns: LogPatterns) -> dict[str, in
     regular file (a FIFO would block the reader forever) or cannot be read.
     """
     counter, max_line_bytes = _Counter(log_patterns), log_patterns.max_line_bytes
+    fd = open_regular(path)
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-    except FileNotFoundError:
-        raise
-    except OSError as exc:
-        raise Unreadable(path, exc.strerror or str(exc)) from exc
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise Unreadable(path, "not a regular file")
         carry, cut = b"", False  # cut: the line in hand was searched in its first max_line_bytes; skip to its end
         while chunk := os.read(fd, CHUNK_BYTES):
             # Without their endings, as Python's splitlines gave them: RE2's `$` does not match before a "\n".
